@@ -1,0 +1,277 @@
+//! Configuration from flags and environment variables (clap), validated at start-up. Every
+//! error names the variable to fix.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use clap::{Args, Parser, Subcommand};
+use platform::telemetry::LogFormat;
+use secrecy::SecretString;
+
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, about = "Bulkhead: a commerce backend as a modular monolith with extractable modules.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply, revert or list database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up {
+        /// Only this module.
+        #[arg(long)]
+        module: Option<String>,
+    },
+    /// Revert the most recent migrations of one module.
+    Down {
+        #[arg(long)]
+        module: String,
+        /// How many migrations to revert.
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+    },
+    /// List every migration and whether it is applied.
+    Status {
+        /// Only this module.
+        #[arg(long)]
+        module: Option<String>,
+    },
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "BULKHEAD_ADDR", default_value = "127.0.0.1:8080", global = true, value_parser = parse_addr)]
+    pub addr: SocketAddr,
+
+    /// Directory for local state: the embedded PostgreSQL cluster, signing keys, mail.
+    #[arg(long, env = "BULKHEAD_DATA_DIR", default_value = ".bulkhead", global = true)]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL URL with the right to create roles (admin). Unset: an embedded server.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true, value_parser = parse_database_url)]
+    pub database_url: Option<SecretString>,
+
+    /// Directory holding `initdb` and `postgres` for the embedded server (else searched).
+    #[arg(long, env = "BULKHEAD_PG_BIN_DIR", global = true)]
+    pub pg_bin_dir: Option<PathBuf>,
+
+    /// Log format: `pretty` or `json` (default: pretty in a terminal, json otherwise).
+    #[arg(long, env = "LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+
+    /// Modules this process hosts, comma-separated (default: every compiled-in module).
+    #[arg(long, env = "BULKHEAD_MODULES", global = true, value_delimiter = ',')]
+    pub modules: Vec<String>,
+
+    /// Email of the admin the users module creates on first start.
+    #[arg(long, env = "BULKHEAD_ADMIN_EMAIL", global = true, value_parser = parse_admin_email)]
+    pub admin_email: Option<String>,
+
+    /// Password of that admin (12–128 characters); unset: a random one, printed once.
+    #[arg(long, env = "BULKHEAD_ADMIN_PASSWORD", global = true, hide_env_values = true, value_parser = parse_admin_password)]
+    pub admin_password: Option<SecretString>,
+
+    /// Issuer (`iss`) of access tokens.
+    #[arg(long, env = "BULKHEAD_JWT_ISSUER", default_value = "bulkhead", global = true)]
+    pub jwt_issuer: String,
+
+    /// Audience (`aud`) of access tokens for the public API.
+    #[arg(long, env = "BULKHEAD_JWT_AUDIENCE", default_value = "bulkhead-api", global = true)]
+    pub jwt_audience: String,
+
+    /// Connections per module pool.
+    #[arg(long, env = "BULKHEAD_DB_POOL_SIZE", default_value_t = 10, global = true, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub db_pool_size: u32,
+
+    /// Largest accepted request body, e.g. `256KiB`, `1MiB` or a byte count.
+    #[arg(long, env = "BULKHEAD_BODY_LIMIT", default_value = "256KiB", global = true, value_parser = parse_size)]
+    pub body_limit: usize,
+
+    /// Longest time a request may take, e.g. `30s` or `500ms`.
+    #[arg(long, env = "BULKHEAD_REQUEST_TIMEOUT", default_value = "30s", global = true, value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Time to drain in-flight requests on shutdown before closing anyway.
+    #[arg(long, env = "BULKHEAD_SHUTDOWN_TIMEOUT", default_value = "30s", global = true, value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Sustained requests per second per client address on `/api` (0 turns limiting off).
+    #[arg(long, env = "BULKHEAD_RATE_LIMIT_PER_SECOND", default_value_t = 100, global = true)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests a client may send at once before the sustained rate applies.
+    #[arg(long, env = "BULKHEAD_RATE_LIMIT_BURST", default_value_t = 200, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+
+    /// Origins allowed to call the API from a browser, comma-separated (default: none).
+    #[arg(long, env = "BULKHEAD_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+impl Config {
+    /// The configuration a user gets with no flags, plus whatever the environment sets.
+    ///
+    /// # Errors
+    /// An environment variable with an invalid value.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Cli::try_parse_from(["bulkhead"]).map(|cli| cli.config)
+    }
+
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or_else(LogFormat::detect)
+    }
+
+    pub fn rate_limit(&self) -> Option<(NonZeroU32, NonZeroU32)> {
+        Some((NonZeroU32::new(self.rate_limit_per_second)?, NonZeroU32::new(self.rate_limit_burst)?))
+    }
+
+    /// `BULKHEAD_<M>_DATABASE_URL` for each module that has one.
+    ///
+    /// # Errors
+    /// A URL that does not parse, naming its variable.
+    pub fn module_database_urls(&self, modules: &[&str]) -> anyhow::Result<BTreeMap<String, SecretString>> {
+        let mut urls = BTreeMap::new();
+        for module in modules {
+            let variable = format!("BULKHEAD_{}_DATABASE_URL", module.to_uppercase());
+            if let Ok(value) = std::env::var(&variable) {
+                let url = parse_database_url(&value).map_err(|e| anyhow::anyhow!("{variable}: {e}"))?;
+                urls.insert((*module).to_owned(), url);
+            }
+        }
+        Ok(urls)
+    }
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| format!("BULKHEAD_ADDR must be an IP address and port such as 127.0.0.1:8080 or 0.0.0.0:8080"))
+}
+
+fn parse_database_url(value: &str) -> Result<SecretString, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("DATABASE_URL is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err("DATABASE_URL must start with postgres:// or postgresql://".to_owned());
+    }
+    Ok(SecretString::from(value.to_owned()))
+}
+
+fn parse_admin_email(value: &str) -> Result<String, String> {
+    let valid = value.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+    if valid { Ok(value.trim().to_owned()) } else { Err("BULKHEAD_ADMIN_EMAIL must be an email address".to_owned()) }
+}
+
+fn parse_admin_password(value: &str) -> Result<SecretString, String> {
+    let length = value.chars().count();
+    if (12..=128).contains(&length) {
+        Ok(SecretString::from(value.to_owned()))
+    } else {
+        Err("BULKHEAD_ADMIN_PASSWORD must be 12 to 128 characters long".to_owned())
+    }
+}
+
+fn parse_size(value: &str) -> Result<usize, String> {
+    let error = || format!("BULKHEAD_BODY_LIMIT must be a size such as 262144, 256KiB or 1MiB, not `{value}`");
+    let trimmed = value.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: usize = number.parse().map_err(|_| error())?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "kib" | "k" => 1024,
+        "mb" | "mib" | "m" => 1024 * 1024,
+        _ => return Err(error()),
+    };
+    match number.checked_mul(factor) {
+        Some(bytes) if bytes > 0 => Ok(bytes),
+        _ => Err(error()),
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let error = || format!("expected a duration such as 30s, 1500ms or 2m, not `{value}`");
+    let trimmed = value.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: u64 = number.parse().map_err(|_| error())?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(number),
+        "" | "s" => Duration::from_secs(number),
+        "m" => Duration::from_secs(number * 60),
+        _ => return Err(error()),
+    };
+    if duration.is_zero() { Err(error()) } else { Ok(duration) }
+}
+
+fn parse_origin(value: &str) -> Result<HeaderValue, String> {
+    let url = url::Url::parse(value.trim()).map_err(|_| format!("BULKHEAD_CORS_ORIGINS: `{value}` is not an origin such as https://shop.example"))?;
+    HeaderValue::from_str(url.origin().ascii_serialization().as_str())
+        .map_err(|_| format!("BULKHEAD_CORS_ORIGINS: `{value}` is not a valid origin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bulkhead").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.config.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cli.config.body_limit, 256 * 1024);
+        assert_eq!(cli.config.request_timeout, Duration::from_secs(30));
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_to_fix() {
+        for (args, variable) in [
+            (&["--addr", "localhost"][..], "BULKHEAD_ADDR"),
+            (&["--database-url", "mysql://x"][..], "DATABASE_URL"),
+            (&["--admin-password", "short"][..], "BULKHEAD_ADMIN_PASSWORD"),
+            (&["--admin-email", "nobody"][..], "BULKHEAD_ADMIN_EMAIL"),
+            (&["--body-limit", "lots"][..], "BULKHEAD_BODY_LIMIT"),
+            (&["--log-format", "xml"][..], "LOG_FORMAT"),
+        ] {
+            let message = parse(args).unwrap_err().to_string();
+            assert!(message.contains(variable), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn migrate_subcommands_parse() {
+        let cli = parse(&["migrate", "down", "--module", "orders", "--steps", "2"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate { action: MigrateAction::Down { steps: 2, .. } })));
+    }
+}

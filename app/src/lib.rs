@@ -1,0 +1,11 @@
+//! The Bulkhead binary as a library, so tests can run the real application in process.
+
+pub mod cli;
+pub mod config;
+mod database;
+mod health;
+pub mod modules;
+mod server;
+
+pub use config::{Cli, Command, Config};
+pub use server::Application;

@@ -1,0 +1,55 @@
+use std::process::ExitCode;
+
+use bulkhead::{Application, Cli, Command, cli};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Cli { config, command } = Cli::parse();
+    platform::telemetry::init(config.log_format());
+    let outcome = match command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate { action } => cli::migrate(&config, action).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("\nbulkhead: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: bulkhead::Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let application = tokio::select! {
+        built = Application::build(config) => built?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    let address = application.local_addr()?;
+    let base = format!("http://{address}");
+    println!("\nBulkhead is ready\n  API      {base}/api/v1\n  Docs     {base}/api/docs\n  Metrics  {base}/metrics\n  Health   {base}/health\n");
+    tracing::info!(%address, "serving");
+    application.run_until_stopped(shutdown).await
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (container stop) starts a graceful shutdown.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; draining");
+    shutdown.cancel();
+}

@@ -1,0 +1,150 @@
+//! The composition root: builds every hosted module from its pool and ports, mounts their
+//! routes, and runs the HTTP server until told to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use platform::auth::JwtVerifier;
+use platform::db::ModuleSchema;
+use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
+use platform::http::{HttpSettings, stack};
+use platform::metrics::Metrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::database::Backing;
+use crate::health::{self, HealthState};
+use crate::modules;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Bulkhead",
+        description = "A commerce backend built as a modular monolith with extractable modules.\n\n\
+            Successful responses are `{\"data\": …, \"meta\": …}`; failures are \
+            `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    components(schemas(platform::http::ErrorEnvelope, platform::http::ErrorBody, platform::http::FieldError)),
+    modifiers(&BearerAuth),
+    tags((name = "operations", description = "Health, readiness and metrics"))
+)]
+struct ApiDoc;
+
+/// The `bearer` security scheme handlers refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// A built application, bound to its port and ready to run.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    backing: Backing,
+    config: Config,
+}
+
+impl Application {
+    /// Connects (starting the embedded database when needed), migrates, builds the modules
+    /// and binds the listener.
+    ///
+    /// # Errors
+    /// Anything that prevents serving, with what to do about it.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let hosted = modules::hosted(&config.modules)?;
+        let schemas: Arc<[ModuleSchema]> = hosted.iter().map(|d| d.schema).collect();
+        let backing = Backing::connect(&config, &schemas).await?;
+        let built = async {
+            backing.databases.migrate(&schemas).await?;
+            let router = router(&config, &backing, schemas.clone());
+            let listener =
+                TcpListener::bind(config.addr).await.with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
+            anyhow::Ok((router, listener))
+        }
+        .await;
+        match built {
+            Ok((router, listener)) => Ok(Self { listener, router, backing, config }),
+            Err(error) => {
+                backing.close().await.ok();
+                Err(error)
+            }
+        }
+    }
+
+    /// The address actually bound (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting, drains in-flight requests (up to
+    /// the shutdown timeout), closes the pools and stops the embedded database.
+    ///
+    /// # Errors
+    /// A server failure, or a database that does not stop cleanly.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self { listener, router, backing, config } = self;
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let stopping = shutdown.clone();
+        let server = axum::serve(listener, service).with_graceful_shutdown(stopping.cancelled_owned());
+        let drain_limit = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(config.shutdown_timeout).await;
+        };
+        let served = tokio::select! {
+            served = server => served.context("serving HTTP"),
+            () = drain_limit => {
+                tracing::warn!(timeout = ?config.shutdown_timeout, "requests still running after the shutdown timeout; closing anyway");
+                Ok(())
+            }
+        };
+        tracing::info!("HTTP server stopped; closing databases");
+        let closed = backing.close().await;
+        served.and(closed)
+    }
+}
+
+fn router(config: &Config, backing: &Backing, schemas: Arc<[ModuleSchema]>) -> Router {
+    let metrics = Metrics::new();
+    let _verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
+
+    let mut api = OpenApiRouter::<()>::new();
+    if let Some((per_second, burst)) = config.rate_limit() {
+        api = api.layer(from_fn_with_state(ClientRateLimit::new(per_second, burst), limit_by_client));
+    }
+
+    let health_state = HealthState { databases: backing.databases.clone(), schemas };
+    let operations = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .with_state(health_state)
+        .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()));
+    let (router, spec) = operations.nest("/api/v1", api).split_for_parts();
+    let router = router.merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
+    let settings = HttpSettings {
+        body_limit_bytes: config.body_limit,
+        request_timeout: config.request_timeout,
+        cors_origins: config.cors_origins.clone(),
+    };
+    stack::apply(router, &settings, metrics)
+}

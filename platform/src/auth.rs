@@ -1,0 +1,195 @@
+//! Verifying access tokens: EdDSA-signed JWTs with `sub`, `roles`, `exp`, `iss`, `aud` and a
+//! `kid` header. The users module signs them and publishes its public keys (JWKS); any
+//! process — including an extracted service — verifies with those keys alone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::http::ApiError;
+
+/// The claims of a Bulkhead access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    pub roles: Vec<Role>,
+    pub iss: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    /// Token id, unique per issued token.
+    #[serde(default)]
+    pub jti: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+/// Who is calling, as proven by a verified token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub subject: String,
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+}
+
+/// Why a token was refused. Callers see one 401 whatever the reason; the reason is logged.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token header names algorithm {0:?}; only EdDSA is accepted")]
+    WrongAlgorithm(Algorithm),
+    #[error("the token has no key id (kid)")]
+    MissingKeyId,
+    #[error("no key with id {0:?} is known")]
+    UnknownKey(String),
+    #[error("the token is malformed or fails verification: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Verifies access tokens against a rotating set of public keys. Cheap to clone; all clones
+/// share the key set, so the users module's rotation is seen everywhere at once.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    issuer: String,
+    audience: String,
+    keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<String> = self.keys.read().map(|k| k.keys().cloned().collect()).unwrap_or_default();
+        f.debug_struct("JwtVerifier").field("issuer", &self.issuer).field("audience", &self.audience).field("kids", &kids).finish()
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier with no keys yet: it refuses every token until keys are added.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self { issuer: issuer.into(), audience: audience.into(), keys: Arc::default() }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Adds (or replaces) one Ed25519 public key, given as its 32 raw bytes.
+    pub fn add_ed25519_key(&self, kid: impl Into<String>, public_key: &[u8]) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.insert(kid.into(), DecodingKey::from_ed_der(public_key));
+        }
+    }
+
+    /// Replaces the key set with the EdDSA keys of a JWKS (other key types are ignored).
+    ///
+    /// # Errors
+    /// A JWK that claims to be an EdDSA key but cannot be read.
+    pub fn set_jwks(&self, jwks: &JwkSet) -> Result<(), TokenError> {
+        let mut fresh = HashMap::new();
+        for jwk in &jwks.keys {
+            if let (Some(kid), true) = (&jwk.common.key_id, is_ed25519(jwk)) {
+                fresh.insert(kid.clone(), DecodingKey::from_jwk(jwk)?);
+            }
+        }
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = fresh;
+        }
+        Ok(())
+    }
+
+    /// Verifies signature, algorithm, key id, expiry, issuer and audience.
+    ///
+    /// # Errors
+    /// [`TokenError`] saying what was wrong.
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = jsonwebtoken::decode_header(token)?;
+        // Pinning the algorithm defeats `alg: none` and HS256-signed-with-the-public-key.
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::WrongAlgorithm(header.alg));
+        }
+        let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
+        let key = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|keys| keys.get(&kid).cloned())
+            .ok_or(TokenError::UnknownKey(kid))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)?;
+        Ok(Principal { subject: data.claims.sub, roles: data.claims.roles })
+    }
+}
+
+fn is_ed25519(jwk: &Jwk) -> bool {
+    matches!(&jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(p) if p.curve == jsonwebtoken::jwk::EllipticCurve::Ed25519)
+}
+
+fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Extractor: a verified caller, or 401 in the envelope with `WWW-Authenticate`.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    S: Send + Sync,
+    JwtVerifier: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(ApiError::unauthenticated)?;
+        let verifier = JwtVerifier::from_ref(state);
+        match verifier.verify(token) {
+            Ok(principal) => Ok(Self(principal)),
+            Err(reason) => {
+                tracing::info!(%reason, "refused a bearer token");
+                Err(ApiError::invalid_token())
+            }
+        }
+    }
+}
+
+/// Extractor: a verified caller with the admin role; 401 anonymous, 403 otherwise.
+#[derive(Debug, Clone)]
+pub struct AdminOnly(pub Principal);
+
+impl<S> FromRequestParts<S> for AdminOnly
+where
+    S: Send + Sync,
+    JwtVerifier: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Authenticated(principal) = Authenticated::from_request_parts(parts, state).await?;
+        if principal.is_admin() { Ok(Self(principal)) } else { Err(ApiError::forbidden()) }
+    }
+}

@@ -1,0 +1,26 @@
+//! The database kit: embedded PostgreSQL, per-module roles and schemas, pools, migrations
+//! (DESIGN §3). A module's data lives in its own schema, reached through its own role.
+
+pub mod binaries;
+pub mod embedded;
+pub mod migrate;
+pub mod provision;
+
+pub use embedded::{ClusterAddress, EmbeddedOptions, EmbeddedPostgres};
+pub use migrate::{MigrationState, ModuleSchema};
+pub use provision::{AdminAccess, DatabaseSetup, Databases};
+
+/// The role a module's pool logs in as: `bulkhead_<module>`.
+pub fn role_name(module: &str) -> String {
+    format!("bulkhead_{module}")
+}
+
+/// Whether a PostgreSQL error carries `code` (an SQLSTATE such as `42501`).
+pub fn has_sqlstate(error: &sqlx::Error, code: &str) -> bool {
+    error.as_database_error().and_then(|e| e.code()).is_some_and(|c| c == code)
+}
+
+/// SQLSTATE `42501`: the role lacks the privilege.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// SQLSTATE `23505`: a unique constraint was violated.
+pub const UNIQUE_VIOLATION: &str = "23505";

@@ -1,0 +1,272 @@
+//! Roles, schemas, grants and pools (DESIGN §3).
+//!
+//! With admin rights (the embedded cluster, or a `DATABASE_URL` whose role may create roles)
+//! each module gets a login role `bulkhead_<m>` that owns schema `<m>` and nothing else. Its
+//! password is derived from the admin secret (HMAC), so every replica computes the same one and
+//! nothing needs storing. Without admin rights, a module connects through its own URL
+//! (`BULKHEAD_<M>_DATABASE_URL`), which is also how a module moves to a database of its own.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+
+use super::migrate::{self, ModuleSchema};
+use super::{has_sqlstate, role_name};
+
+/// A connection with the right to create roles and schemas.
+#[derive(Debug, Clone)]
+pub struct AdminAccess {
+    pub options: PgConnectOptions,
+    /// Module role passwords are derived from this.
+    pub role_secret: SecretString,
+}
+
+impl AdminAccess {
+    /// Admin access from a URL; the role secret is the URL's password (or the URL itself
+    /// when it has none, e.g. trust or peer authentication).
+    ///
+    /// # Errors
+    /// When the URL does not parse.
+    pub fn from_url(url: &SecretString) -> anyhow::Result<Self> {
+        let parsed = url::Url::parse(url.expose_secret()).context("DATABASE_URL is not a valid URL")?;
+        let options: PgConnectOptions = url.expose_secret().parse().context("DATABASE_URL is not a PostgreSQL URL")?;
+        let secret = parsed.password().map_or_else(|| url.expose_secret().to_owned(), str::to_owned);
+        Ok(Self { options, role_secret: SecretString::from(secret) })
+    }
+
+    fn role_password(&self, role: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.role_secret.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(b"bulkhead-module-role:");
+        mac.update(role.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// How to reach the database(s).
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseSetup {
+    pub admin: Option<AdminAccess>,
+    /// Modules that connect through their own URL instead of a provisioned role.
+    pub module_urls: BTreeMap<String, PgConnectOptions>,
+    /// Connections per module pool.
+    pub pool_size: u32,
+}
+
+/// The pools of the modules this process hosts.
+#[derive(Debug, Clone)]
+pub struct Databases {
+    admin: Option<PgPool>,
+    modules: BTreeMap<&'static str, PgPool>,
+}
+
+impl Databases {
+    /// Provisions a role and schema for each module (where admin rights allow) and opens its
+    /// pool. Run [`Databases::migrate`] next.
+    ///
+    /// # Errors
+    /// Unreachable database, missing rights, or a module with neither admin access nor URL.
+    pub async fn connect(setup: &DatabaseSetup, schemas: &[ModuleSchema]) -> anyhow::Result<Self> {
+        let admin = match &setup.admin {
+            Some(access) => Some(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(access.options.clone().application_name("bulkhead:admin"))
+                    .await
+                    .context("connecting to PostgreSQL with DATABASE_URL")?,
+            ),
+            None => None,
+        };
+        let pool_options = || {
+            PgPoolOptions::new()
+                .max_connections(setup.pool_size.max(1))
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(10))
+        };
+        let mut modules = BTreeMap::new();
+        for schema in schemas {
+            let options = match (setup.module_urls.get(schema.name), &setup.admin, &admin) {
+                (Some(own), _, _) => {
+                    let options = own.clone().options([("search_path", schema.name)]);
+                    ensure_own_schema(&options, schema.name).await?;
+                    options
+                }
+                (None, Some(access), Some(pool)) => provision(pool, access, schema.name).await?,
+                _ => bail!(
+                    "module `{}` has no database: set DATABASE_URL (with the right to create roles) or BULKHEAD_{}_DATABASE_URL",
+                    schema.name,
+                    schema.name.to_uppercase()
+                ),
+            };
+            let options = options.application_name(&format!("bulkhead:{}", schema.name));
+            let pool = pool_options().connect_lazy_with(options);
+            modules.insert(schema.name, pool);
+        }
+        Ok(Self { admin, modules })
+    }
+
+    /// Applies pending migrations of every module with its own role, then grants every other
+    /// module's role read access to each module's outbox.
+    ///
+    /// # Errors
+    /// A failing migration or grant.
+    pub async fn migrate(&self, schemas: &[ModuleSchema]) -> anyhow::Result<()> {
+        for schema in schemas {
+            migrate::up(self.pool(schema.name)?, schema).await?;
+        }
+        self.grant_outbox_reads(schemas).await
+    }
+
+    /// The pool of a hosted module.
+    ///
+    /// # Errors
+    /// When `module` is not hosted here.
+    pub fn pool(&self, module: &str) -> anyhow::Result<&PgPool> {
+        self.modules.get(module).with_context(|| format!("module `{module}` has no database pool in this process"))
+    }
+
+    /// The admin pool, when this process has admin rights.
+    pub fn admin(&self) -> Option<&PgPool> {
+        self.admin.as_ref()
+    }
+
+    pub fn modules(&self) -> impl Iterator<Item = (&'static str, &PgPool)> {
+        self.modules.iter().map(|(name, pool)| (*name, pool))
+    }
+
+    pub async fn close(&self) {
+        for pool in self.modules.values() {
+            pool.close().await;
+        }
+        if let Some(admin) = &self.admin {
+            admin.close().await;
+        }
+    }
+
+    /// The published event log is the one thing other modules may read (DESIGN §3). The
+    /// owning role grants it, so this works with admin access and with per-module URLs alike.
+    async fn grant_outbox_reads(&self, schemas: &[ModuleSchema]) -> anyhow::Result<()> {
+        for owner in schemas {
+            let pool = self.pool(owner.name)?;
+            for reader in schemas.iter().filter(|s| s.name != owner.name) {
+                let reader_role = role_name(reader.name);
+                let (role_exists, granted): (bool, Option<bool>) = sqlx::query_as(
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
+                            CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
+                                 THEN has_table_privilege($1, $2, 'SELECT') END",
+                )
+                .bind(&reader_role)
+                .bind(format!("{}.outbox", owner.name))
+                .fetch_one(pool)
+                .await
+                .context("checking outbox grants")?;
+                if !role_exists || granted == Some(true) {
+                    continue;
+                }
+                let mut tx = pool.begin().await?;
+                for sql in [
+                    format!("GRANT USAGE ON SCHEMA {} TO {reader_role}", owner.name),
+                    format!("GRANT SELECT ON {}.outbox TO {reader_role}", owner.name),
+                ] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                }
+                tx.commit().await.with_context(|| format!("granting {reader_role} read access to {}.outbox", owner.name))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates (or repairs) the module's role and schema and returns its connection options.
+async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow::Result<PgConnectOptions> {
+    validate_identifier(module)?;
+    let role = role_name(module);
+    let password = access.role_password(&role);
+    let options = access.options.clone().username(&role).password(&password).options([("search_path", module)]);
+
+    // Roles are cluster-wide and several processes may provision at once (replicas, tests):
+    // create only when missing, tolerate losing the race, and touch the password only when
+    // logging in with the derived one fails.
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(&role)
+        .fetch_one(admin)
+        .await
+        .context("reading roles")?;
+    if !exists {
+        let sql = format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION PASSWORD '{password}'"
+        );
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
+            Ok(_) => tracing::info!(%role, "created the module's database role"),
+            Err(e) if has_sqlstate(&e, "42710") || has_sqlstate(&e, super::UNIQUE_VIOLATION) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating role {role} (does DATABASE_URL's role have CREATEROLE?)")),
+        }
+    } else if let Err(error) = PgConnection::connect_with(&options).await {
+        if !has_sqlstate(&error, "28P01") {
+            return Err(error).with_context(|| format!("logging in as {role}"));
+        }
+        let sql = format!("ALTER ROLE {role} PASSWORD '{password}'");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await.with_context(|| format!("resetting the password of {role}"))?;
+    }
+
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1")
+            .bind(module)
+            .fetch_optional(admin)
+            .await?;
+    match owner {
+        None => {
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS {module} AUTHORIZATION {role}");
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
+                Ok(_) => {}
+                Err(e) if has_sqlstate(&e, super::UNIQUE_VIOLATION) || has_sqlstate(&e, "42P06") => {}
+                Err(e) => return Err(e).with_context(|| format!("creating schema {module}")),
+            }
+        }
+        Some(owner) if owner != role => {
+            let sql = format!("ALTER SCHEMA {module} OWNER TO {role}");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await?;
+        }
+        Some(_) => {}
+    }
+    Ok(options)
+}
+
+/// With a per-module URL, the module's role creates its schema itself when it may.
+async fn ensure_own_schema(options: &PgConnectOptions, module: &str) -> anyhow::Result<()> {
+    validate_identifier(module)?;
+    let mut connection = PgConnection::connect_with(options)
+        .await
+        .with_context(|| format!("connecting with BULKHEAD_{}_DATABASE_URL", module.to_uppercase()))?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(module)
+        .fetch_one(&mut connection)
+        .await?;
+    if !exists {
+        let sql = format!("CREATE SCHEMA {module} AUTHORIZATION CURRENT_USER");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.with_context(|| {
+            format!("schema `{module}` does not exist and the role of BULKHEAD_{}_DATABASE_URL may not create it", module.to_uppercase())
+        })?;
+    }
+    connection.close().await.ok();
+    Ok(())
+}
+
+/// Module names become SQL identifiers, so they are held to `[a-z][a-z0-9_]*`.
+fn validate_identifier(name: &str) -> anyhow::Result<()> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 40;
+    if !valid {
+        bail!("`{name}` is not a valid module name (lowercase letters, digits and `_`)");
+    }
+    Ok(())
+}

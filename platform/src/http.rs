@@ -1,0 +1,20 @@
+//! The HTTP kit: envelopes, errors, extractors, pagination, idempotency, rate limiting and
+//! the shared middleware stack (DESIGN §7).
+
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod pagination;
+pub mod rate_limit;
+pub mod request_id;
+pub mod stack;
+
+pub use envelope::{Created, Data, Envelope};
+pub use error::{ApiError, ErrorBody, ErrorEnvelope, FieldError};
+pub use extract::{Json, Path, Query, ValidJson};
+pub use idempotency::Idempotency;
+pub use pagination::{Page, PageQuery, PageRequest, Sort};
+pub use rate_limit::ClientRateLimit;
+pub use request_id::RequestId;
+pub use stack::HttpSettings;

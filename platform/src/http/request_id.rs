@@ -1,0 +1,44 @@
+//! `x-request-id`: kept when the caller sends a sane one, generated (UUIDv7) otherwise, put on
+//! the request span, every error body and the response.
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn acceptable(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    let sane = !text.is_empty()
+        && text.len() <= 128
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='));
+    sane.then(|| text.to_owned())
+}
+
+/// Middleware: assigns the id before anything else runs and echoes it on the response.
+pub async fn assign(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(acceptable)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        request.headers_mut().insert(REQUEST_ID_HEADER.clone(), value.clone());
+        request.extensions_mut().insert(RequestId(id));
+        let mut response = next.run(request).await;
+        response.headers_mut().insert(REQUEST_ID_HEADER.clone(), value);
+        return response;
+    }
+    next.run(request).await
+}

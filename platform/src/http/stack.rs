@@ -1,0 +1,110 @@
+//! The middleware every router gets, outermost first: request id → trace span → metrics →
+//! CORS → compression → security headers → error envelope → panic catcher → timeout → body
+//! limit. (Per-client rate limiting goes on the API routes only, see [`super::rate_limit`].) The envelope layer sits inside compression and outside
+//! everything that can answer on its own (timeouts, limits, panics, axum's 404/405), so
+//! every failure leaves in the documented shape.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::map_response_body::MapResponseBodyLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::error::{ApiError, ErrorEnvelope, ErrorReport};
+use super::request_id::{self, RequestId};
+use crate::metrics::{Metrics, track_http};
+
+/// Settings of the shared middleware.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    /// Origins allowed by CORS; empty means same-origin only.
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { body_limit_bytes: 256 * 1024, request_timeout: Duration::from_secs(30), cors_origins: Vec::new() }
+    }
+}
+
+/// Adds the envelope 404 and 405 answers and the shared middleware to a router.
+pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Router {
+    let router = router
+        .fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async { ApiError::for_status(StatusCode::METHOD_NOT_ALLOWED) });
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(settings.cors_origins.clone()))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+        .expose_headers([header::LOCATION, header::RETRY_AFTER, request_id::REQUEST_ID_HEADER.clone()])
+        .max_age(Duration::from_secs(600));
+    router.layer(
+        ServiceBuilder::new()
+            .layer(from_fn(request_id::assign))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }))
+            .layer(from_fn_with_state(metrics, track_http))
+            .layer(cors)
+            .layer(CompressionLayer::new())
+            .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+            .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+            .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("frame-ancestors 'none'"),
+            ))
+            .layer(from_fn(finalize_errors))
+            .layer(CatchPanicLayer::custom(|_panic| ApiError::internal(anyhow::anyhow!("a handler panicked")).into_response()))
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+            // The timeout answers with an empty body of the inner type; give it axum's.
+            .layer(MapResponseBodyLayer::new(axum::body::Body::new))
+            .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes)),
+    )
+}
+
+/// Puts every 4xx/5xx into the envelope with the request id, and logs the failure once, with
+/// its cause, inside the request span. Responses made by [`ApiError`] carry their body in an
+/// extension; anything else (axum, tower-http) gets the generic envelope for its status.
+async fn finalize_errors(request: Request, next: Next) -> Response {
+    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
+    let response = next.run(request).await;
+    if !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (mut parts, _body) = response.into_parts();
+    let report = parts.extensions.remove::<ErrorReport>().unwrap_or_else(|| generic_report(parts.status));
+    if parts.status.is_server_error() {
+        tracing::error!(status = parts.status.as_u16(), code = %report.body.code, cause = report.cause.as_deref().unwrap_or("-"), "request failed");
+    } else {
+        tracing::debug!(status = parts.status.as_u16(), code = %report.body.code, "request refused");
+    }
+    let mut body = report.body;
+    body.request_id = request_id;
+    let bytes = serde_json::to_vec(&ErrorEnvelope { error: body }).unwrap_or_default();
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+fn generic_report(status: StatusCode) -> ErrorReport {
+    let mut response = ApiError::for_status(status).into_response();
+    response
+        .extensions_mut()
+        .remove::<ErrorReport>()
+        .unwrap_or_else(|| unreachable!("ApiError responses always carry their report"))
+}

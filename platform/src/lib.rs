@@ -1,0 +1,14 @@
+//! What every Bulkhead module is built on: the database kit (embedded PostgreSQL, roles,
+//! schemas, migrations), the HTTP kit (envelopes, errors, pagination, idempotency, auth
+//! extractors, middleware), metrics, telemetry and test support (feature `testing`).
+
+pub mod auth;
+pub mod db;
+pub mod http;
+pub mod metrics;
+pub mod module;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use module::{Manifest, Module, ModuleDescriptor};

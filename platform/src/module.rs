@@ -1,0 +1,43 @@
+//! The one interface `app` composes (DESIGN §2): what a module is called, what it persists,
+//! the routes it serves and what it declares about its seams.
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::db::ModuleSchema;
+
+/// A module as the composition root sees it. Built by `app` from the module's own pool and
+/// the ports it needs; it never reaches for globals.
+pub trait Module: Send + Sync + 'static {
+    /// The module's name: also its schema, its role's suffix and its feature name.
+    fn name(&self) -> &'static str;
+
+    /// Routes mounted under `/api/v1`, each documented with `#[utoipa::path]`.
+    fn public_routes(&self) -> OpenApiRouter;
+
+    /// The server side of the module's ports, mounted under `/internal/<name>/v1`, called by
+    /// processes that do not host this module.
+    fn internal_routes(&self) -> axum::Router {
+        axum::Router::new()
+    }
+
+    /// What the module uses and offers, for verification and the generated module map.
+    fn manifest(&self) -> Manifest;
+}
+
+/// A module's declared seams.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Manifest {
+    /// Port traits of other modules this module calls (e.g. `InventoryApi`).
+    pub ports_used: Vec<&'static str>,
+    /// Event types this module appends to its outbox.
+    pub events_published: Vec<&'static str>,
+    /// Event types of other modules this module handles.
+    pub events_subscribed: Vec<&'static str>,
+}
+
+/// What `app` needs to know about a module before it can build one: its schema (to provision
+/// and migrate). Lives as a `const` in the module's crate.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleDescriptor {
+    pub schema: ModuleSchema,
+}

@@ -1,0 +1,229 @@
+//! Test support (feature `testing`): every test gets a fresh database cloned from a migrated
+//! template, on one embedded cluster shared by all test processes (or on the server of
+//! `TEST_DATABASE_URL`).
+//!
+//! The shared cluster lives in `$BULKHEAD_TEST_PG_DIR` (default: a per-user directory in the
+//! system temp dir), is started by whichever test process needs it first (under a file lock),
+//! and keeps running between runs so later runs start in milliseconds. Templates are keyed by
+//! a digest of every migration, so a changed migration builds a new template.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::OnceCell;
+
+use crate::db::{AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, ModuleSchema};
+
+/// Test databases are dropped by a later process once they are this old.
+const TEST_DATABASE_MAX_AGE: Duration = Duration::from_secs(3 * 3600);
+const TEST_DATABASE_PREFIX: &str = "bulkhead_test_";
+
+/// The server tests run against: admin options on its `postgres` database.
+#[derive(Debug, Clone)]
+struct TestServer {
+    admin: PgConnectOptions,
+    role_secret: SecretString,
+}
+
+// Plain data only (no pools): each test has its own runtime, and pools must not outlive it.
+static SERVER: OnceCell<TestServer> = OnceCell::const_new();
+
+/// Where the shared test cluster lives.
+pub fn shared_cluster_dir() -> PathBuf {
+    std::env::var_os("BULKHEAD_TEST_PG_DIR").map_or_else(
+        || std::env::temp_dir().join(format!("bulkhead-test-cluster-{}", nix::unistd::Uid::effective())),
+        PathBuf::from,
+    )
+}
+
+async fn server() -> anyhow::Result<&'static TestServer> {
+    SERVER
+        .get_or_try_init(|| async {
+            let server = match std::env::var("TEST_DATABASE_URL") {
+                Ok(url) => {
+                    let access = AdminAccess::from_url(&SecretString::from(url))?;
+                    TestServer { admin: access.options.database("postgres"), role_secret: access.role_secret }
+                }
+                Err(_) => {
+                    let options = EmbeddedOptions::new(shared_cluster_dir()).with_test_settings();
+                    let address = EmbeddedPostgres::ensure_running_detached(&options)
+                        .await
+                        .context("starting the shared embedded test cluster")?;
+                    TestServer { admin: address.connect_options("postgres"), role_secret: address.password.clone() }
+                }
+            };
+            drop_stale_test_databases(&server.admin).await.ok();
+            Ok(server)
+        })
+        .await
+}
+
+/// A fresh database of its own for one test, with every module schema provisioned and
+/// migrated. Dropped by a later test process after a few hours, so a failed test's data can
+/// still be inspected.
+#[derive(Debug, Clone)]
+pub struct TestDatabase {
+    pub name: String,
+    /// Admin (superuser) access to this database: what `DATABASE_URL` would give the app.
+    pub admin: AdminAccess,
+}
+
+impl TestDatabase {
+    /// Clones the template for `schemas` (building it first if no process has yet).
+    ///
+    /// # Errors
+    /// When the server cannot be reached or the template cannot be built.
+    pub async fn create(schemas: &[ModuleSchema]) -> anyhow::Result<Self> {
+        let server = server().await?;
+        let template = ensure_template(server, schemas).await?;
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let name = format!("{TEST_DATABASE_PREFIX}{stamp}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut connection = PgConnection::connect_with(&server.admin).await?;
+        let sql = format!("CREATE DATABASE {name} TEMPLATE {template}");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.with_context(|| format!("cloning {template}"))?;
+        connection.close().await.ok();
+        Ok(Self {
+            admin: AdminAccess { options: server.admin.clone().database(&name), role_secret: server.role_secret.clone() },
+            name,
+        })
+    }
+
+    /// The setup the app would get from `DATABASE_URL` pointing at this database.
+    pub fn setup(&self) -> DatabaseSetup {
+        DatabaseSetup { admin: Some(self.admin.clone()), module_urls: Default::default(), pool_size: 5 }
+    }
+
+    /// A `postgres://` URL for this database with admin rights, for the app's `DATABASE_URL`.
+    pub fn url(&self) -> SecretString {
+        SecretString::from(self.admin.options.to_url_lossy().to_string())
+    }
+
+    /// Pools for the modules, connected as their own roles.
+    ///
+    /// # Errors
+    /// When connecting fails.
+    pub async fn connect(&self, schemas: &[ModuleSchema]) -> anyhow::Result<Databases> {
+        Databases::connect(&self.setup(), schemas).await
+    }
+
+    /// Admin connection to this database.
+    ///
+    /// # Errors
+    /// When connecting fails.
+    pub async fn admin_connection(&self) -> anyhow::Result<PgConnection> {
+        Ok(PgConnection::connect_with(&self.admin.options).await?)
+    }
+}
+
+/// Name of the template for `schemas`; builds it under a cluster-wide advisory lock when
+/// missing. Built under a temporary name and renamed, so a crash mid-build leaves no
+/// half-made template behind.
+async fn ensure_template(server: &TestServer, schemas: &[ModuleSchema]) -> anyhow::Result<String> {
+    let mut digest = Sha256::new();
+    for schema in schemas {
+        schema.fingerprint(&mut digest);
+    }
+    let hash = hex::encode(digest.finalize());
+    let template = format!("bulkhead_template_{}", &hash[..16]);
+    let lock_key = i64::from_be_bytes(hex::decode(&hash[..16])?.try_into().unwrap_or_default());
+
+    let mut connection = PgConnection::connect_with(&server.admin).await?;
+    if template_ready(&mut connection, &template).await? {
+        return Ok(template);
+    }
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(lock_key).execute(&mut connection).await?;
+    let outcome = async {
+        if template_ready(&mut connection, &template).await? {
+            return Ok(());
+        }
+        let building = format!("{template}_building");
+        for sql in [format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"), format!("CREATE DATABASE {building}")] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await?;
+        }
+        let setup = DatabaseSetup {
+            admin: Some(AdminAccess { options: server.admin.clone().database(&building), role_secret: server.role_secret.clone() }),
+            module_urls: Default::default(),
+            pool_size: 2,
+        };
+        let databases = Databases::connect(&setup, schemas).await?;
+        let migrated = databases.migrate(schemas).await;
+        databases.close().await;
+        migrated.context("migrating the test template")?;
+        for sql in [
+            format!("ALTER DATABASE {building} RENAME TO {template}"),
+            format!("ALTER DATABASE {template} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(lock_key).execute(&mut connection).await.ok();
+    connection.close().await.ok();
+    outcome.map(|()| template)
+}
+
+async fn template_ready(connection: &mut PgConnection, template: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)")
+        .bind(template)
+        .fetch_one(connection)
+        .await
+}
+
+async fn drop_stale_test_databases(admin: &PgConnectOptions) -> anyhow::Result<()> {
+    let mut connection = PgConnection::connect_with(admin).await?;
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("{TEST_DATABASE_PREFIX}%"))
+        .fetch_all(&mut connection)
+        .await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    for name in names {
+        let created = name
+            .strip_prefix(TEST_DATABASE_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|stamp| stamp.parse::<u64>().ok());
+        if created.is_some_and(|created| now.saturating_sub(created) > TEST_DATABASE_MAX_AGE.as_secs()) {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.ok();
+        }
+    }
+    connection.close().await.ok();
+    Ok(())
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`. Use it instead of sleeps
+/// wherever a test waits for something asynchronous.
+///
+/// # Errors
+/// When the deadline passes, with the last state described by `check`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let detail = last_error.map_or_else(|| "the condition never held".to_owned(), |e| format!("{e:#}"));
+            anyhow::bail!("not true within {timeout:?}: {detail}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The superuser password of the shared test cluster, for tests that connect by hand.
+pub async fn server_admin() -> anyhow::Result<(PgConnectOptions, String)> {
+    let server = server().await?;
+    Ok((server.admin.clone(), server.role_secret.expose_secret().to_owned()))
+}
