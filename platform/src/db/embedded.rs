@@ -279,6 +279,12 @@ impl Cluster {
     fn prepare(options: &EmbeddedOptions) -> anyhow::Result<Self> {
         let binaries = binaries::find(&SearchPlan::for_this_machine(options.bin_dir.as_deref()))?;
         create_dir_traversable(&options.data_dir)?;
+        // Absolute from here on: the server and initdb run in another working directory.
+        let options = &EmbeddedOptions {
+            data_dir: fs::canonicalize(&options.data_dir)
+                .with_context(|| format!("resolving the data dir {}", options.data_dir.display()))?,
+            ..options.clone()
+        };
         let run_as = server_user()?;
         if let Some(user) = &run_as {
             make_ancestors_traversable(&options.data_dir, user)?;
