@@ -37,8 +37,8 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(error) => {
-            ApiError::unprocessable("invalid_body", "The JSON body does not match the expected shape.")
-                .with_details(serde_json::json!({ "reason": data_error_reason(&error.body_text()) }))
+            let field = shape_error(&data_error_reason(&error.body_text()));
+            ApiError::unprocessable("invalid_body", "The JSON body does not match the expected shape.").with_details([field])
         }
         JsonRejection::JsonSyntaxError(error) => {
             ApiError::bad_request("malformed_json", "The request body is not valid JSON.")
@@ -55,6 +55,24 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
 /// the field and what was wrong with it.
 fn data_error_reason(text: &str) -> String {
     text.split_once(": ").map_or(text, |(_, reason)| reason).to_owned()
+}
+
+/// Turns serde's `lines[0].quantity: invalid type: string "x", expected u32 at line 1 column 9`
+/// into a field error like the validator's.
+fn shape_error(reason: &str) -> FieldError {
+    let reason = reason.rsplit_once(" at line ").map_or(reason, |(message, _)| message);
+    let (field, message) = match reason.split_once(": ") {
+        Some((path, message)) if !path.contains(' ') => (path, message),
+        _ => (".", reason),
+    };
+    let code = if message.starts_with("unknown field") {
+        "unknown_field"
+    } else if message.starts_with("missing field") {
+        "missing_field"
+    } else {
+        "invalid_type"
+    };
+    FieldError { field: field.to_owned(), code: code.to_owned(), message: message.to_owned() }
 }
 
 /// A JSON body that must also pass its `validator` rules; failures are 422 with one entry per
@@ -104,8 +122,8 @@ fn default_message(failure: &validator::ValidationError) -> String {
     match failure.code.as_ref() {
         "length" => match (param("min"), param("max")) {
             (Some(min), Some(max)) => format!("must be between {min} and {max} characters long"),
-            (Some(min), None) => format!("must be at least {min} long"),
-            (None, Some(max)) => format!("must be at most {max} long"),
+            (Some(min), None) => format!("must be at least {min} characters long"),
+            (None, Some(max)) => format!("must be at most {max} characters long"),
             _ => "has the wrong length".to_owned(),
         },
         "range" => match (param("min"), param("max")) {

@@ -1,0 +1,203 @@
+//! Token verification: what is accepted, every attack that must be refused, key rotation, and
+//! the extractors' 401/403 answers.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use platform::auth::{AdminOnly, Authenticated, Claims, JwtVerifier, Role, TokenError};
+use platform::http::{Data, HttpSettings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::Served;
+
+pub const ISSUER: &str = "bulkhead";
+pub const AUDIENCE: &str = "bulkhead-api";
+
+/// A signing key as the users module will hold one.
+pub struct TestKey {
+    pub kid: String,
+    signing: SigningKey,
+}
+
+impl TestKey {
+    pub fn generate(kid: &str) -> Self {
+        Self { kid: kid.to_owned(), signing: SigningKey::from_bytes(&rand::random()) }
+    }
+
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    pub fn jwk(&self) -> Value {
+        json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": URL_SAFE_NO_PAD.encode(self.public_bytes()) })
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        let der = self.signing.to_pkcs8_der().unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    }
+}
+
+fn now() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+}
+
+pub fn claims(subject: &str, roles: &[Role]) -> Claims {
+    Claims {
+        sub: subject.to_owned(),
+        roles: roles.to_vec(),
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
+        exp: now() + 900,
+        iat: now(),
+        jti: Some(uuid::Uuid::new_v4().to_string()),
+    }
+}
+
+pub fn verifier_trusting(key: &TestKey) -> JwtVerifier {
+    let verifier = JwtVerifier::new(ISSUER, AUDIENCE);
+    verifier.add_ed25519_key(&key.kid, &key.public_bytes());
+    verifier
+}
+
+#[test]
+fn a_well_signed_token_verifies_to_its_subject_and_roles() {
+    let key = TestKey::generate("k1");
+    let principal = verifier_trusting(&key).verify(&key.sign(&claims("user-1", &[Role::Admin]))).unwrap();
+    assert_eq!(principal.subject, "user-1");
+    assert!(principal.is_admin());
+}
+
+#[test]
+fn alg_none_is_refused() {
+    let key = TestKey::generate("k1");
+    let header = URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT", "kid": "k1" }).to_string());
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_string(&claims("user-1", &[Role::Admin])).unwrap());
+    let error = verifier_trusting(&key).verify(&format!("{header}.{payload}.")).unwrap_err();
+    assert!(matches!(error, TokenError::Invalid(_) | TokenError::WrongAlgorithm(_)), "{error}");
+}
+
+#[test]
+fn hs256_signed_with_the_public_key_is_refused() {
+    let key = TestKey::generate("k1");
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k1".to_owned());
+    let forged =
+        jsonwebtoken::encode(&header, &claims("user-1", &[Role::Admin]), &EncodingKey::from_secret(&key.public_bytes())).unwrap();
+    let error = verifier_trusting(&key).verify(&forged).unwrap_err();
+    assert!(matches!(error, TokenError::WrongAlgorithm(Algorithm::HS256)), "{error}");
+}
+
+#[test]
+fn expired_tokens_are_refused() {
+    let key = TestKey::generate("k1");
+    let mut expired = claims("user-1", &[Role::Customer]);
+    expired.exp = now() - 60;
+    let error = verifier_trusting(&key).verify(&key.sign(&expired)).unwrap_err();
+    assert!(error.to_string().contains("Expired"), "{error}");
+}
+
+#[test]
+fn a_wrong_audience_or_issuer_is_refused() {
+    let key = TestKey::generate("k1");
+    let verifier = verifier_trusting(&key);
+    let mut wrong_audience = claims("user-1", &[Role::Customer]);
+    wrong_audience.aud = "bulkhead-internal-payments".to_owned();
+    assert!(verifier.verify(&key.sign(&wrong_audience)).unwrap_err().to_string().contains("Audience"));
+    let mut wrong_issuer = claims("user-1", &[Role::Customer]);
+    wrong_issuer.iss = "someone-else".to_owned();
+    assert!(verifier.verify(&key.sign(&wrong_issuer)).unwrap_err().to_string().contains("Issuer"));
+}
+
+#[test]
+fn a_tampered_payload_is_refused() {
+    let key = TestKey::generate("k1");
+    let token = key.sign(&claims("user-1", &[Role::Customer]));
+    let parts: Vec<&str> = token.split('.').collect();
+    let promoted = URL_SAFE_NO_PAD.encode(serde_json::to_string(&claims("user-1", &[Role::Admin])).unwrap());
+    let tampered = format!("{}.{promoted}.{}", parts[0], parts[2]);
+    let error = verifier_trusting(&key).verify(&tampered).unwrap_err();
+    assert!(error.to_string().contains("InvalidSignature"), "{error}");
+}
+
+#[test]
+fn unknown_or_missing_key_ids_are_refused() {
+    let trusted = TestKey::generate("k1");
+    let stranger = TestKey::generate("k2");
+    let verifier = verifier_trusting(&trusted);
+    assert!(matches!(verifier.verify(&stranger.sign(&claims("u", &[]))).unwrap_err(), TokenError::UnknownKey(kid) if kid == "k2"));
+
+    let header = Header::new(Algorithm::EdDSA);
+    let der = SigningKey::from_bytes(&rand::random()).to_pkcs8_der().unwrap();
+    let without_kid = jsonwebtoken::encode(&header, &claims("u", &[]), &EncodingKey::from_ed_der(der.as_bytes())).unwrap();
+    assert!(matches!(verifier.verify(&without_kid).unwrap_err(), TokenError::MissingKeyId));
+}
+
+#[test]
+fn during_rotation_both_keys_verify_and_a_retired_key_stops_verifying() {
+    let old = TestKey::generate("2026-10");
+    let new = TestKey::generate("2026-11");
+    let verifier = JwtVerifier::new(ISSUER, AUDIENCE);
+    let both: JwkSet = serde_json::from_value(json!({ "keys": [old.jwk(), new.jwk()] })).unwrap();
+    verifier.set_jwks(&both).unwrap();
+    verifier.verify(&old.sign(&claims("u", &[]))).unwrap();
+    verifier.verify(&new.sign(&claims("u", &[]))).unwrap();
+
+    let only_new: JwkSet = serde_json::from_value(json!({ "keys": [new.jwk()] })).unwrap();
+    verifier.set_jwks(&only_new).unwrap();
+    assert!(verifier.verify(&old.sign(&claims("u", &[]))).is_err());
+    verifier.verify(&new.sign(&claims("u", &[]))).unwrap();
+}
+
+#[derive(Clone)]
+struct AppState {
+    verifier: JwtVerifier,
+}
+
+impl FromRef<AppState> for JwtVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_extractors_answer_401_to_strangers_and_403_to_customers_on_admin_routes() {
+    let key = TestKey::generate("k1");
+    let router = Router::new()
+        .route("/me", get(|Authenticated(p): Authenticated| async move { Data(json!({ "subject": p.subject })) }))
+        .route("/admin", get(|AdminOnly(p): AdminOnly| async move { Data(json!({ "subject": p.subject })) }))
+        .with_state(AppState { verifier: verifier_trusting(&key) });
+    let app = Served::start(router, HttpSettings::default()).await;
+    let customer = key.sign(&claims("customer-1", &[Role::Customer]));
+    let admin = key.sign(&claims("admin-1", &[Role::Admin]));
+
+    let anonymous = app.client.get(app.url("/admin")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    assert_eq!(anonymous.json::<Value>().await.unwrap()["error"]["code"], "unauthenticated");
+
+    let garbage = app.client.get(app.url("/me")).bearer_auth("not.a.token").send().await.unwrap();
+    assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
+    assert!(garbage.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert_eq!(garbage.json::<Value>().await.unwrap()["error"]["code"], "invalid_token");
+
+    let forbidden = app.client.get(app.url("/admin")).bearer_auth(&customer).send().await.unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    assert_eq!(forbidden.json::<Value>().await.unwrap()["error"]["code"], "forbidden");
+
+    let me = app.client.get(app.url("/me")).bearer_auth(&customer).send().await.unwrap();
+    assert_eq!(me.json::<Value>().await.unwrap()["data"]["subject"], "customer-1");
+    let allowed = app.client.get(app.url("/admin")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+}

@@ -1,0 +1,174 @@
+//! `Idempotency-Key` against a module's real `idempotency_keys` table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::State;
+use axum::middleware::from_fn_with_state;
+use axum::routing::post;
+use axum::Router;
+use platform::auth::Role;
+use platform::http::idempotency::{self, Idempotency};
+use platform::http::{ApiError, Created, HttpSettings, Json};
+use platform::testing::TestDatabase;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::auth::{TestKey, claims, verifier_trusting};
+use crate::support::{SCHEMAS, Served};
+
+#[derive(Clone)]
+struct Widgets {
+    pool: PgPool,
+    /// Fail the next N requests with a 500, to see that failures are not replayed.
+    fail_next: Arc<AtomicUsize>,
+    /// When set, handlers wait here until released, to hold a request in flight.
+    gate: Option<(Arc<Notify>, Arc<Notify>)>,
+}
+
+async fn create_widget(State(widgets): State<Widgets>, Json(body): Json<Value>) -> Result<Created<Value>, ApiError> {
+    if let Some((entered, release)) = &widgets.gate {
+        entered.notify_one();
+        release.notified().await;
+    }
+    if widgets.fail_next.load(Ordering::SeqCst) > 0 {
+        widgets.fail_next.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::internal(anyhow::anyhow!("flaky dependency")));
+    }
+    let id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO widgets (id, name) VALUES ($1, $2)")
+        .bind(id)
+        .bind(body["name"].as_str().unwrap_or("unnamed"))
+        .execute(&widgets.pool)
+        .await?;
+    Ok(Created::new(format!("/widgets/{id}"), json!({ "id": id, "name": body["name"] })))
+}
+
+struct Fixture {
+    app: Served,
+    pool: PgPool,
+    widgets: Widgets,
+}
+
+async fn fixture(gate: Option<(Arc<Notify>, Arc<Notify>)>, key: Option<&TestKey>) -> Fixture {
+    let database = TestDatabase::create(&SCHEMAS).await.unwrap();
+    let pool = database.connect(&SCHEMAS).await.unwrap().pool("alpha").unwrap().clone();
+    let widgets = Widgets { pool: pool.clone(), fail_next: Arc::default(), gate };
+    let mut config = Idempotency::new(pool.clone()).required();
+    if let Some(key) = key {
+        config = config.scoped_by(verifier_trusting(key));
+    }
+    let router = Router::new()
+        .route("/widgets", post(create_widget))
+        .route_layer(from_fn_with_state(config, idempotency::middleware))
+        .with_state(widgets.clone());
+    Fixture { app: Served::start(router, HttpSettings::default()).await, pool, widgets }
+}
+
+async fn widget_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM widgets").fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_same_key_and_body_replays_the_first_response_and_creates_once() {
+    let f = fixture(None, None).await;
+    let send = || f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": "sprocket" })).send();
+
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let location = first.headers()["location"].clone();
+    let first_body: Value = first.json().await.unwrap();
+
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"], location);
+    assert_eq!(again.json::<Value>().await.unwrap(), first_body);
+    assert_eq!(widget_count(&f.pool).await, 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_body_is_422() {
+    let f = fixture(None, None).await;
+    let send = |name: &str| {
+        f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": name })).send()
+    };
+    assert_eq!(send("sprocket").await.unwrap().status(), StatusCode::CREATED);
+    let reused = send("flange").await.unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.json::<Value>().await.unwrap()["error"]["code"], "idempotency_key_reused");
+    assert_eq!(widget_count(&f.pool).await, 1);
+}
+
+#[tokio::test]
+async fn a_concurrent_duplicate_is_409_while_the_first_is_in_flight() {
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let f = fixture(Some((entered.clone(), release.clone())), None).await;
+    let request = f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": "sprocket" }));
+    let first = tokio::spawn(request.try_clone().unwrap().send());
+    entered.notified().await;
+
+    let duplicate = request.send().await.unwrap();
+    assert_eq!(duplicate.status(), StatusCode::CONFLICT);
+    assert!(duplicate.headers().contains_key("retry-after"));
+    assert_eq!(duplicate.json::<Value>().await.unwrap()["error"]["code"], "idempotency_request_in_progress");
+
+    release.notify_one();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    assert_eq!(widget_count(&f.pool).await, 1);
+}
+
+#[tokio::test]
+async fn a_server_error_is_not_stored_so_the_retry_runs_again() {
+    let f = fixture(None, None).await;
+    f.widgets.fail_next.store(1, Ordering::SeqCst);
+    let send = || f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": "sprocket" })).send();
+    assert_eq!(send().await.unwrap().status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let retry = send().await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(!retry.headers().contains_key("idempotent-replayed"));
+    assert_eq!(widget_count(&f.pool).await, 1);
+}
+
+#[tokio::test]
+async fn a_required_key_that_is_missing_or_malformed_is_400() {
+    let f = fixture(None, None).await;
+    let missing = f.app.client.post(f.app.url("/widgets")).json(&json!({ "name": "sprocket" })).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "idempotency_key_required");
+    let too_long = f
+        .app
+        .client
+        .post(f.app.url("/widgets"))
+        .header("idempotency-key", "k".repeat(300))
+        .json(&json!({ "name": "sprocket" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(widget_count(&f.pool).await, 0);
+}
+
+#[tokio::test]
+async fn keys_are_scoped_to_the_caller() {
+    let key = TestKey::generate("k1");
+    let f = fixture(None, Some(&key)).await;
+    let (alice, bob) = (key.sign(&claims("alice", &[Role::Customer])), key.sign(&claims("bob", &[Role::Customer])));
+    for (token, name) in [(&alice, "sprocket"), (&bob, "flange")] {
+        let response = f
+            .app
+            .client
+            .post(f.app.url("/widgets"))
+            .bearer_auth(token)
+            .header("idempotency-key", "same-key")
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+    }
+    assert_eq!(widget_count(&f.pool).await, 2);
+    assert_eq!(idempotency::purge_expired(&f.pool).await.unwrap(), 0, "fresh records are kept");
+}
