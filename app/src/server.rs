@@ -10,7 +10,8 @@ use axum::middleware::from_fn_with_state;
 use platform::auth::JwtVerifier;
 use platform::db::ModuleSchema;
 use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
-use platform::http::{HttpSettings, stack};
+use axum::http::StatusCode;
+use platform::http::{ApiError, HttpSettings, stack};
 use platform::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -128,19 +129,24 @@ fn router(config: &Config, backing: &Backing, schemas: Arc<[ModuleSchema]>) -> R
     let metrics = Metrics::new();
     let _verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
 
-    let mut api = OpenApiRouter::<()>::new();
+    // The public API of every hosted module, under /api/v1. Its own fallback keeps unknown
+    // API paths inside the API's middleware (rate limiting) too.
+    let api = OpenApiRouter::<()>::new();
+    let (api, api_spec) = api.split_for_parts();
+    let mut api = api.fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) });
     if let Some((per_second, burst)) = config.rate_limit() {
         api = api.layer(from_fn_with_state(ClientRateLimit::new(per_second, burst), limit_by_client));
     }
 
     let health_state = HealthState { databases: backing.databases.clone(), schemas };
-    let operations = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (operations, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .with_state(health_state)
-        .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()));
-    let (router, spec) = operations.nest("/api/v1", api).split_for_parts();
-    let router = router.merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
+        .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()))
+        .split_for_parts();
+    let spec = spec.nest("/api/v1", api_spec);
+    let router = operations.nest("/api/v1", api).merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
     let settings = HttpSettings {
         body_limit_bytes: config.body_limit,
         request_timeout: config.request_timeout,

@@ -1,0 +1,121 @@
+//! The dependency rule (DESIGN §1), read from `cargo metadata`: a module may depend on
+//! `platform` and on other modules' `-contract` packages, never on another module's
+//! implementation; contract packages depend on `platform` at most; only `app` (package
+//! `bulkhead`) and the test package know every implementation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const MODULES: [&str; 5] = ["users", "orders", "payments", "inventory", "notifications"];
+
+struct Workspace {
+    /// Package name → names of the workspace packages it depends on (normal dependencies).
+    dependencies: BTreeMap<String, BTreeSet<String>>,
+    /// Package name → manifest directory relative to the workspace root.
+    directories: BTreeMap<String, String>,
+}
+
+fn workspace() -> Workspace {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let names: BTreeSet<String> = packages.iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    let mut dependencies = BTreeMap::new();
+    let mut directories = BTreeMap::new();
+    for package in packages {
+        let name = package["name"].as_str().unwrap().to_owned();
+        let internal: BTreeSet<String> = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"].is_null())
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .filter(|d| names.contains(d))
+            .collect();
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap());
+        let directory = manifest.parent().unwrap().strip_prefix(root).unwrap().display().to_string();
+        dependencies.insert(name.clone(), internal);
+        directories.insert(name, directory);
+    }
+    Workspace { dependencies, directories }
+}
+
+#[test]
+fn modules_depend_only_on_platform_and_other_modules_contracts() {
+    let workspace = workspace();
+    let mut violations = Vec::new();
+    for module in MODULES {
+        let Some(dependencies) = workspace.dependencies.get(module) else { continue };
+        for dependency in dependencies {
+            let allowed = dependency == "platform"
+                || dependency.strip_suffix("-contract").is_some_and(|owner| MODULES.contains(&owner));
+            if !allowed {
+                violations.push(format!("{module} depends on {dependency}"));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "module boundaries broken: {violations:?}");
+}
+
+#[test]
+fn contracts_depend_on_nothing_but_platform() {
+    let workspace = workspace();
+    let mut violations = Vec::new();
+    for module in MODULES {
+        let contract = format!("{module}-contract");
+        let Some(dependencies) = workspace.dependencies.get(&contract) else { continue };
+        violations.extend(dependencies.iter().filter(|d| *d != "platform").map(|d| format!("{contract} depends on {d}")));
+    }
+    assert!(violations.is_empty(), "contracts must stay light: {violations:?}");
+}
+
+#[test]
+fn platform_knows_no_module() {
+    let workspace = workspace();
+    let dependencies = &workspace.dependencies["platform"];
+    assert!(dependencies.is_empty(), "platform depends on {dependencies:?}");
+}
+
+#[test]
+fn only_the_app_and_the_tests_know_module_implementations() {
+    let workspace = workspace();
+    let mut violations = Vec::new();
+    for (package, dependencies) in &workspace.dependencies {
+        if package == "bulkhead" || package == "bulkhead-tests" || package == "bench" {
+            continue;
+        }
+        for dependency in dependencies.iter().filter(|d| MODULES.contains(&d.as_str())) {
+            if !MODULES.contains(&package.as_str()) {
+                violations.push(format!("{package} depends on the {dependency} implementation"));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+#[test]
+fn packages_live_where_the_layout_says() {
+    let workspace = workspace();
+    for (package, directory) in &workspace.directories {
+        let expected = match package.as_str() {
+            "bulkhead" => "app".to_owned(),
+            "bulkhead-tests" => "tests".to_owned(),
+            "platform" | "bench" => package.clone(),
+            module if MODULES.contains(&module) => format!("modules/{module}"),
+            contract => match contract.strip_suffix("-contract") {
+                Some(owner) if MODULES.contains(&owner) => format!("modules/{owner}/contract"),
+                _ => panic!("package {contract} in {directory} is not part of the layout in DESIGN §1"),
+            },
+        };
+        assert_eq!(directory, &expected, "{package}");
+    }
+}

@@ -1,0 +1,127 @@
+//! What every deployment offers whatever modules it hosts: health, readiness, metrics, the
+//! OpenAPI document and its UI, and the HTTP conventions on unknown routes.
+
+use std::time::Duration;
+
+use bulkhead_tests::{TestApp, eventually};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection;
+
+#[tokio::test]
+async fn liveness_and_readiness_answer_in_the_envelope() {
+    let app = TestApp::spawn().await;
+    let live = app.get("/health").await;
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.json::<Value>().await.unwrap(), serde_json::json!({ "data": { "status": "ok" }, "meta": {} }));
+
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["data"]["status"], "ready");
+    assert!(body["data"]["checks"].as_object().unwrap().values().all(|v| v == "ok"), "{body}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_fails_with_503_when_the_database_goes_away() {
+    let app = TestApp::spawn().await;
+    let (server, _) = platform::testing::server_admin().await.unwrap();
+    let mut admin = sqlx::PgConnection::connect_with(&server).await.unwrap();
+    // Refuse new connections and end existing ones: the pools lose the database.
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", app.database.name)))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&app.database.name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let body: Value = eventually(Duration::from_secs(10), || async {
+        let response = app.get("/health/ready").await;
+        Ok((response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response.json().await?))
+    })
+    .await
+    .unwrap();
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert!(body["error"]["details"]["database"].as_str().unwrap() != "ok", "{body}");
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK, "liveness does not depend on the database");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let app = TestApp::spawn().await;
+    app.get("/health").await;
+    app.get("/no/such/page").await;
+    let response = app.get("/metrics").await;
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = response.text().await.unwrap();
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
+    assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_stable() {
+    let app = TestApp::spawn().await;
+    let spec: Value = app.get("/api/openapi.json").await.json().await.unwrap();
+    insta::assert_json_snapshot!("openapi", spec, { ".info.version" => "[version]" });
+}
+
+#[tokio::test]
+async fn swagger_ui_renders_offline_from_vendored_assets() {
+    let app = TestApp::spawn().await;
+    let page = app.client.get(app.url("/api/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    for asset in ["/api/docs/swagger-ui.css", "/api/docs/swagger-ui-bundle.js", "/api/docs/swagger-initializer.js"] {
+        let response = app.get(asset).await;
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+    }
+    let initializer = app.get("/api/docs/swagger-initializer.js").await.text().await.unwrap();
+    assert!(initializer.contains("/api/openapi.json"), "{initializer}");
+}
+
+#[tokio::test]
+async fn unknown_api_routes_and_wrong_methods_get_the_envelope() {
+    let app = TestApp::spawn().await;
+    let missing = app.get("/api/v1/nothing-here").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let request_id = missing.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(body["error"]["request_id"], request_id);
+
+    let wrong = app.client.delete(app.url("/health")).send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn the_api_is_rate_limited_per_client_but_health_checks_are_not() {
+    let app = TestApp::spawn_with(&["--rate-limit-per-second", "1", "--rate-limit-burst", "2"]).await;
+    let statuses = futures_statuses(&app, "/api/v1/anything", 4).await;
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    let health = futures_statuses(&app, "/health", 10).await;
+    assert!(health.iter().all(|s| *s == StatusCode::OK), "{health:?}");
+}
+
+async fn futures_statuses(app: &TestApp, path: &str, count: usize) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        statuses.push(app.get(path).await.status());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes_cleanly() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    let address = app.address;
+    app.stop().await.unwrap();
+    assert!(tokio::net::TcpStream::connect(address).await.is_err(), "the listener is closed");
+}
