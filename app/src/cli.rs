@@ -50,7 +50,10 @@ async fn run(backing: &Backing, targets: &[ModuleSchema], action: MigrateAction)
                     println!("{}: nothing to revert", schema.name);
                 }
                 for migration in reverted {
-                    println!("{}: reverted {} {:04} {}", migration.module, migration.stream, migration.version, migration.description);
+                    println!(
+                        "{}: reverted {} {:04} {}",
+                        migration.module, migration.stream, migration.version, migration.description
+                    );
                 }
             }
         }
@@ -59,7 +62,13 @@ async fn run(backing: &Backing, targets: &[ModuleSchema], action: MigrateAction)
             for schema in targets {
                 for m in migrate::status(backing.databases.pool(schema.name)?, schema).await? {
                     let applied = m.applied_at.map_or_else(|| "pending".to_owned(), |t| t.to_rfc3339());
-                    println!("{:<16} {:<9} {:>7}  {:<40} {applied}", m.module, m.stream, format!("{:04}", m.version), m.description);
+                    println!(
+                        "{:<16} {:<9} {:>7}  {:<40} {applied}",
+                        m.module,
+                        m.stream,
+                        format!("{:04}", m.version),
+                        m.description
+                    );
                 }
             }
             if targets.is_empty() {

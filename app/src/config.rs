@@ -13,7 +13,11 @@ use platform::telemetry::LogFormat;
 use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
-#[command(name = "bulkhead", version, about = "Bulkhead: a commerce backend as a modular monolith with extractable modules.")]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "Bulkhead: a commerce backend as a modular monolith with extractable modules."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -164,7 +168,9 @@ impl Config {
 }
 
 fn parse_addr(value: &str) -> Result<SocketAddr, String> {
-    value.parse().map_err(|_| format!("BULKHEAD_ADDR must be an IP address and port such as 127.0.0.1:8080 or 0.0.0.0:8080"))
+    value
+        .parse()
+        .map_err(|_| "BULKHEAD_ADDR must be an IP address and port such as 127.0.0.1:8080 or 0.0.0.0:8080".to_owned())
 }
 
 fn parse_database_url(value: &str) -> Result<SecretString, String> {
@@ -223,7 +229,8 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 fn parse_origin(value: &str) -> Result<HeaderValue, String> {
-    let url = url::Url::parse(value.trim()).map_err(|_| format!("BULKHEAD_CORS_ORIGINS: `{value}` is not an origin such as https://shop.example"))?;
+    let url = url::Url::parse(value.trim())
+        .map_err(|_| format!("BULKHEAD_CORS_ORIGINS: `{value}` is not an origin such as https://shop.example"))?;
     HeaderValue::from_str(url.origin().ascii_serialization().as_str())
         .map_err(|_| format!("BULKHEAD_CORS_ORIGINS: `{value}` is not a valid origin"))
 }

@@ -76,7 +76,8 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
     if healthy {
         Ok(Data(Readiness { status: "ready", checks }))
     } else {
-        Err(ApiError::unavailable("not_ready", "A dependency is not ready.", Duration::from_secs(5)).with_details(checks))
+        Err(ApiError::unavailable("not_ready", "A dependency is not ready.", Duration::from_secs(5))
+            .with_details(checks))
     }
 }
 

@@ -31,7 +31,9 @@ async fn serve(config: bulkhead::Config) -> anyhow::Result<()> {
     };
     let address = application.local_addr()?;
     let base = format!("http://{address}");
-    println!("\nBulkhead is ready\n  API      {base}/api/v1\n  Docs     {base}/api/docs\n  Metrics  {base}/metrics\n  Health   {base}/health\n");
+    println!(
+        "\nBulkhead is ready\n  API      {base}/api/v1\n  Docs     {base}/api/docs\n  Metrics  {base}/metrics\n  Health   {base}/health\n"
+    );
     tracing::info!(%address, "serving");
     application.run_until_stopped(shutdown).await
 }

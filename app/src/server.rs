@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
+use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use platform::auth::JwtVerifier;
 use platform::db::ModuleSchema;
 use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
-use axum::http::StatusCode;
 use platform::http::{ApiError, HttpSettings, stack};
 use platform::metrics::Metrics;
 use tokio::net::TcpListener;
@@ -76,8 +76,9 @@ impl Application {
         let built = async {
             backing.databases.migrate(&schemas).await?;
             let router = router(&config, &backing, schemas.clone());
-            let listener =
-                TcpListener::bind(config.addr).await.with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
+            let listener = TcpListener::bind(config.addr)
+                .await
+                .with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
             anyhow::Ok((router, listener))
         }
         .await;

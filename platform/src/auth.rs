@@ -74,7 +74,11 @@ pub struct JwtVerifier {
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kids: Vec<String> = self.keys.read().map(|k| k.keys().cloned().collect()).unwrap_or_default();
-        f.debug_struct("JwtVerifier").field("issuer", &self.issuer).field("audience", &self.audience).field("kids", &kids).finish()
+        f.debug_struct("JwtVerifier")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("kids", &kids)
+            .finish()
     }
 }
 
@@ -127,12 +131,7 @@ impl JwtVerifier {
             return Err(TokenError::WrongAlgorithm(header.alg));
         }
         let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
-        let key = self
-            .keys
-            .read()
-            .ok()
-            .and_then(|keys| keys.get(&kid).cloned())
-            .ok_or(TokenError::UnknownKey(kid))?;
+        let key = self.keys.read().ok().and_then(|keys| keys.get(&kid).cloned()).ok_or(TokenError::UnknownKey(kid))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);

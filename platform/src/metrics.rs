@@ -53,7 +53,11 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<HttpLabels, Counter>::default();
         let durations: HistogramFamily<HttpLabels> = Family::new_with_constructor(|| Histogram::new(latency_buckets()));
-        registry.register("http_requests", "HTTP requests handled, by route template, method and status", requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests handled, by route template, method and status",
+            requests.clone(),
+        );
         registry.register(
             "http_request_duration_seconds",
             "Time to produce the response head, by route template, method and status",

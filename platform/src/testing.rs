@@ -85,10 +85,16 @@ impl TestDatabase {
         let name = format!("{TEST_DATABASE_PREFIX}{stamp}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut connection = PgConnection::connect_with(&server.admin).await?;
         let sql = format!("CREATE DATABASE {name} TEMPLATE {template}");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.with_context(|| format!("cloning {template}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut connection)
+            .await
+            .with_context(|| format!("cloning {template}"))?;
         connection.close().await.ok();
         Ok(Self {
-            admin: AdminAccess { options: server.admin.clone().database(&name), role_secret: server.role_secret.clone() },
+            admin: AdminAccess {
+                options: server.admin.clone().database(&name),
+                role_secret: server.role_secret.clone(),
+            },
             name,
         })
     }
@@ -146,7 +152,10 @@ async fn ensure_template(server: &TestServer, schemas: &[ModuleSchema]) -> anyho
             sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await?;
         }
         let setup = DatabaseSetup {
-            admin: Some(AdminAccess { options: server.admin.clone().database(&building), role_secret: server.role_secret.clone() }),
+            admin: Some(AdminAccess {
+                options: server.admin.clone().database(&building),
+                role_secret: server.role_secret.clone(),
+            }),
             module_urls: Default::default(),
             pool_size: 2,
         };

@@ -38,9 +38,8 @@ impl SearchPlan {
         if let Some(dir) = explicit {
             return Self { candidates: vec![dir.to_path_buf()] };
         }
-        let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect())
-            .unwrap_or_default();
+        let mut candidates: Vec<PathBuf> =
+            std::env::var_os("PATH").map(|path| std::env::split_paths(&path).collect()).unwrap_or_default();
         if let Some(dir) = pg_config_bindir() {
             candidates.push(dir);
         }
@@ -100,11 +99,8 @@ pub fn find(plan: &SearchPlan) -> Result<PgBinaries, BinariesNotFound> {
     } else {
         plan.candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     };
-    let rejected = if rejected.is_empty() {
-        String::new()
-    } else {
-        format!("\nFound but unusable: {}.", rejected.join("; "))
-    };
+    let rejected =
+        if rejected.is_empty() { String::new() } else { format!("\nFound but unusable: {}.", rejected.join("; ")) };
     Err(BinariesNotFound { searched, rejected })
 }
 
@@ -137,7 +133,7 @@ fn versioned_dirs(parent: &Path, prefix: &str, leaf: &str) -> Vec<PathBuf> {
             Some((major, entry.path().join(leaf)))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
     found.into_iter().map(|(_, path)| path).collect()
 }
 

@@ -6,9 +6,11 @@
 //! - `postgres.password`: the generated superuser password (mode 0600);
 //! - `postgres.log`: the server's log.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -360,7 +362,7 @@ impl Cluster {
         let pid = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
         let port = lines.nth(2).and_then(|l| l.trim().parse::<u16>().ok());
         match pid.map(Pid::from_raw) {
-            Some(pid) if is_postgres_process(pid) => {
+            Some(pid) if is_cluster_server(pid, &self.dir) => {
                 self.running_pid = Some(pid);
                 self.running_port = port;
             }
@@ -379,11 +381,11 @@ impl Cluster {
         tracing::warn!(%pid, "a previous run left its PostgreSQL running; stopping it before starting afresh");
         kill(pid, Signal::SIGINT).ok();
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-        while is_postgres_process(pid) {
+        while is_cluster_server(pid, &self.dir) {
             if Instant::now() > deadline {
                 kill(pid, Signal::SIGQUIT).ok();
                 std::thread::sleep(Duration::from_secs(1));
-                if is_postgres_process(pid) {
+                if is_cluster_server(pid, &self.dir) {
                     bail!("the orphaned PostgreSQL server (pid {pid}) does not stop; stop it by hand");
                 }
                 break;
@@ -413,9 +415,8 @@ impl Cluster {
             for (name, value) in &self.settings {
                 command.arg("-c").arg(format!("{name}={value}"));
             }
-            let mut child = command
-                .spawn()
-                .with_context(|| format!("starting {}", self.binaries.postgres().display()))?;
+            let mut child =
+                command.spawn().with_context(|| format!("starting {}", self.binaries.postgres().display()))?;
             std::thread::sleep(Duration::from_millis(100));
             match child.try_wait()? {
                 None => return Ok((child, port)),
@@ -472,7 +473,11 @@ impl DataDirLock {
     fn open(data_dir: &Path) -> anyhow::Result<File> {
         create_dir_traversable(data_dir)?;
         let path = data_dir.join("bulkhead.lock");
-        OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
             .with_context(|| format!("opening {}", path.display()))
     }
 
@@ -495,9 +500,7 @@ impl DataDirLock {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
     tokio::task::spawn_blocking(work).await.context("a blocking start-up task panicked")?
 }
 
@@ -560,7 +563,12 @@ fn read_or_create_password(path: &Path) -> anyhow::Result<SecretString> {
         }
     }
     let password = hex::encode(rand::random::<[u8; 24]>());
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(password.as_bytes())?;
     Ok(SecretString::from(password))
@@ -571,18 +579,22 @@ fn free_loopback_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Whether `pid` is alive and a PostgreSQL server (not an unrelated process that reused the pid).
-fn is_postgres_process(pid: Pid) -> bool {
+/// Whether `pid` is alive and the server of `cluster_dir` — not an unrelated process, nor
+/// another cluster's server, that reused the pid of a crashed one.
+fn is_cluster_server(pid: Pid, cluster_dir: &Path) -> bool {
     let alive = match kill(pid, None) {
         Ok(()) | Err(nix::errno::Errno::EPERM) => true,
         Err(_) => false,
     };
-    alive
-        && fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("postgres"))
-            // Without /proc (macOS) trust the pid.
-            .unwrap_or(true)
-        && !is_zombie(pid)
+    let ours = fs::read(format!("/proc/{pid}/cmdline")).map_or(
+        // Without /proc (macOS) trust the pid.
+        true,
+        |cmdline| {
+            let arguments: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            arguments.windows(2).any(|pair| pair[0] == b"-D" && Path::new(OsStr::from_bytes(pair[1])) == cluster_dir)
+        },
+    );
+    alive && ours && !is_zombie(pid)
 }
 
 fn is_zombie(pid: Pid) -> bool {

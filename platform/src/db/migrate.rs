@@ -26,7 +26,10 @@ pub struct ModuleSchema {
 
 impl ModuleSchema {
     fn streams(&self) -> [Stream; 2] {
-        [Stream::new("platform", &KIT, self.name, "_platform_migrations"), Stream::new("module", self.migrations, self.name, "_sqlx_migrations")]
+        [
+            Stream::new("platform", &KIT, self.name, "_platform_migrations"),
+            Stream::new("module", self.migrations, self.name, "_sqlx_migrations"),
+        ]
     }
 
     /// A digest of every migration this schema would run: a template database built from it

@@ -177,7 +177,9 @@ impl Databases {
                 ] {
                     sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
                 }
-                tx.commit().await.with_context(|| format!("granting {reader_role} read access to {}.outbox", owner.name))?;
+                tx.commit()
+                    .await
+                    .with_context(|| format!("granting {reader_role} read access to {}.outbox", owner.name))?;
             }
         }
         Ok(())
@@ -206,14 +208,20 @@ async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow
         match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
             Ok(_) => tracing::info!(%role, "created the module's database role"),
             Err(e) if has_sqlstate(&e, "42710") || has_sqlstate(&e, super::UNIQUE_VIOLATION) => {}
-            Err(e) => return Err(e).with_context(|| format!("creating role {role} (does DATABASE_URL's role have CREATEROLE?)")),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("creating role {role} (does DATABASE_URL's role have CREATEROLE?)"));
+            }
         }
     } else if let Err(error) = PgConnection::connect_with(&options).await {
         if !has_sqlstate(&error, "28P01") {
             return Err(error).with_context(|| format!("logging in as {role}"));
         }
         let sql = format!("ALTER ROLE {role} PASSWORD '{password}'");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await.with_context(|| format!("resetting the password of {role}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(admin)
+            .await
+            .with_context(|| format!("resetting the password of {role}"))?;
     }
 
     let owner: Option<String> =
@@ -252,7 +260,10 @@ async fn ensure_own_schema(options: &PgConnectOptions, module: &str) -> anyhow::
     if !exists {
         let sql = format!("CREATE SCHEMA {module} AUTHORIZATION CURRENT_USER");
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.with_context(|| {
-            format!("schema `{module}` does not exist and the role of BULKHEAD_{}_DATABASE_URL may not create it", module.to_uppercase())
+            format!(
+                "schema `{module}` does not exist and the role of BULKHEAD_{}_DATABASE_URL may not create it",
+                module.to_uppercase()
+            )
         })?;
     }
     connection.close().await.ok();

@@ -40,9 +40,12 @@ pub struct FieldError {
 }
 
 /// A failure answered over HTTP. Build it with the constructors; domain error enums convert
-/// into it with `From` impls in their modules.
+/// into it with `From` impls in their modules. Boxed, so `Result<_, ApiError>` stays small.
 #[derive(Debug)]
-pub struct ApiError {
+pub struct ApiError(Box<Parts>);
+
+#[derive(Debug)]
+struct Parts {
     status: StatusCode,
     code: Cow<'static, str>,
     message: String,
@@ -55,7 +58,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Parts {
             status,
             code: code.into(),
             message: message.into(),
@@ -63,7 +66,7 @@ impl ApiError {
             retry_after: None,
             www_authenticate: None,
             source: None,
-        }
+        }))
     }
 
     pub fn bad_request(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
@@ -73,14 +76,15 @@ impl ApiError {
     /// 401 without credentials.
     pub fn unauthenticated() -> Self {
         let mut error = Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "This endpoint needs a bearer token.");
-        error.www_authenticate = Some("Bearer");
+        error.0.www_authenticate = Some("Bearer");
         error
     }
 
     /// 401 with credentials that do not verify.
     pub fn invalid_token() -> Self {
-        let mut error = Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "The bearer token is invalid or has expired.");
-        error.www_authenticate = Some("Bearer error=\"invalid_token\"");
+        let mut error =
+            Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "The bearer token is invalid or has expired.");
+        error.0.www_authenticate = Some("Bearer error=\"invalid_token\"");
         error
     }
 
@@ -104,26 +108,28 @@ impl ApiError {
     /// 422 with one entry per failed field.
     pub fn validation(fields: Vec<FieldError>) -> Self {
         let details = serde_json::to_value(&fields).ok();
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "The request is not valid.").with_details_value(details)
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "The request is not valid.")
+            .with_details_value(details)
     }
 
     pub fn rate_limited(retry_after: Duration) -> Self {
         let mut error = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests; slow down.");
-        error.retry_after = Some(retry_after);
+        error.0.retry_after = Some(retry_after);
         error
     }
 
     /// 503 for a dependency that is down; the client may retry after the given time.
     pub fn unavailable(code: impl Into<Cow<'static, str>>, message: impl Into<String>, retry_after: Duration) -> Self {
         let mut error = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
-        error.retry_after = Some(retry_after);
+        error.0.retry_after = Some(retry_after);
         error
     }
 
     /// 500: the cause is logged, the client learns nothing internal.
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        let mut error = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.");
-        error.source = Some(source.into());
+        let mut error =
+            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.");
+        error.0.source = Some(source.into());
         error
     }
 
@@ -152,33 +158,33 @@ impl ApiError {
     }
 
     fn with_details_value(mut self, details: Option<Value>) -> Self {
-        self.details = details;
+        self.0.details = details;
         self
     }
 
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = Some(retry_after);
+        self.0.retry_after = Some(retry_after);
         self
     }
 
     /// Keeps a server-side cause for the log without changing what the client sees.
     pub fn with_source(mut self, source: impl Into<anyhow::Error>) -> Self {
-        self.source = Some(source.into());
+        self.0.source = Some(source.into());
         self
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn code(&self) -> &str {
-        &self.code
+        &self.0.code
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(f, "{} {}: {}", self.0.status.as_u16(), self.0.code, self.0.message)
     }
 }
 
@@ -205,18 +211,24 @@ pub(crate) struct ErrorReport {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { code: self.code.into_owned(), message: self.message, details: self.details, request_id: None };
-        let mut response = (self.status, axum::Json(ErrorEnvelope { error: body.clone() })).into_response();
+        let parts = *self.0;
+        let body = ErrorBody {
+            code: parts.code.into_owned(),
+            message: parts.message,
+            details: parts.details,
+            request_id: None,
+        };
+        let mut response = (parts.status, axum::Json(ErrorEnvelope { error: body.clone() })).into_response();
         let headers = response.headers_mut();
-        if let Some(retry_after) = self.retry_after {
+        if let Some(retry_after) = parts.retry_after {
             // Retry-After is whole seconds; round up so clients never come back too early.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
-        if let Some(challenge) = self.www_authenticate {
+        if let Some(challenge) = parts.www_authenticate {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
-        let cause = self.source.map(|source| format!("{source:#}"));
+        let cause = parts.source.map(|source| format!("{source:#}"));
         response.extensions_mut().insert(ErrorReport { body, cause });
         response
     }

@@ -38,7 +38,8 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(error) => {
             let field = shape_error(&data_error_reason(&error.body_text()));
-            ApiError::unprocessable("invalid_body", "The JSON body does not match the expected shape.").with_details([field])
+            ApiError::unprocessable("invalid_body", "The JSON body does not match the expected shape.")
+                .with_details([field])
         }
         JsonRejection::JsonSyntaxError(error) => {
             ApiError::bad_request("malformed_json", "The request body is not valid JSON.")

@@ -42,7 +42,13 @@ impl Idempotency {
     /// Keys optional; records kept 24 hours; an in-flight request is presumed abandoned after
     /// 60 seconds (longer than the server's request timeout).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, verifier: None, required: false, retention: Duration::from_secs(24 * 3600), lease: Duration::from_secs(60) }
+        Self {
+            pool,
+            verifier: None,
+            required: false,
+            retention: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(60),
+        }
     }
 
     /// Requests without a key are refused (400 `idempotency_key_required`).
@@ -63,10 +69,8 @@ impl Idempotency {
     }
 
     fn scope(&self, headers: &HeaderMap) -> String {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let token =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         match (token, &self.verifier) {
             (Some(token), Some(verifier)) => verifier
                 .verify(token)
@@ -114,15 +118,15 @@ async fn run(config: Idempotency, request: Request, next: Next) -> Result<Respon
             .into_response());
         }
         None => return Ok(next.run(request).await),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .filter(|key| (1..=255).contains(&key.len()))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters.")
-                    .into_response()
-            })?,
+        Some(value) => {
+            value.to_str().ok().filter(|key| (1..=255).contains(&key.len())).map(str::to_owned).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+                )
+                .into_response()
+            })?
+        }
     };
     let scope = config.scope(request.headers());
     let (parts, body) = request.into_parts();
@@ -181,6 +185,9 @@ async fn run(config: Idempotency, request: Request, next: Next) -> Result<Respon
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
+/// fingerprint, status (NULL while in flight), replayed headers, body.
+type StoredOutcome = (Vec<u8>, Option<i16>, Option<serde_json::Value>, Option<Vec<u8>>);
+
 enum Begin {
     Proceed,
     Replay(Response),
@@ -210,13 +217,12 @@ async fn begin(config: &Idempotency, scope: &str, key: &str, fingerprint: &[u8])
     if claimed.rows_affected() == 1 {
         return Ok(Begin::Proceed);
     }
-    let existing: Option<(Vec<u8>, Option<i16>, Option<serde_json::Value>, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(&config.pool)
-    .await?;
+    let existing: Option<StoredOutcome> =
+        sqlx::query_as("SELECT fingerprint, status, headers, body FROM idempotency_keys WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&config.pool)
+            .await?;
     let Some((stored_fingerprint, status, headers, body)) = existing else {
         // Deleted between the two statements (a 5xx released it): treat as in flight; the
         // client's retry will claim it.
@@ -232,8 +238,7 @@ async fn begin(config: &Idempotency, scope: &str, key: &str, fingerprint: &[u8])
     *response.status_mut() = StatusCode::from_u16(u16::try_from(status)?)?;
     if let Some(serde_json::Value::Object(headers)) = headers {
         for (name, value) in headers {
-            if let (Ok(name), Some(Ok(value))) =
-                (HeaderName::try_from(name), value.as_str().map(HeaderValue::from_str))
+            if let (Ok(name), Some(Ok(value))) = (HeaderName::try_from(name), value.as_str().map(HeaderValue::from_str))
             {
                 response.headers_mut().insert(name, value);
             }

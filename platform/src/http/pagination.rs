@@ -39,7 +39,11 @@ impl PageQuery {
     ///
     /// # Errors
     /// 400 `invalid_limit`, `invalid_sort` or `invalid_cursor`.
-    pub fn parse<K: DeserializeOwned>(&self, sortable: &[&'static str], default_sort: &str) -> Result<PageRequest<K>, ApiError> {
+    pub fn parse<K: DeserializeOwned>(
+        &self,
+        sortable: &[&'static str],
+        default_sort: &str,
+    ) -> Result<PageRequest<K>, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_LIMIT}."))
@@ -84,7 +88,11 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    pub fn from_overfetch<K: Serialize, R>(mut rows: Vec<T>, request: &PageRequest<R>, key_of: impl Fn(&T) -> K) -> Self {
+    pub fn from_overfetch<K: Serialize, R>(
+        mut rows: Vec<T>,
+        request: &PageRequest<R>,
+        key_of: impl Fn(&T) -> K,
+    ) -> Self {
         let limit = request.limit as usize;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
@@ -125,8 +133,11 @@ pub struct PageEnvelope<T> {
 
 impl<T: Serialize> IntoResponse for Page<T> {
     fn into_response(self) -> Response {
-        axum::Json(PageEnvelope { data: self.items, meta: PageMeta { next_cursor: self.next_cursor, limit: self.limit } })
-            .into_response()
+        axum::Json(PageEnvelope {
+            data: self.items,
+            meta: PageMeta { next_cursor: self.next_cursor, limit: self.limit },
+        })
+        .into_response()
     }
 }
 

@@ -61,15 +61,23 @@ pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Route
             .layer(from_fn_with_state(metrics, track_http))
             .layer(cors)
             .layer(CompressionLayer::new())
-            .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
             .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-            .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static("frame-ancestors 'none'"),
             ))
             .layer(from_fn(finalize_errors))
-            .layer(CatchPanicLayer::custom(|_panic| ApiError::internal(anyhow::anyhow!("a handler panicked")).into_response()))
+            .layer(CatchPanicLayer::custom(|_panic| {
+                ApiError::internal(anyhow::anyhow!("a handler panicked")).into_response()
+            }))
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
             // The timeout answers with an empty body of the inner type; give it axum's.
             .layer(MapResponseBodyLayer::new(axum::body::Body::new))

@@ -93,8 +93,12 @@ fn hs256_signed_with_the_public_key_is_refused() {
     let key = TestKey::generate("k1");
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("k1".to_owned());
-    let forged =
-        jsonwebtoken::encode(&header, &claims("user-1", &[Role::Admin]), &EncodingKey::from_secret(&key.public_bytes())).unwrap();
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims("user-1", &[Role::Admin]),
+        &EncodingKey::from_secret(&key.public_bytes()),
+    )
+    .unwrap();
     let error = verifier_trusting(&key).verify(&forged).unwrap_err();
     assert!(matches!(error, TokenError::WrongAlgorithm(Algorithm::HS256)), "{error}");
 }
@@ -136,11 +140,14 @@ fn unknown_or_missing_key_ids_are_refused() {
     let trusted = TestKey::generate("k1");
     let stranger = TestKey::generate("k2");
     let verifier = verifier_trusting(&trusted);
-    assert!(matches!(verifier.verify(&stranger.sign(&claims("u", &[]))).unwrap_err(), TokenError::UnknownKey(kid) if kid == "k2"));
+    assert!(
+        matches!(verifier.verify(&stranger.sign(&claims("u", &[]))).unwrap_err(), TokenError::UnknownKey(kid) if kid == "k2")
+    );
 
     let header = Header::new(Algorithm::EdDSA);
     let der = SigningKey::from_bytes(&rand::random()).to_pkcs8_der().unwrap();
-    let without_kid = jsonwebtoken::encode(&header, &claims("u", &[]), &EncodingKey::from_ed_der(der.as_bytes())).unwrap();
+    let without_kid =
+        jsonwebtoken::encode(&header, &claims("u", &[]), &EncodingKey::from_ed_der(der.as_bytes())).unwrap();
     assert!(matches!(verifier.verify(&without_kid).unwrap_err(), TokenError::MissingKeyId));
 }
 

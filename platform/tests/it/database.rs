@@ -121,10 +121,11 @@ async fn a_module_with_its_own_url_creates_its_schema_and_migrates_without_admin
 
     let databases = Databases::connect(&setup, &[GAMMA]).await.unwrap();
     databases.migrate(&[GAMMA]).await.unwrap();
-    let owner: String = sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'gamma'")
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
+    let owner: String =
+        sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'gamma'")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
     assert_eq!(owner, role);
     sqlx::query("SELECT count(*) FROM gadgets").execute(databases.pool("gamma").unwrap()).await.unwrap();
     databases.close().await;

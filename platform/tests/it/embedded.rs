@@ -14,7 +14,8 @@ fn server_pid(data_dir: &Path) -> Option<Pid> {
 
 fn alive(pid: Pid) -> bool {
     kill(pid, None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
 }
 
 async fn connect(server: &EmbeddedPostgres) -> PgConnection {
@@ -38,10 +39,8 @@ async fn the_first_start_creates_a_cluster_that_later_starts_reuse() {
 
     let server = EmbeddedPostgres::start(&options).await.unwrap();
     let mut connection = connect(&server).await;
-    let found: Option<String> = sqlx::query_scalar("SELECT to_regclass('survives_restarts')::text")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('survives_restarts')::text").fetch_one(&mut connection).await.unwrap();
     assert_eq!(found.as_deref(), Some("survives_restarts"));
     connection.close().await.unwrap();
     server.stop().await.unwrap();
@@ -54,7 +53,11 @@ async fn a_stale_pid_file_left_by_a_crash_does_not_stop_the_next_start() {
     EmbeddedPostgres::start(&options).await.unwrap().stop().await.unwrap();
 
     // What a power cut leaves: a pid file naming a process that is not PostgreSQL (our own).
-    let stale = format!("{}\n{}\n0\n5432\n\n127.0.0.1\n0 0\nready\n", std::process::id(), dir.path().join("postgres").display());
+    let stale = format!(
+        "{}\n{}\n0\n5432\n\n127.0.0.1\n0 0\nready\n",
+        std::process::id(),
+        dir.path().join("postgres").display()
+    );
     std::fs::write(dir.path().join("postgres/postmaster.pid"), stale).unwrap();
 
     let server = EmbeddedPostgres::start(&options).await.unwrap();

@@ -53,9 +53,18 @@ fn router() -> Router {
         .route("/conflict", get(|| async { ApiError::conflict("already_exists", "An item with this name exists.") }))
         .route(
             "/broken",
-            get(|| async { ApiError::internal(anyhow::anyhow!("password authentication failed for user bulkhead_orders")) }),
+            get(|| async {
+                ApiError::internal(anyhow::anyhow!("password authentication failed for user bulkhead_orders"))
+            }),
         )
-        .route("/panics", get(|| async { if true { panic!("handler bug") } }))
+        .route(
+            "/panics",
+            get(|| async {
+                if true {
+                    panic!("handler bug")
+                }
+            }),
+        )
         .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
         .merge(
             Router::new()
@@ -65,7 +74,8 @@ fn router() -> Router {
 }
 
 async fn served() -> Served {
-    let settings = HttpSettings { body_limit_bytes: 1024, request_timeout: Duration::from_millis(300), ..HttpSettings::default() };
+    let settings =
+        HttpSettings { body_limit_bytes: 1024, request_timeout: Duration::from_millis(300), ..HttpSettings::default() };
     Served::start(router(), settings).await
 }
 
@@ -90,7 +100,8 @@ macro_rules! assert_envelope_snapshot {
 async fn malformed_json_is_400() {
     let app = served().await;
     let (status, _, body) =
-        envelope(app.client.post(app.url("/items")).header("content-type", "application/json").body("{\"name\": ")).await;
+        envelope(app.client.post(app.url("/items")).header("content-type", "application/json").body("{\"name\": "))
+            .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_envelope_snapshot!("malformed_json", body);
 }
@@ -98,7 +109,8 @@ async fn malformed_json_is_400() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_415() {
     let app = served().await;
-    let (status, _, body) = envelope(app.client.post(app.url("/items")).header("content-type", "text/plain").body("hello")).await;
+    let (status, _, body) =
+        envelope(app.client.post(app.url("/items")).header("content-type", "text/plain").body("hello")).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_envelope_snapshot!("unsupported_media_type", body);
 }
@@ -107,14 +119,18 @@ async fn a_body_that_is_not_json_is_415() {
 async fn a_body_over_the_limit_is_413_whether_declared_or_streamed() {
     let app = served().await;
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(4096));
-    let (status, _, body) = envelope(app.client.post(app.url("/items")).header("content-type", "application/json").body(big.clone())).await;
+    let (status, _, body) =
+        envelope(app.client.post(app.url("/items")).header("content-type", "application/json").body(big.clone())).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_envelope_snapshot!("payload_too_large", body);
 
     // Without a Content-Length the limit trips while reading.
     let stream = futures::stream::iter([Ok::<_, std::io::Error>(big.into_bytes())]);
     let (status, _, _) = envelope(
-        app.client.post(app.url("/items")).header("content-type", "application/json").body(reqwest::Body::wrap_stream(stream)),
+        app.client
+            .post(app.url("/items"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(stream)),
     )
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -136,7 +152,8 @@ async fn an_unknown_route_is_404_and_a_wrong_method_405() {
 #[tokio::test]
 async fn invalid_fields_are_422_with_one_entry_per_field() {
     let app = served().await;
-    let item = json!({ "name": "", "quantity": 0, "contact": "not-an-email", "parts": [{ "sku": "ok-sku" }, { "sku": "x" }] });
+    let item =
+        json!({ "name": "", "quantity": 0, "contact": "not-an-email", "parts": [{ "sku": "ok-sku" }, { "sku": "x" }] });
     let (status, _, body) = envelope(app.client.post(app.url("/items")).json(&item)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_envelope_snapshot!("validation_failed", body);
@@ -228,7 +245,8 @@ async fn a_callers_request_id_is_kept_and_a_bad_one_replaced() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["request_id"], "trace-abc-123");
 
-    let response = app.client.get(app.url("/nowhere")).header("x-request-id", "has spaces and <script>").send().await.unwrap();
+    let response =
+        app.client.get(app.url("/nowhere")).header("x-request-id", "has spaces and <script>").send().await.unwrap();
     let assigned = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(uuid::Uuid::parse_str(&assigned).is_ok(), "{assigned}");
 
@@ -240,11 +258,16 @@ async fn a_callers_request_id_is_kept_and_a_bad_one_replaced() {
 #[tokio::test]
 async fn requests_are_counted_by_route_template_method_and_status() {
     let app = served().await;
-    for path in ["/items/0193b5f2-8a4e-7c3d-9a51-3f0c2b6d7e81", "/items/0193b5f2-8a4e-7c3d-9a51-3f0c2b6d7e82", "/conflict"] {
+    for path in
+        ["/items/0193b5f2-8a4e-7c3d-9a51-3f0c2b6d7e81", "/items/0193b5f2-8a4e-7c3d-9a51-3f0c2b6d7e82", "/conflict"]
+    {
         app.client.get(app.url(path)).send().await.unwrap();
     }
     let rendered = app.metrics.render();
     assert!(rendered.contains(r#"http_requests_total{method="GET",route="/items/{id}",status="200"} 2"#), "{rendered}");
     assert!(rendered.contains(r#"http_requests_total{method="GET",route="/conflict",status="409"} 1"#), "{rendered}");
-    assert!(rendered.contains(r#"http_request_duration_seconds_count{method="GET",route="/items/{id}",status="200"} 2"#), "{rendered}");
+    assert!(
+        rendered.contains(r#"http_request_duration_seconds_count{method="GET",route="/items/{id}",status="200"} 2"#),
+        "{rendered}"
+    );
 }

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::Router;
 use axum::extract::State;
 use axum::middleware::from_fn_with_state;
 use axum::routing::post;
-use axum::Router;
 use platform::auth::Role;
 use platform::http::idempotency::{self, Idempotency};
 use platform::http::{ApiError, Created, HttpSettings, Json};
@@ -74,7 +74,14 @@ async fn widget_count(pool: &PgPool) -> i64 {
 #[tokio::test]
 async fn the_same_key_and_body_replays_the_first_response_and_creates_once() {
     let f = fixture(None, None).await;
-    let send = || f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": "sprocket" })).send();
+    let send = || {
+        f.app
+            .client
+            .post(f.app.url("/widgets"))
+            .header("idempotency-key", "key-1")
+            .json(&json!({ "name": "sprocket" }))
+            .send()
+    };
 
     let first = send().await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
@@ -93,7 +100,12 @@ async fn the_same_key_and_body_replays_the_first_response_and_creates_once() {
 async fn the_same_key_with_a_different_body_is_422() {
     let f = fixture(None, None).await;
     let send = |name: &str| {
-        f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": name })).send()
+        f.app
+            .client
+            .post(f.app.url("/widgets"))
+            .header("idempotency-key", "key-1")
+            .json(&json!({ "name": name }))
+            .send()
     };
     assert_eq!(send("sprocket").await.unwrap().status(), StatusCode::CREATED);
     let reused = send("flange").await.unwrap();
@@ -106,7 +118,12 @@ async fn the_same_key_with_a_different_body_is_422() {
 async fn a_concurrent_duplicate_is_409_while_the_first_is_in_flight() {
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let f = fixture(Some((entered.clone(), release.clone())), None).await;
-    let request = f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": "sprocket" }));
+    let request = f
+        .app
+        .client
+        .post(f.app.url("/widgets"))
+        .header("idempotency-key", "key-1")
+        .json(&json!({ "name": "sprocket" }));
     let first = tokio::spawn(request.try_clone().unwrap().send());
     entered.notified().await;
 
@@ -124,7 +141,14 @@ async fn a_concurrent_duplicate_is_409_while_the_first_is_in_flight() {
 async fn a_server_error_is_not_stored_so_the_retry_runs_again() {
     let f = fixture(None, None).await;
     f.widgets.fail_next.store(1, Ordering::SeqCst);
-    let send = || f.app.client.post(f.app.url("/widgets")).header("idempotency-key", "key-1").json(&json!({ "name": "sprocket" })).send();
+    let send = || {
+        f.app
+            .client
+            .post(f.app.url("/widgets"))
+            .header("idempotency-key", "key-1")
+            .json(&json!({ "name": "sprocket" }))
+            .send()
+    };
     assert_eq!(send().await.unwrap().status(), StatusCode::INTERNAL_SERVER_ERROR);
     let retry = send().await.unwrap();
     assert_eq!(retry.status(), StatusCode::CREATED);

@@ -73,7 +73,8 @@ fn contracts_depend_on_nothing_but_platform() {
     for module in MODULES {
         let contract = format!("{module}-contract");
         let Some(dependencies) = workspace.dependencies.get(&contract) else { continue };
-        violations.extend(dependencies.iter().filter(|d| *d != "platform").map(|d| format!("{contract} depends on {d}")));
+        violations
+            .extend(dependencies.iter().filter(|d| *d != "platform").map(|d| format!("{contract} depends on {d}")));
     }
     assert!(violations.is_empty(), "contracts must stay light: {violations:?}");
 }

@@ -1,0 +1,202 @@
+//! The `bulkhead` binary as a user runs it: `cargo run` with no configuration, Ctrl-C,
+//! a crash, bad configuration.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A running `bulkhead serve` with its own data dir and port.
+struct Running {
+    child: Child,
+    base: String,
+    output: mpsc::Receiver<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn bulkhead(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bulkhead"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BULKHEAD_DATA_DIR", data_dir)
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null());
+    command
+}
+
+impl Running {
+    fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let mut child = bulkhead(data_dir)
+            .env("BULKHEAD_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, output) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        let running = Self { child, base: format!("http://127.0.0.1:{port}"), output };
+        running.wait_until_healthy();
+        running
+    }
+
+    fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if is_healthy(&self.base) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no healthy answer within 60s; output:\n{}", self.drain());
+    }
+
+    fn drain(&self) -> String {
+        self.output.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its output.
+    fn stop_with(mut self, signal: Signal) -> (bool, String) {
+        kill(self.pid(), signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (status.success(), self.drain());
+            }
+            assert!(Instant::now() < deadline, "did not stop within 30s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// One blocking `GET` over a plain socket (the test needs no more than a status line).
+fn is_healthy(base: &str) -> bool {
+    use std::io::{Read, Write};
+    let Some(host) = base.strip_prefix("http://") else { return false };
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else { return false };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut answer = String::new();
+    write!(stream, "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+fn postmaster_pid(data_dir: &Path) -> Option<Pid> {
+    let contents = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).ok()?;
+    contents.lines().next()?.trim().parse().ok().map(Pid::from_raw)
+}
+
+fn is_running(pid: Pid) -> bool {
+    kill(pid, None).is_ok()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn a_first_start_initialises_the_database_and_ctrl_c_stops_everything() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let app = Running::start(data_dir.path());
+    let server = postmaster_pid(data_dir.path()).expect("the embedded server runs");
+
+    let (success, output) = app.stop_with(Signal::SIGINT);
+    assert!(success, "{output}");
+    assert!(output.contains("initialising the embedded PostgreSQL cluster"), "{output}");
+    assert!(
+        output.contains("Bulkhead is ready") && output.contains("/api/docs") && output.contains("/metrics"),
+        "{output}"
+    );
+    assert!(output.contains("embedded PostgreSQL stopped"), "{output}");
+    assert!(!is_running(server), "no orphan PostgreSQL after Ctrl-C");
+    assert!(postmaster_pid(data_dir.path()).is_none());
+
+    // A second start reuses the cluster; SIGTERM stops it as cleanly.
+    let app = Running::start(data_dir.path());
+    let server = postmaster_pid(data_dir.path()).unwrap();
+    let (success, output) = app.stop_with(Signal::SIGTERM);
+    assert!(success, "{output}");
+    assert!(!output.contains("initialising"), "the second start reuses the data: {output}");
+    assert!(!is_running(server), "no orphan PostgreSQL after SIGTERM");
+}
+
+#[test]
+fn after_the_app_is_killed_the_next_start_recovers_its_database() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let app = Running::start(data_dir.path());
+    let orphan = postmaster_pid(data_dir.path()).unwrap();
+
+    let (_, _) = app.stop_with(Signal::SIGKILL);
+    assert!(is_running(orphan), "a killed app leaves its server behind");
+
+    let app = Running::start(data_dir.path());
+    let replacement = postmaster_pid(data_dir.path()).unwrap();
+    assert_ne!(orphan, replacement);
+    assert!(!is_running(orphan), "the orphan was stopped");
+    let (success, output) = app.stop_with(Signal::SIGINT);
+    assert!(success, "{output}");
+    assert!(output.contains("a previous run left its PostgreSQL running"), "{output}");
+    assert!(!is_running(replacement));
+}
+
+#[test]
+fn missing_postgres_binaries_give_one_clear_message() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output =
+        bulkhead(data_dir.path()).env("BULKHEAD_PG_BIN_DIR", data_dir.path().join("nothing")).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PostgreSQL server binaries (initdb and postgres"), "{stderr}");
+    assert!(stderr.contains("apt-get install postgresql") && stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[test]
+fn invalid_configuration_names_the_variable_and_starts_nothing() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = bulkhead(data_dir.path()).env("BULKHEAD_ADDR", "everywhere").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("BULKHEAD_ADDR"), "{stderr}");
+    assert!(!data_dir.path().join("postgres").exists(), "nothing was started");
+
+    let output = bulkhead(data_dir.path()).env("BULKHEAD_MODULES", "warehouse").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("BULKHEAD_MODULES") && stderr.contains("warehouse"), "{stderr}");
+}
+
+#[test]
+fn migrate_status_and_up_run_against_the_embedded_database_and_stop_it() {
+    let data_dir = tempfile::tempdir().unwrap();
+    for action in [&["migrate", "up"][..], &["migrate", "status"][..]] {
+        let output = bulkhead(data_dir.path()).args(action).output().unwrap();
+        assert!(output.status.success(), "{action:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(postmaster_pid(data_dir.path()).is_none(), "{action:?} leaves no server running");
+    }
+    let output = bulkhead(data_dir.path()).args(["migrate", "down", "--module", "nothing"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no module `nothing`"));
+}
