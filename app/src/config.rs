@@ -73,7 +73,7 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// PostgreSQL URL with the right to create roles (admin). Unset: an embedded server.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true, value_parser = parse_database_url)]
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true, value_parser = |v: &str| parse_postgres_url(v, "DATABASE_URL"))]
     pub database_url: Option<SecretString>,
 
     /// Directory holding `initdb` and `postgres` for the embedded server (else searched).
@@ -105,7 +105,7 @@ pub struct Config {
     pub jwt_audience: String,
 
     /// Connections per module pool.
-    #[arg(long, env = "BULKHEAD_DB_POOL_SIZE", default_value_t = 10, global = true, value_parser = clap::value_parser!(u32).range(1..=500))]
+    #[arg(long, env = "BULKHEAD_DB_POOL_SIZE", default_value = "10", global = true, value_parser = parse_pool_size)]
     pub db_pool_size: u32,
 
     /// Largest accepted request body, e.g. `256KiB`, `1MiB` or a byte count.
@@ -113,19 +113,19 @@ pub struct Config {
     pub body_limit: usize,
 
     /// Longest time a request may take, e.g. `30s` or `500ms`.
-    #[arg(long, env = "BULKHEAD_REQUEST_TIMEOUT", default_value = "30s", global = true, value_parser = parse_duration)]
+    #[arg(long, env = "BULKHEAD_REQUEST_TIMEOUT", default_value = "30s", global = true, value_parser = parse_request_timeout)]
     pub request_timeout: Duration,
 
     /// Time to drain in-flight requests on shutdown before closing anyway.
-    #[arg(long, env = "BULKHEAD_SHUTDOWN_TIMEOUT", default_value = "30s", global = true, value_parser = parse_duration)]
+    #[arg(long, env = "BULKHEAD_SHUTDOWN_TIMEOUT", default_value = "30s", global = true, value_parser = parse_shutdown_timeout)]
     pub shutdown_timeout: Duration,
 
     /// Sustained requests per second per client address on `/api` (0 turns limiting off).
-    #[arg(long, env = "BULKHEAD_RATE_LIMIT_PER_SECOND", default_value_t = 100, global = true)]
+    #[arg(long, env = "BULKHEAD_RATE_LIMIT_PER_SECOND", default_value = "100", global = true, value_parser = parse_rate)]
     pub rate_limit_per_second: u32,
 
     /// Requests a client may send at once before the sustained rate applies.
-    #[arg(long, env = "BULKHEAD_RATE_LIMIT_BURST", default_value_t = 200, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "BULKHEAD_RATE_LIMIT_BURST", default_value = "200", global = true, value_parser = parse_burst)]
     pub rate_limit_burst: u32,
 
     /// Origins allowed to call the API from a browser, comma-separated (default: none).
@@ -159,7 +159,7 @@ impl Config {
         for module in modules {
             let variable = format!("BULKHEAD_{}_DATABASE_URL", module.to_uppercase());
             if let Ok(value) = std::env::var(&variable) {
-                let url = parse_database_url(&value).map_err(|e| anyhow::anyhow!("{variable}: {e}"))?;
+                let url = parse_postgres_url(&value, &variable).map_err(anyhow::Error::msg)?;
                 urls.insert((*module).to_owned(), url);
             }
         }
@@ -173,12 +173,41 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "BULKHEAD_ADDR must be an IP address and port such as 127.0.0.1:8080 or 0.0.0.0:8080".to_owned())
 }
 
-fn parse_database_url(value: &str) -> Result<SecretString, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("DATABASE_URL is not a URL ({e})"))?;
+fn parse_postgres_url(value: &str, variable: &str) -> Result<SecretString, String> {
+    let url = url::Url::parse(value).map_err(|e| format!("{variable} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err("DATABASE_URL must start with postgres:// or postgresql://".to_owned());
+        return Err(format!("{variable} must start with postgres:// or postgresql://"));
     }
     Ok(SecretString::from(value.to_owned()))
+}
+
+fn parse_count(value: &str, variable: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, String> {
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("{variable} must be a whole number from {} to {}", range.start(), range.end()))
+}
+
+fn parse_pool_size(value: &str) -> Result<u32, String> {
+    parse_count(value, "BULKHEAD_DB_POOL_SIZE", 1..=500)
+}
+
+fn parse_rate(value: &str) -> Result<u32, String> {
+    parse_count(value, "BULKHEAD_RATE_LIMIT_PER_SECOND", 0..=1_000_000)
+}
+
+fn parse_burst(value: &str) -> Result<u32, String> {
+    parse_count(value, "BULKHEAD_RATE_LIMIT_BURST", 1..=1_000_000)
+}
+
+fn parse_request_timeout(value: &str) -> Result<Duration, String> {
+    parse_duration(value).map_err(|e| format!("BULKHEAD_REQUEST_TIMEOUT: {e}"))
+}
+
+fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
+    parse_duration(value).map_err(|e| format!("BULKHEAD_SHUTDOWN_TIMEOUT: {e}"))
 }
 
 fn parse_admin_email(value: &str) -> Result<String, String> {
@@ -261,6 +290,11 @@ mod tests {
             (&["--admin-email", "nobody"][..], "BULKHEAD_ADMIN_EMAIL"),
             (&["--body-limit", "lots"][..], "BULKHEAD_BODY_LIMIT"),
             (&["--log-format", "xml"][..], "LOG_FORMAT"),
+            (&["--request-timeout", "soon"][..], "BULKHEAD_REQUEST_TIMEOUT"),
+            (&["--shutdown-timeout", "0s"][..], "BULKHEAD_SHUTDOWN_TIMEOUT"),
+            (&["--db-pool-size", "0"][..], "BULKHEAD_DB_POOL_SIZE"),
+            (&["--rate-limit-burst", "0"][..], "BULKHEAD_RATE_LIMIT_BURST"),
+            (&["--rate-limit-per-second", "lots"][..], "BULKHEAD_RATE_LIMIT_PER_SECOND"),
         ] {
             let message = parse(args).unwrap_err().to_string();
             assert!(message.contains(variable), "{args:?}: {message}");

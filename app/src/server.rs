@@ -61,6 +61,7 @@ pub struct Application {
     router: Router,
     backing: Backing,
     config: Config,
+    verifier: JwtVerifier,
 }
 
 impl Application {
@@ -75,15 +76,16 @@ impl Application {
         let backing = Backing::connect(&config, &schemas).await?;
         let built = async {
             backing.databases.migrate(&schemas).await?;
+            let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
             let router = router(&config, &backing, schemas.clone());
             let listener = TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
-            anyhow::Ok((router, listener))
+            anyhow::Ok((router, listener, verifier))
         }
         .await;
         match built {
-            Ok((router, listener)) => Ok(Self { listener, router, backing, config }),
+            Ok((router, listener, verifier)) => Ok(Self { listener, router, backing, config, verifier }),
             Err(error) => {
                 backing.close().await.ok();
                 Err(error)
@@ -99,13 +101,19 @@ impl Application {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The verifier of access tokens; clones share its keys, so adding a key here is seen by
+    /// every route (tests use this to trust a key of their own).
+    pub fn jwt_verifier(&self) -> JwtVerifier {
+        self.verifier.clone()
+    }
+
     /// Serves until `shutdown` fires, then stops accepting, drains in-flight requests (up to
     /// the shutdown timeout), closes the pools and stops the embedded database.
     ///
     /// # Errors
     /// A server failure, or a database that does not stop cleanly.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, router, backing, config } = self;
+        let Self { listener, router, backing, config, .. } = self;
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stopping = shutdown.clone();
         let server = axum::serve(listener, service).with_graceful_shutdown(stopping.cancelled_owned());
@@ -128,10 +136,10 @@ impl Application {
 
 fn router(config: &Config, backing: &Backing, schemas: Arc<[ModuleSchema]>) -> Router {
     let metrics = Metrics::new();
-    let _verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
 
-    // The public API of every hosted module, under /api/v1. Its own fallback keeps unknown
-    // API paths inside the API's middleware (rate limiting) too.
+    // The public API of every hosted module, under /api/v1. Module routes are merged here,
+    // before the layers below, which wrap only routes already present. The API's own fallback
+    // keeps unknown API paths inside its middleware (rate limiting) too.
     let api = OpenApiRouter::<()>::new();
     let (api, api_spec) = api.split_for_parts();
     let mut api = api.fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) });

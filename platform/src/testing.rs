@@ -169,12 +169,33 @@ async fn ensure_template(server: &TestServer, schemas: &[ModuleSchema]) -> anyho
         ] {
             sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await?;
         }
+        drop_old_templates(&mut connection).await;
         anyhow::Ok(())
     }
     .await;
     sqlx::query("SELECT pg_advisory_unlock($1)").bind(lock_key).execute(&mut connection).await.ok();
     connection.close().await.ok();
     outcome.map(|()| template)
+}
+
+/// Templates of earlier migration sets pile up as migrations change; keep the newest few
+/// (other checkouts or branches may still use them).
+async fn drop_old_templates(connection: &mut PgConnection) {
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datistemplate AND datname LIKE 'bulkhead\\_template\\_%'
+          ORDER BY oid DESC OFFSET 4",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap_or_default();
+    for name in old {
+        for sql in [format!("ALTER DATABASE {name} WITH IS_TEMPLATE false"), format!("DROP DATABASE IF EXISTS {name}")]
+        {
+            if sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *connection).await.is_err() {
+                break;
+            }
+        }
+    }
 }
 
 async fn template_ready(connection: &mut PgConnection, template: &str) -> sqlx::Result<bool> {

@@ -84,6 +84,12 @@ impl Databases {
             ),
             None => None,
         };
+        if let Some(admin) = &admin {
+            // PostgreSQL 15 already refuses; 14 lets every role create tables in `public`.
+            if let Err(error) = sqlx::query("REVOKE CREATE ON SCHEMA public FROM PUBLIC").execute(admin).await {
+                tracing::debug!("could not revoke CREATE on schema public: {error}");
+            }
+        }
         let pool_options = || {
             PgPoolOptions::new()
                 .max_connections(setup.pool_size.max(1))
@@ -150,40 +156,57 @@ impl Databases {
         }
     }
 
-    /// The published event log is the one thing other modules may read (DESIGN §3). The
-    /// owning role grants it, so this works with admin access and with per-module URLs alike.
+    /// The published event log is the one thing other modules may read (DESIGN §3): every
+    /// module role gets `SELECT` on every other module's `outbox`. Each hosted module grants its
+    /// own (so this works with per-module URLs too); with admin rights the grants also cover
+    /// modules hosted by other processes on the same database (the split topology), whose
+    /// owners started before this process created its role.
     async fn grant_outbox_reads(&self, schemas: &[ModuleSchema]) -> anyhow::Result<()> {
         for owner in schemas {
-            let pool = self.pool(owner.name)?;
-            for reader in schemas.iter().filter(|s| s.name != owner.name) {
-                let reader_role = role_name(reader.name);
-                let (role_exists, granted): (bool, Option<bool>) = sqlx::query_as(
-                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
-                            CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
-                                 THEN has_table_privilege($1, $2, 'SELECT') END",
-                )
-                .bind(&reader_role)
-                .bind(format!("{}.outbox", owner.name))
-                .fetch_one(pool)
-                .await
-                .context("checking outbox grants")?;
-                if !role_exists || granted == Some(true) {
-                    continue;
+            grant_outbox(self.pool(owner.name)?, owner.name).await?;
+        }
+        if let Some(admin) = &self.admin {
+            let others: Vec<String> = sqlx::query_scalar(
+                "SELECT n.nspname::text FROM pg_namespace n
+                   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = 'outbox' AND c.relkind = 'r'
+                  WHERE pg_get_userbyid(n.nspowner) = 'bulkhead_' || n.nspname",
+            )
+            .fetch_all(admin)
+            .await?;
+            for owner in others.iter().filter(|o| !schemas.iter().any(|s| s.name == o.as_str())) {
+                if let Err(error) = grant_outbox(admin, owner).await {
+                    tracing::warn!(%owner, "could not grant read access to this module's outbox: {error:#}");
                 }
-                let mut tx = pool.begin().await?;
-                for sql in [
-                    format!("GRANT USAGE ON SCHEMA {} TO {reader_role}", owner.name),
-                    format!("GRANT SELECT ON {}.outbox TO {reader_role}", owner.name),
-                ] {
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                }
-                tx.commit()
-                    .await
-                    .with_context(|| format!("granting {reader_role} read access to {}.outbox", owner.name))?;
             }
         }
         Ok(())
     }
+}
+
+/// Grants every other module role read access to `owner`'s outbox, where missing.
+async fn grant_outbox(pool: &PgPool, owner: &str) -> anyhow::Result<()> {
+    validate_identifier(owner)?;
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT rolname::text FROM pg_roles
+          WHERE rolname LIKE 'bulkhead\\_%' AND rolname <> $1
+            AND NOT has_table_privilege(oid, $2::regclass, 'SELECT')",
+    )
+    .bind(role_name(owner))
+    .bind(format!("{owner}.outbox"))
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("checking who may read {owner}.outbox"))?;
+    for reader in missing {
+        let mut tx = pool.begin().await?;
+        for sql in [
+            format!("GRANT USAGE ON SCHEMA {owner} TO {reader}"),
+            format!("GRANT SELECT ON {owner}.outbox TO {reader}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+        tx.commit().await.with_context(|| format!("granting {reader} read access to {owner}.outbox"))?;
+    }
+    Ok(())
 }
 
 /// Creates (or repairs) the module's role and schema and returns its connection options.
@@ -196,11 +219,14 @@ async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow
     // Roles are cluster-wide and several processes may provision at once (replicas, tests):
     // create only when missing, tolerate losing the race, and touch the password only when
     // logging in with the derived one fails.
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-        .bind(&role)
-        .fetch_one(admin)
-        .await
-        .context("reading roles")?;
+    let (exists, superuser): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
+                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+    )
+    .bind(&role)
+    .fetch_one(admin)
+    .await
+    .context("reading roles")?;
     if !exists {
         let sql = format!(
             "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION PASSWORD '{password}'"
@@ -222,6 +248,14 @@ async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow
             .execute(admin)
             .await
             .with_context(|| format!("resetting the password of {role}"))?;
+    }
+
+    // A non-superuser admin (CREATEROLE) must be a member of the role to hand it a schema.
+    if !superuser {
+        let sql = format!("GRANT {role} TO CURRENT_USER");
+        if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
+            tracing::debug!(%role, "could not join the module role: {error}");
+        }
     }
 
     let owner: Option<String> =

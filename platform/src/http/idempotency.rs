@@ -68,10 +68,15 @@ impl Idempotency {
         self
     }
 
+    /// How long a first request may run before a retry may take its key over; keep it longer
+    /// than the server's request timeout (`BULKHEAD_REQUEST_TIMEOUT`).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     fn scope(&self, headers: &HeaderMap) -> String {
-        let token =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        match (token, &self.verifier) {
+        match (crate::auth::bearer_token(headers), &self.verifier) {
             (Some(token), Some(verifier)) => verifier
                 .verify(token)
                 .map_or_else(|_| "anonymous".to_owned(), |principal| format!("user:{}", principal.subject)),

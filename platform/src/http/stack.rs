@@ -48,16 +48,26 @@ pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Route
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(settings.cors_origins.clone()))
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            request_id::REQUEST_ID_HEADER.clone(),
+        ])
         .expose_headers([header::LOCATION, header::RETRY_AFTER, request_id::REQUEST_ID_HEADER.clone()])
         .max_age(Duration::from_secs(600));
     router.layer(
         ServiceBuilder::new()
             .layer(from_fn(request_id::assign))
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-            }))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &Request| {
+                        let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
+                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                    })
+                    // Failures are logged once, with their cause, by `finalize_errors`.
+                    .on_failure(()),
+            )
             .layer(from_fn_with_state(metrics, track_http))
             .layer(cors)
             .layer(CompressionLayer::new())
@@ -94,8 +104,20 @@ async fn finalize_errors(request: Request, next: Next) -> Response {
     if !(response.status().is_client_error() || response.status().is_server_error()) {
         return response;
     }
-    let (mut parts, _body) = response.into_parts();
-    let report = parts.extensions.remove::<ErrorReport>().unwrap_or_else(|| generic_report(parts.status));
+    let (mut parts, body) = response.into_parts();
+    let report = match parts.extensions.remove::<ErrorReport>() {
+        Some(report) => report,
+        // A stored envelope (an idempotent replay) keeps its code and details; anything else
+        // (axum, tower-http) gets the generic envelope of its status.
+        None => match axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ErrorEnvelope>(&b).ok())
+        {
+            Some(envelope) => ErrorReport { body: envelope.error, cause: None },
+            None => generic_report(parts.status),
+        },
+    };
     if parts.status.is_server_error() {
         tracing::error!(status = parts.status.as_u16(), code = %report.body.code, cause = report.cause.as_deref().unwrap_or("-"), "request failed");
     } else {

@@ -138,3 +138,45 @@ async fn a_module_without_admin_access_or_its_own_url_is_a_clear_error() {
     assert!(error.contains("BULKHEAD_BETA_DATABASE_URL"), "{error}");
     assert!(error.contains("DATABASE_URL"), "{error}");
 }
+
+#[tokio::test]
+async fn a_process_hosting_one_module_grants_it_read_access_to_outboxes_of_modules_hosted_elsewhere() {
+    let database = TestDatabase::create(&SCHEMAS).await.unwrap();
+    let mut admin = database.admin_connection().await.unwrap();
+    sqlx::query("REVOKE SELECT ON alpha.outbox FROM bulkhead_beta").execute(&mut admin).await.unwrap();
+
+    // The split topology: this process hosts beta only; alpha runs elsewhere on the same database.
+    let databases = Databases::connect(&database.setup(), &[BETA]).await.unwrap();
+    databases.migrate(&[BETA]).await.unwrap();
+    sqlx::query("SELECT count(*) FROM alpha.outbox").execute(databases.pool("beta").unwrap()).await.unwrap();
+    databases.close().await;
+}
+
+#[tokio::test]
+async fn an_admin_with_createrole_but_not_superuser_can_provision_modules() {
+    static DELTA_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("tests/fixtures/alpha");
+    const DELTA: ModuleSchema = ModuleSchema { name: "delta", migrations: &DELTA_MIGRATIONS };
+
+    let database = TestDatabase::create(&SCHEMAS).await.unwrap();
+    let mut admin = database.admin_connection().await.unwrap();
+    let operator = format!("operator_{}", &database.name[database.name.len() - 8..]);
+    for sql in [
+        format!("CREATE ROLE {operator} LOGIN CREATEROLE PASSWORD 'operator-secret'"),
+        format!("GRANT CREATE ON DATABASE {} TO {operator}", database.name),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+    }
+    // A fixed secret, so the role's derived password is the same on every run.
+    let access = platform::db::AdminAccess {
+        options: database.admin.options.clone().username(&operator).password("operator-secret"),
+        role_secret: secrecy::SecretString::from("delta-operator"),
+    };
+    let setup = DatabaseSetup { admin: Some(access), module_urls: Default::default(), pool_size: 2 };
+    let databases = Databases::connect(&setup, &[DELTA]).await.unwrap();
+    databases.migrate(&[DELTA]).await.unwrap();
+    let delta = databases.pool("delta").unwrap();
+    let user: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(delta).await.unwrap();
+    assert_eq!(user, "bulkhead_delta");
+    sqlx::query("INSERT INTO widgets (id, name) VALUES (gen_random_uuid(), 'w')").execute(delta).await.unwrap();
+    databases.close().await;
+}

@@ -29,6 +29,10 @@ struct Widgets {
 }
 
 async fn create_widget(State(widgets): State<Widgets>, Json(body): Json<Value>) -> Result<Created<Value>, ApiError> {
+    if body["name"] == "taken" {
+        return Err(ApiError::conflict("name_taken", "A widget with this name exists.")
+            .with_details(json!({ "name": "taken" })));
+    }
     if let Some((entered, release)) = &widgets.gate {
         entered.notify_one();
         release.notified().await;
@@ -195,4 +199,30 @@ async fn keys_are_scoped_to_the_caller() {
     }
     assert_eq!(widget_count(&f.pool).await, 2);
     assert_eq!(idempotency::purge_expired(&f.pool).await.unwrap(), 0, "fresh records are kept");
+}
+
+#[tokio::test]
+async fn a_replayed_refusal_keeps_its_code_and_details_under_a_new_request_id() {
+    let f = fixture(None, None).await;
+    let send = || {
+        f.app
+            .client
+            .post(f.app.url("/widgets"))
+            .header("idempotency-key", "key-1")
+            .json(&json!({ "name": "taken" }))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::CONFLICT);
+    let first: Value = first.json().await.unwrap();
+
+    let replay = send().await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CONFLICT);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let request_id = replay.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed["error"]["code"], "name_taken");
+    assert_eq!(replayed["error"]["details"], first["error"]["details"]);
+    assert_eq!(replayed["error"]["request_id"], request_id.as_str());
+    assert_ne!(replayed["error"]["request_id"], first["error"]["request_id"]);
 }
