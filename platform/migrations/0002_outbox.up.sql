@@ -7,6 +7,7 @@ CREATE TABLE outbox (
     event_type     text        NOT NULL,             -- e.g. orders.order_placed
     event_version  integer     NOT NULL CHECK (event_version > 0),
     aggregate_key  text        NOT NULL,             -- ordering and partitioning key
+    key_hash       integer     NOT NULL CHECK (key_hash >= 0), -- murmur2 of the key, as Kafka's partitioner
     payload        jsonb       NOT NULL,
     metadata       jsonb       NOT NULL DEFAULT '{}', -- correlation, causation, actor, traceparent
     occurred_at    timestamptz NOT NULL DEFAULT now(),

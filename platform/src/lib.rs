@@ -3,6 +3,7 @@
 //! extractors, middleware), metrics, telemetry and test support (feature `testing`).
 
 pub mod auth;
+pub mod bus;
 pub mod db;
 pub mod http;
 pub mod metrics;

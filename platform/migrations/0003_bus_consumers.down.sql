@@ -1,0 +1,3 @@
+DROP TABLE dead_letters;
+DROP TABLE bus_members;
+DROP TABLE bus_cursors;

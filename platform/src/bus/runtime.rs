@@ -1,0 +1,605 @@
+//! The bus of one process: the sequencers of the modules it hosts, the consumers of their
+//! subscriptions, the listener that wakes them, retention, lag metrics, and the operator
+//! operations (status, dead letters, replay, rewind).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::consumer::Consumer;
+use super::event::{EventEnvelope, Metadata};
+use super::listener::{self, Wakeups};
+use super::metrics::BusMetrics;
+use super::sequencer;
+use super::subscription::Subscription;
+use super::transport::{EventLog, Partition, PostgresLog};
+use crate::metrics::Metrics;
+
+/// Tuning of a bus; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Events per consumer transaction.
+    pub batch_size: i64,
+    /// Rows per sequencing transaction.
+    pub sequencer_batch: i64,
+    /// Longest wait for work when notifications are lost.
+    pub poll_interval: Duration,
+    /// Sequenced events older than this are deleted (Kafka's `retention.ms`).
+    pub retention: Duration,
+    /// How often the retention sweep runs.
+    pub retention_every: Duration,
+    /// How often lag and dead-letter gauges are refreshed.
+    pub gauges_every: Duration,
+    /// How often a process renews its membership of each consumer group.
+    pub heartbeat_every: Duration,
+    /// A member silent this long is presumed dead and its partitions are dealt out again.
+    pub session_timeout: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            sequencer_batch: 1000,
+            poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_every: Duration::from_secs(3600),
+            gauges_every: Duration::from_secs(10),
+            heartbeat_every: Duration::from_secs(1),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Assembles a [`Bus`] from the hosted modules' pools and subscriptions.
+pub struct BusBuilder {
+    config: BusConfig,
+    metrics: BusMetrics,
+    wakeups: Wakeups,
+    log: Arc<dyn EventLog>,
+    publishers: Vec<(&'static str, PgPool)>,
+    consumers: Vec<Arc<Consumer>>,
+    member: Uuid,
+}
+
+impl std::fmt::Debug for BusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusBuilder").field("publishers", &self.publishers.len()).finish_non_exhaustive()
+    }
+}
+
+impl BusBuilder {
+    /// A bus on the PostgreSQL transport.
+    pub fn new(config: BusConfig, metrics: &Metrics) -> Self {
+        let wakeups = Wakeups::default();
+        Self {
+            config,
+            metrics: BusMetrics::register(metrics),
+            log: Arc::new(PostgresLog::new(wakeups.clone())),
+            wakeups,
+            publishers: Vec::new(),
+            consumers: Vec::new(),
+            member: Uuid::now_v7(),
+        }
+    }
+
+    /// A hosted module whose outbox this process sequences and sweeps.
+    pub fn publisher(mut self, module: &'static str, pool: PgPool) -> Self {
+        self.publishers.push((module, pool));
+        self
+    }
+
+    /// A subscription of hosted module `subscriber`, its cursor kept in that module's schema.
+    ///
+    /// # Errors
+    /// A name already taken, or not prefixed with the subscriber's name.
+    pub fn subscription(
+        mut self,
+        subscriber: &'static str,
+        pool: PgPool,
+        subscription: Subscription,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            subscription.name.strip_prefix(subscriber).is_some_and(|rest| rest.starts_with('.')),
+            "subscription `{}` must be named `{subscriber}.<purpose>`",
+            subscription.name
+        );
+        anyhow::ensure!(
+            !self.consumers.iter().any(|c| c.name() == subscription.name),
+            "two subscriptions are named `{}`",
+            subscription.name
+        );
+        self.consumers.push(Arc::new(Consumer {
+            subscriber,
+            pool,
+            subscription,
+            log: self.log.clone(),
+            metrics: self.metrics.clone(),
+            batch: self.config.batch_size,
+            poll_interval: self.config.poll_interval,
+            member: self.member,
+            heartbeat_every: self.config.heartbeat_every,
+            session_timeout: self.config.session_timeout,
+            owned: tokio::sync::watch::channel(Vec::new()).0,
+        }));
+        Ok(self)
+    }
+
+    pub fn build(self) -> Bus {
+        Bus {
+            inner: Arc::new(Inner {
+                config: self.config,
+                metrics: self.metrics,
+                wakeups: self.wakeups,
+                log: self.log,
+                publishers: self.publishers,
+                consumers: self.consumers,
+            }),
+        }
+    }
+}
+
+struct Inner {
+    config: BusConfig,
+    metrics: BusMetrics,
+    wakeups: Wakeups,
+    log: Arc<dyn EventLog>,
+    publishers: Vec<(&'static str, PgPool)>,
+    consumers: Vec<Arc<Consumer>>,
+}
+
+/// The event bus of this process. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.inner.consumers.iter().map(|c| c.name()).collect();
+        f.debug_struct("Bus").field("subscriptions", &names).finish_non_exhaustive()
+    }
+}
+
+/// The running tasks of a started bus.
+#[derive(Debug)]
+pub struct BusTasks {
+    tasks: JoinSet<()>,
+}
+
+impl BusTasks {
+    /// Waits for every task to finish (after the cancellation token fired).
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Where a rewound subscription resumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindTarget {
+    /// The next event handled is the first at or after this position.
+    Position(i64),
+    /// The next event handled is the first sequenced at or after this time.
+    Time(DateTime<Utc>),
+}
+
+impl std::str::FromStr for RewindTarget {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if let Ok(position) = value.parse::<i64>() {
+            return if position >= 1 { Ok(Self::Position(position)) } else { Err("positions start at 1".to_owned()) };
+        }
+        DateTime::parse_from_rfc3339(value)
+            .map(|t| Self::Time(t.with_timezone(&Utc)))
+            .map_err(|_| format!("`{value}` is neither a position nor an RFC 3339 time"))
+    }
+}
+
+/// One partition of a subscription, as operators see it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct PartitionStatus {
+    pub subscription: String,
+    /// The module that subscribes (and keeps the cursor).
+    pub subscriber: String,
+    /// The module whose events are read.
+    pub source: String,
+    pub partition: i32,
+    pub partitions: i32,
+    /// The consumer-group member (a process) the partition is dealt to.
+    pub owner: Option<Uuid>,
+    /// Last position handled.
+    pub position: i64,
+    /// Newest position of the source.
+    pub head: i64,
+    /// Events of this partition not yet handled.
+    pub lag: i64,
+    /// Failed attempts at the next event.
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Dead letters of the subscription waiting for a replay.
+    pub dead_letters: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CursorRow {
+    partition: i32,
+    partitions: i32,
+    position: i64,
+    attempts: i32,
+    last_error: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+/// An event a subscription gave up on.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub id: Uuid,
+    pub subscription: String,
+    pub partition: i32,
+    pub source: String,
+    pub position: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: i32,
+    pub aggregate_key: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+    /// The last error, with its cause chain.
+    pub error: String,
+    pub attempts: i32,
+    pub dead_lettered_at: DateTime<Utc>,
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no dead letter {0}")]
+    NotFound(Uuid),
+    #[error("dead letter {0} was already replayed")]
+    AlreadyReplayed(Uuid),
+    #[error("subscription {0} is not hosted here or no longer handles this event type")]
+    NoHandler(String),
+    #[error("the handler failed again: {0}")]
+    Failed(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RewindError {
+    #[error("no subscription {0} is hosted here")]
+    UnknownSubscription(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl Bus {
+    /// Prepares every subscription's cursors and starts the listener, the sequencers, the
+    /// consumers (one task per partition), retention and the gauges.
+    ///
+    /// # Errors
+    /// When a subscription's cursors cannot be prepared.
+    pub async fn start(&self, cancel: CancellationToken) -> anyhow::Result<BusTasks> {
+        for consumer in &self.inner.consumers {
+            consumer.ensure_cursors().await.with_context(|| format!("preparing subscription {}", consumer.name()))?;
+            consumer.heartbeat().await.with_context(|| format!("joining the consumer group of {}", consumer.name()))?;
+        }
+        let mut tasks = JoinSet::new();
+        let listen_pool =
+            self.inner.publishers.first().map(|p| &p.1).or_else(|| self.inner.consumers.first().map(|c| &c.pool));
+        if let Some(pool) = listen_pool {
+            let options = (*pool.connect_options()).clone();
+            tasks.spawn(listener::run(options, self.inner.wakeups.clone(), cancel.clone()));
+        }
+        let config = &self.inner.config;
+        for (module, pool) in &self.inner.publishers {
+            tasks.spawn(sequencer::run(
+                module,
+                pool.clone(),
+                self.inner.wakeups.clone(),
+                self.inner.metrics.clone(),
+                config.sequencer_batch,
+                config.poll_interval,
+                cancel.clone(),
+            ));
+        }
+        for consumer in &self.inner.consumers {
+            tasks.spawn(consumer.clone().run_membership(cancel.clone()));
+            for partition in 0..i32::from(consumer.subscription.partitions) {
+                tasks.spawn(consumer.clone().run_partition(partition, cancel.clone()));
+            }
+        }
+        let bus = self.clone();
+        let stop = cancel.clone();
+        tasks.spawn(async move { bus.sweep_periodically(stop).await });
+        let bus = self.clone();
+        tasks.spawn(async move { bus.refresh_gauges_periodically(cancel).await });
+        Ok(BusTasks { tasks })
+    }
+
+    fn consumer(&self, subscription: &str) -> Option<&Arc<Consumer>> {
+        self.inner.consumers.iter().find(|c| c.name() == subscription)
+    }
+
+    /// This process's identity in every consumer group it joins.
+    pub fn member(&self) -> Uuid {
+        self.inner.consumers.first().map_or_else(Uuid::nil, |c| c.member)
+    }
+
+    /// The partitions of `subscription` this process handles right now (its view of the
+    /// group, renewed every heartbeat).
+    pub fn owned_partitions(&self, subscription: &str) -> Vec<i32> {
+        self.consumer(subscription).map(|c| c.owned.borrow().clone()).unwrap_or_default()
+    }
+
+    /// Names of the subscriptions hosted here.
+    pub fn subscriptions(&self) -> Vec<&'static str> {
+        self.inner.consumers.iter().map(|c| c.name()).collect()
+    }
+
+    /// Every partition of every hosted subscription.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn status(&self) -> anyhow::Result<Vec<PartitionStatus>> {
+        let mut statuses = Vec::new();
+        for consumer in &self.inner.consumers {
+            let mut conn = consumer.pool.acquire().await?;
+            let source = consumer.subscription.source;
+            let head = self.inner.log.head(&mut conn, source).await?;
+            let dead_letters: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE subscription = $1 AND replayed_at IS NULL")
+                    .bind(consumer.name())
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let members: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT member FROM bus_members WHERE subscription = $1 AND heartbeat_at >= now() - $2::interval ORDER BY member",
+            )
+            .bind(consumer.name())
+            .bind(self.inner.config.session_timeout)
+            .fetch_all(&mut *conn)
+            .await?;
+            let rows: Vec<CursorRow> = sqlx::query_as(
+                "SELECT partition, partitions, position, attempts, last_error, retry_at
+                   FROM bus_cursors WHERE subscription = $1 ORDER BY partition",
+            )
+            .bind(consumer.name())
+            .fetch_all(&mut *conn)
+            .await?;
+            for CursorRow { partition, partitions, position, attempts, last_error, retry_at } in rows {
+                let lag = self
+                    .inner
+                    .log
+                    .lag(&mut conn, source, Partition { index: partition, count: partitions }, position, 1_000_000)
+                    .await?;
+                statuses.push(PartitionStatus {
+                    subscription: consumer.name().to_owned(),
+                    subscriber: consumer.subscriber.to_owned(),
+                    source: source.to_owned(),
+                    partition,
+                    partitions,
+                    owner: members.get(usize::try_from(partition).unwrap_or(0) % members.len().max(1)).copied(),
+                    position,
+                    head,
+                    lag,
+                    attempts,
+                    last_error,
+                    retry_at,
+                    dead_letters,
+                });
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// Dead letters of the hosted subscriptions (all, or one), oldest first, including
+    /// replayed ones when asked.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn dead_letters(
+        &self,
+        subscription: Option<&str>,
+        include_replayed: bool,
+    ) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut letters = Vec::new();
+        for consumer in self.inner.consumers.iter().filter(|c| subscription.is_none_or(|s| s == c.name())) {
+            let rows: Vec<DeadLetter> = sqlx::query_as(
+                "SELECT id, subscription, partition, source, position, event_id, event_type, event_version, aggregate_key,
+                        payload, metadata, occurred_at, error, attempts, dead_lettered_at, replayed_at
+                   FROM dead_letters WHERE subscription = $1 AND ($2 OR replayed_at IS NULL)
+                  ORDER BY dead_lettered_at, id",
+            )
+            .bind(consumer.name())
+            .bind(include_replayed)
+            .fetch_all(&consumer.pool)
+            .await?;
+            letters.extend(rows);
+        }
+        letters.sort_by_key(|l| (l.dead_lettered_at, l.id));
+        Ok(letters)
+    }
+
+    /// Runs a dead letter's event through its subscription's handler once more. On success
+    /// the handler's effects and the `replayed_at` mark commit together; on failure nothing
+    /// changes and the letter stays.
+    ///
+    /// # Errors
+    /// [`ReplayError`].
+    pub async fn replay(&self, id: Uuid) -> Result<DeadLetter, ReplayError> {
+        for consumer in &self.inner.consumers {
+            let mut tx = consumer.pool.begin().await.map_err(anyhow::Error::from)?;
+            let letter: Option<DeadLetter> = sqlx::query_as(
+                "SELECT id, subscription, partition, source, position, event_id, event_type, event_version, aggregate_key,
+                        payload, metadata, occurred_at, error, attempts, dead_lettered_at, replayed_at
+                   FROM dead_letters WHERE id = $1 AND subscription = $2 FOR UPDATE",
+            )
+            .bind(id)
+            .bind(consumer.name())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+            let Some(letter) = letter else { continue };
+            if letter.replayed_at.is_some() {
+                return Err(ReplayError::AlreadyReplayed(id));
+            }
+            let handler = consumer
+                .subscription
+                .handler(&letter.event_type)
+                .ok_or_else(|| ReplayError::NoHandler(letter.subscription.clone()))?;
+            let envelope = EventEnvelope {
+                id: letter.event_id,
+                source: letter.source.clone(),
+                position: letter.position,
+                event_type: letter.event_type.clone(),
+                event_version: letter.event_version,
+                aggregate_key: letter.aggregate_key.clone(),
+                payload: letter.payload.clone(),
+                metadata: serde_json::from_value::<Metadata>(letter.metadata.clone()).unwrap_or_default(),
+                occurred_at: letter.occurred_at,
+            };
+            if let Err(error) = consumer.invoke(handler.as_ref(), &mut tx, &envelope).await {
+                return Err(ReplayError::Failed(format!("{error:#}")));
+            }
+            let replayed: DeadLetter = sqlx::query_as(
+                "UPDATE dead_letters SET replayed_at = now() WHERE id = $1
+                 RETURNING id, subscription, partition, source, position, event_id, event_type, event_version, aggregate_key,
+                           payload, metadata, occurred_at, error, attempts, dead_lettered_at, replayed_at",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            tracing::info!(dead_letter = %id, subscription = consumer.name(), "dead letter replayed");
+            return Ok(replayed);
+        }
+        Err(ReplayError::NotFound(id))
+    }
+
+    /// Moves every partition of `subscription` back (or forward) so handling resumes at
+    /// `target`; events after it are delivered again. Waits for in-flight batches.
+    ///
+    /// # Errors
+    /// [`RewindError`].
+    pub async fn rewind(&self, subscription: &str, target: RewindTarget) -> Result<i64, RewindError> {
+        let consumer =
+            self.consumer(subscription).ok_or_else(|| RewindError::UnknownSubscription(subscription.to_owned()))?;
+        let mut tx = consumer.pool.begin().await.map_err(anyhow::Error::from)?;
+        sqlx::query("SELECT 1 FROM bus_cursors WHERE subscription = $1 FOR UPDATE")
+            .bind(subscription)
+            .execute(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let source = consumer.subscription.source;
+        let resume_at = match target {
+            RewindTarget::Position(position) => position,
+            RewindTarget::Time(time) => match self.inner.log.position_at(&mut tx, source, time).await? {
+                Some(position) => position,
+                None => self.inner.log.head(&mut tx, source).await? + 1,
+            },
+        };
+        let cursor = (resume_at - 1).max(0);
+        sqlx::query(
+            "UPDATE bus_cursors SET position = $2, attempts = 0, last_error = NULL, retry_at = NULL, updated_at = now()
+              WHERE subscription = $1",
+        )
+        .bind(subscription)
+        .bind(cursor)
+        .execute(&mut *tx)
+        .await
+        .map_err(anyhow::Error::from)?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        tracing::warn!(subscription, cursor, "subscription rewound");
+        self.inner.wakeups.everything();
+        Ok(cursor)
+    }
+
+    /// Deletes sequenced events older than the retention window from every hosted outbox,
+    /// always keeping the newest (it carries the head position). Unsequenced rows stay.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn sweep_retention(&self) -> anyhow::Result<u64> {
+        let mut deleted = 0;
+        for (module, pool) in &self.inner.publishers {
+            let done = sqlx::query(
+                "DELETE FROM outbox
+                  WHERE position IS NOT NULL AND sequenced_at < now() - $1::interval
+                    AND position < (SELECT max(position) FROM outbox)",
+            )
+            .bind(self.inner.config.retention)
+            .execute(pool)
+            .await
+            .with_context(|| format!("sweeping the outbox of {module}"))?;
+            deleted += done.rows_affected();
+            crate::http::idempotency::purge_expired(pool).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Runs the retention sweep on schedule. With several processes, one sweeps at a time
+    /// (an advisory lock); the others skip that round.
+    async fn sweep_periodically(&self, cancel: CancellationToken) {
+        let every = self.inner.config.retention_every;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let Some((_, pool)) = self.inner.publishers.first() else { return };
+            let outcome = async {
+                let mut conn = pool.acquire().await?;
+                let locked: bool =
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('bulkhead.retention', 0))")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                if !locked {
+                    return anyhow::Ok(None);
+                }
+                let swept = self.sweep_retention().await;
+                sqlx::query("SELECT pg_advisory_unlock(hashtextextended('bulkhead.retention', 0))")
+                    .execute(&mut *conn)
+                    .await?;
+                swept.map(Some)
+            }
+            .await;
+            match outcome {
+                Ok(Some(deleted)) => tracing::info!(deleted, "retention sweep done"),
+                Ok(None) => {}
+                Err(error) => tracing::warn!("retention sweep failed: {error:#}"),
+            }
+        }
+    }
+
+    async fn refresh_gauges_periodically(&self, cancel: CancellationToken) {
+        loop {
+            match self.status().await {
+                Ok(statuses) => {
+                    for status in statuses {
+                        self.inner.metrics.lag(&status.subscription, status.partition, status.lag);
+                        self.inner.metrics.dead_letters_waiting(&status.subscription, status.dead_letters);
+                    }
+                }
+                Err(error) => tracing::debug!("refreshing bus gauges failed: {error:#}"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(self.inner.config.gauges_every) => {}
+            }
+        }
+    }
+}

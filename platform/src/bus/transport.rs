@@ -1,0 +1,161 @@
+//! The transport seam. A subscription reads its source's log through an [`EventLog`]; the
+//! consuming machinery around it (the subscriber's transaction, cursor, savepoints, retries,
+//! dead letters) is the same whatever the transport. [`PostgresLog`] reads the publisher's
+//! `outbox` directly; a Kafka log reads the topic the publisher's relay feeds, with the same
+//! positions-per-partition bookkeeping in the subscriber's `bus_cursors`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use tokio::sync::watch;
+
+use super::event::{EventEnvelope, Metadata};
+use super::listener::Wakeups;
+
+/// One partition of a subscription: events whose key hash is `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub index: i32,
+    pub count: i32,
+}
+
+/// The read side of a transport.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Up to `limit` events of `source` in `partition` after position `after`, oldest first.
+    /// Runs on the subscriber's transaction.
+    async fn read(
+        &self,
+        tx: &mut PgConnection,
+        source: &str,
+        partition: Partition,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<EventEnvelope>>;
+
+    /// The position of the newest event of `source` (0 when there is none).
+    async fn head(&self, conn: &mut PgConnection, source: &str) -> anyhow::Result<i64>;
+
+    /// How many events of `partition` come after `after` (capped at `cap`).
+    async fn lag(
+        &self,
+        conn: &mut PgConnection,
+        source: &str,
+        partition: Partition,
+        after: i64,
+        cap: i64,
+    ) -> anyhow::Result<i64>;
+
+    /// The first position sequenced at or after `time`, if any (for rewinding to a time).
+    async fn position_at(
+        &self,
+        conn: &mut PgConnection,
+        source: &str,
+        time: DateTime<Utc>,
+    ) -> anyhow::Result<Option<i64>>;
+
+    /// Changes whenever `source` may have new events.
+    fn wakeups(&self, source: &str) -> watch::Receiver<u64>;
+}
+
+/// Reads the publisher's `outbox` in the same database (the subscriber's role has `SELECT`).
+#[derive(Debug, Clone)]
+pub struct PostgresLog {
+    wakeups: Wakeups,
+}
+
+impl PostgresLog {
+    pub fn new(wakeups: Wakeups) -> Self {
+        Self { wakeups }
+    }
+}
+
+type OutboxRow = (uuid::Uuid, i64, String, i32, String, serde_json::Value, serde_json::Value, DateTime<Utc>);
+
+fn outbox(source: &str) -> anyhow::Result<String> {
+    let valid = source.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && source.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    anyhow::ensure!(valid, "`{source}` is not a module name");
+    Ok(format!("{source}.outbox"))
+}
+
+#[async_trait]
+impl EventLog for PostgresLog {
+    async fn read(
+        &self,
+        tx: &mut PgConnection,
+        source: &str,
+        partition: Partition,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<EventEnvelope>> {
+        let sql = format!(
+            "SELECT id, position, event_type, event_version, aggregate_key, payload, metadata, occurred_at
+               FROM {} WHERE position > $1 AND key_hash % $2 = $3 ORDER BY position LIMIT $4",
+            outbox(source)?
+        );
+        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(partition.count)
+            .bind(partition.index)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        rows.into_iter()
+            .map(|(id, position, event_type, event_version, aggregate_key, payload, metadata, occurred_at)| {
+                Ok(EventEnvelope {
+                    id,
+                    source: source.to_owned(),
+                    position,
+                    event_type,
+                    event_version,
+                    aggregate_key,
+                    payload,
+                    metadata: serde_json::from_value::<Metadata>(metadata).unwrap_or_default(),
+                    occurred_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn head(&self, conn: &mut PgConnection, source: &str) -> anyhow::Result<i64> {
+        let sql = format!("SELECT coalesce(max(position), 0) FROM {}", outbox(source)?);
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(conn).await?)
+    }
+
+    async fn lag(
+        &self,
+        conn: &mut PgConnection,
+        source: &str,
+        partition: Partition,
+        after: i64,
+        cap: i64,
+    ) -> anyhow::Result<i64> {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {} WHERE position > $1 AND key_hash % $2 = $3 LIMIT $4) behind",
+            outbox(source)?
+        );
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(partition.count)
+            .bind(partition.index)
+            .bind(cap)
+            .fetch_one(conn)
+            .await?)
+    }
+
+    async fn position_at(
+        &self,
+        conn: &mut PgConnection,
+        source: &str,
+        time: DateTime<Utc>,
+    ) -> anyhow::Result<Option<i64>> {
+        let sql =
+            format!("SELECT min(position) FROM {} WHERE position IS NOT NULL AND sequenced_at >= $1", outbox(source)?);
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(time).fetch_one(conn).await?)
+    }
+
+    fn wakeups(&self, source: &str) -> watch::Receiver<u64> {
+        self.wakeups.sequenced(source)
+    }
+}

@@ -1,0 +1,442 @@
+//! The event bus against real PostgreSQL: `alpha` publishes, `beta` subscribes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use platform::bus::event::key_hash;
+use platform::bus::sequencer::sequence_batch;
+use platform::bus::{
+    Bus, BusBuilder, BusConfig, BusTasks, Event, HandlerContext, Metadata, ReplayError, RetryPolicy, RewindTarget,
+    Subscription, handler_fn,
+};
+use platform::db::Databases;
+use platform::metrics::Metrics;
+use platform::testing::{TestDatabase, eventually};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::SCHEMAS;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WidgetMade {
+    widget: String,
+    seq: i32,
+}
+
+impl Event for WidgetMade {
+    const TYPE: &'static str = "alpha.widget_made";
+    const VERSION: u32 = 1;
+
+    fn aggregate_key(&self) -> String {
+        self.widget.clone()
+    }
+}
+
+fn made(widget: &str, seq: i32) -> WidgetMade {
+    WidgetMade { widget: widget.to_owned(), seq }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn test_config() -> BusConfig {
+    BusConfig {
+        poll_interval: Duration::from_millis(200),
+        heartbeat_every: Duration::from_millis(200),
+        session_timeout: Duration::from_secs(2),
+        ..BusConfig::default()
+    }
+}
+
+struct Running {
+    bus: Bus,
+    stop: CancellationToken,
+    tasks: BusTasks,
+    metrics: Metrics,
+}
+
+impl Running {
+    async fn start(databases: &Databases, subscription: Subscription, config: BusConfig) -> Self {
+        let metrics = Metrics::new();
+        let bus = BusBuilder::new(config, &metrics)
+            .publisher("alpha", databases.pool("alpha").unwrap().clone())
+            .subscription("beta", databases.pool("beta").unwrap().clone(), subscription)
+            .unwrap()
+            .build();
+        let stop = CancellationToken::new();
+        let tasks = bus.start(stop.clone()).await.unwrap();
+        Self { bus, stop, tasks, metrics }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.join().await;
+    }
+
+    /// Dies without a goodbye: every task is aborted mid-flight.
+    fn crash(self) {
+        drop(self.tasks);
+    }
+}
+
+async fn setup() -> (TestDatabase, Databases) {
+    let database = TestDatabase::create(&SCHEMAS).await.unwrap();
+    let databases = database.connect(&SCHEMAS).await.unwrap();
+    (database, databases)
+}
+
+async fn publish(pool: &PgPool, events: &[WidgetMade]) {
+    let mut tx = pool.begin().await.unwrap();
+    platform::bus::append_all(&mut tx, events, &Metadata::for_request("req-test", None)).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Records each handled event in `beta.effects`, as `handled_by`.
+fn recorder(
+    handled_by: &'static str,
+) -> impl for<'a, 'b> Fn(&'a mut HandlerContext<'b>, WidgetMade) -> BoxFuture<'a, anyhow::Result<()>> + Send + Sync + 'static
+{
+    handler_fn(move |ctx, event: WidgetMade| Box::pin(async move { record(ctx, &event, handled_by).await }))
+}
+
+async fn record(ctx: &mut HandlerContext<'_>, event: &WidgetMade, handled_by: &str) -> anyhow::Result<()> {
+    sqlx::query("INSERT INTO effects (event_id, key, seq, handled_by) VALUES ($1, $2, $3, $4)")
+        .bind(ctx.envelope.id)
+        .bind(&event.widget)
+        .bind(event.seq)
+        .bind(handled_by)
+        .execute(&mut *ctx.tx)
+        .await?;
+    Ok(())
+}
+
+/// (key, seq, handled_by) in handling order.
+async fn effects(pool: &PgPool) -> Vec<(String, i32, String)> {
+    sqlx::query_as("SELECT key, seq, handled_by FROM effects ORDER BY handled_at, seq").fetch_all(pool).await.unwrap()
+}
+
+async fn effects_count(pool: &PgPool) -> usize {
+    effects(pool).await.len()
+}
+
+async fn wait_for_effects(pool: &PgPool, count: usize) -> Vec<(String, i32, String)> {
+    eventually(WAIT, || async {
+        let found = effects(pool).await;
+        Ok((found.len() >= count).then_some(found))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_that_commits_late_is_delivered_after_the_ones_before_it_never_skipped() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    let running = Running::start(
+        &databases,
+        Subscription::new("beta.record", "alpha").on::<WidgetMade>(recorder("beta")),
+        test_config(),
+    )
+    .await;
+
+    // The slow transaction appends first but commits last.
+    let mut slow = alpha.begin().await.unwrap();
+    platform::bus::append(&mut slow, &made("w", 1), &Metadata::system("test")).await.unwrap();
+    publish(alpha, &[made("w", 2)]).await;
+    wait_for_effects(beta, 1).await;
+
+    slow.commit().await.unwrap();
+    let handled = wait_for_effects(beta, 2).await;
+    assert_eq!(handled.iter().map(|e| e.1).collect::<Vec<_>>(), [2, 1], "delivered in commit (position) order");
+    let positions: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT (payload->>'seq')::int, position FROM alpha.outbox ORDER BY position")
+            .fetch_all(alpha)
+            .await
+            .unwrap();
+    assert_eq!(positions, [(2, 1), (1, 2)], "the late commit got the later position");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_lost_after_the_handler_ran_redelivers_and_the_effect_exists_once() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    let crashed = Arc::new(AtomicBool::new(false));
+    let crash = crashed.clone();
+    let handler = handler_fn(move |ctx, event: WidgetMade| {
+        let crash = crash.clone();
+        Box::pin(async move {
+            record(ctx, &event, "beta").await?;
+            if !crash.swap(true, Ordering::SeqCst) {
+                // The effect is written; now the delivering connection dies before commit.
+                let _ = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())").execute(&mut *ctx.tx).await;
+            }
+            Ok(())
+        })
+    });
+    let running =
+        Running::start(&databases, Subscription::new("beta.crashy", "alpha").on::<WidgetMade>(handler), test_config())
+            .await;
+    publish(alpha, &[made("w", 1)]).await;
+
+    wait_for_effects(beta, 1).await;
+    let cursor: i64 = eventually(WAIT, || async {
+        let position: i64 = sqlx::query_scalar("SELECT position FROM bus_cursors WHERE subscription = 'beta.crashy'")
+            .fetch_one(beta)
+            .await?;
+        Ok((position == 1).then_some(position))
+    })
+    .await
+    .unwrap();
+    assert!(crashed.load(Ordering::SeqCst), "the first delivery crashed");
+    assert_eq!(cursor, 1);
+    assert_eq!(effects_count(beta).await, 1, "the crashed attempt left nothing behind");
+    running.stop().await;
+}
+
+/// Waits until every bus in `members` handles its own share of the partitions and together
+/// they cover all of them once.
+async fn owners_become(members: &[&Bus]) {
+    eventually(WAIT, || async {
+        let shares: Vec<Vec<i32>> = members.iter().map(|bus| bus.owned_partitions("beta.shared")).collect();
+        let mut all: Vec<i32> = shares.iter().flatten().copied().collect();
+        all.sort_unstable();
+        Ok((shares.iter().all(|share| !share.is_empty()) && all == [0, 1, 2, 3]).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn two_bus_instances_share_the_partitions_handle_each_event_once_and_survive_one_stopping() {
+    let (database, first) = setup().await;
+    let second = database.connect(&SCHEMAS).await.unwrap();
+    let (alpha, beta) = (first.pool("alpha").unwrap(), first.pool("beta").unwrap());
+    let config = BusConfig { batch_size: 5, ..test_config() };
+    let subscription =
+        |who: &'static str| Subscription::new("beta.shared", "alpha").partitions(4).on::<WidgetMade>(recorder(who));
+    let one = Running::start(&first, subscription("first"), config.clone()).await;
+    let two = Running::start(&second, subscription("second"), config.clone()).await;
+    // Both members are in the group before any event exists: two partitions each.
+    owners_become(&[&one.bus, &two.bus]).await;
+
+    let events: Vec<WidgetMade> = (0..200).map(|i| made(&format!("w{}", i % 20), i)).collect();
+    let partitions: std::collections::BTreeSet<i32> = events.iter().map(|e| key_hash(&e.widget) % 4).collect();
+    assert_eq!(partitions.len(), 4, "the keys cover every partition");
+    publish(alpha, &events).await;
+    let handled = wait_for_effects(beta, 200).await;
+    let by: HashMap<&str, usize> = handled.iter().fold(HashMap::new(), |mut counts, (_, _, who)| {
+        *counts.entry(who.as_str()).or_default() += 1;
+        counts
+    });
+    assert!(by.get("first").copied().unwrap_or(0) > 0 && by.get("second").copied().unwrap_or(0) > 0, "{by:?}");
+
+    // A graceful stop leaves the group at once; the survivor takes every partition.
+    one.stop().await;
+    let more: Vec<WidgetMade> = (200..300).map(|i| made(&format!("w{}", i % 20), i)).collect();
+    publish(alpha, &more).await;
+    let handled = wait_for_effects(beta, 300).await;
+    assert!(handled[200..].iter().all(|(_, _, who)| who == "second"), "the survivor took every partition");
+
+    // A crashed instance (no goodbye) loses its partitions once its session times out.
+    let three = Running::start(&first, subscription("third"), config.clone()).await;
+    owners_become(&[&two.bus, &three.bus]).await;
+    let survivor = three.bus.clone();
+    two.crash();
+    owners_become(&[&survivor]).await;
+    let last: Vec<WidgetMade> = (300..400).map(|i| made(&format!("w{}", i % 20), i)).collect();
+    publish(alpha, &last).await;
+    let handled = wait_for_effects(beta, 400).await;
+    assert!(handled[300..].iter().any(|(_, _, who)| who == "third"));
+
+    let duplicates: i64 =
+        sqlx::query_scalar("SELECT count(*) - count(DISTINCT event_id) FROM effects").fetch_one(beta).await.unwrap();
+    assert_eq!(duplicates, 0, "no event handled twice");
+    assert_eq!(effects_count(beta).await, 400);
+    three.stop().await;
+}
+
+#[tokio::test]
+async fn one_keys_events_stay_in_order_while_other_keys_proceed_in_parallel() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    // Two keys that fall into different partitions of two.
+    let first = "key-a".to_owned();
+    let second = (0..).map(|i| format!("key-{i}")).find(|k| key_hash(k) % 2 != key_hash(&first) % 2).unwrap();
+
+    // The first key's first event waits until the second key's handling has begun: only
+    // parallel partitions let this finish.
+    let second_started = Arc::new(AtomicBool::new(false));
+    let overlapped = Arc::new(AtomicBool::new(false));
+    let (started, saw_overlap, watched) = (second_started.clone(), overlapped.clone(), second.clone());
+    let first_key = first.clone();
+    let handler = handler_fn(move |ctx, event: WidgetMade| {
+        let (started, saw_overlap, watched, first_key) =
+            (started.clone(), saw_overlap.clone(), watched.clone(), first_key.clone());
+        Box::pin(async move {
+            if event.widget == watched {
+                started.store(true, Ordering::SeqCst);
+            }
+            if event.widget == first_key && event.seq == 0 {
+                let deadline = Instant::now() + WAIT;
+                while !started.load(Ordering::SeqCst) {
+                    anyhow::ensure!(Instant::now() < deadline, "the other partition never started");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                saw_overlap.store(true, Ordering::SeqCst);
+            }
+            record(ctx, &event, "beta").await
+        })
+    });
+    let running = Running::start(
+        &databases,
+        Subscription::new("beta.ordered", "alpha").partitions(2).on::<WidgetMade>(handler),
+        test_config(),
+    )
+    .await;
+    let events: Vec<WidgetMade> = (0..10).flat_map(|seq| [made(&first, seq), made(&second, seq)]).collect();
+    publish(alpha, &events).await;
+
+    let handled = wait_for_effects(beta, 20).await;
+    assert!(overlapped.load(Ordering::SeqCst), "the two keys were handled at the same time");
+    for key in [&first, &second] {
+        let order: Vec<i32> = handled.iter().filter(|e| &e.0 == key).map(|e| e.1).collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>(), "{key} in append order");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_after_the_fix_succeeds_once() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    let broken = Arc::new(AtomicBool::new(true));
+    let attempts_at = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let (is_broken, attempts) = (broken.clone(), attempts_at.clone());
+    let handler = handler_fn(move |ctx, event: WidgetMade| {
+        let (is_broken, attempts) = (is_broken.clone(), attempts.clone());
+        Box::pin(async move {
+            if event.seq == 3 && is_broken.load(Ordering::SeqCst) {
+                attempts.lock().unwrap().push(Instant::now());
+                anyhow::bail!("cannot digest widget {} (poison)", event.seq);
+            }
+            record(ctx, &event, "beta").await
+        })
+    });
+    let retry =
+        RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
+    let running = Running::start(
+        &databases,
+        Subscription::new("beta.poison", "alpha").retry(retry).on::<WidgetMade>(handler),
+        test_config(),
+    )
+    .await;
+    publish(alpha, &(1..=5).map(|seq| made("w", seq)).collect::<Vec<_>>()).await;
+
+    let handled = wait_for_effects(beta, 4).await;
+    assert_eq!(handled.iter().map(|e| e.1).collect::<Vec<_>>(), [1, 2, 4, 5], "later events proceeded");
+    let letters = running.bus.dead_letters(Some("beta.poison"), false).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!((letter.attempts, letter.position, letter.event_type.as_str()), (3, 3, "alpha.widget_made"));
+    assert!(letter.error.contains("cannot digest widget 3 (poison)"), "{}", letter.error);
+
+    let times = attempts_at.lock().unwrap().clone();
+    assert_eq!(times.len(), 3);
+    for (pair, minimum) in times.windows(2).zip([Duration::from_millis(50), Duration::from_millis(100)]) {
+        assert!(pair[1] - pair[0] >= minimum, "retries back off: {:?}", pair[1] - pair[0]);
+    }
+    let rendered = running.metrics.render();
+    assert!(
+        rendered.contains(r#"bulkhead_bus_dead_lettered_events_total{subscription="beta.poison"} 1"#),
+        "{rendered}"
+    );
+    assert!(rendered.contains(r#"bulkhead_bus_retried_events_total{subscription="beta.poison"} 2"#), "{rendered}");
+
+    broken.store(false, Ordering::SeqCst);
+    let replayed = running.bus.replay(letter.id).await.unwrap();
+    assert!(replayed.replayed_at.is_some());
+    assert!(matches!(running.bus.replay(letter.id).await, Err(ReplayError::AlreadyReplayed(_))));
+    let seqs: Vec<i32> = effects(beta).await.iter().map(|e| e.1).collect();
+    assert_eq!(seqs.iter().filter(|s| **s == 3).count(), 1, "the replay took effect once");
+    assert!(running.bus.dead_letters(Some("beta.poison"), false).await.unwrap().is_empty());
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn rewinding_to_a_position_or_a_time_replays_history() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    let running = Running::start(
+        &databases,
+        Subscription::new("beta.history", "alpha").on::<WidgetMade>(recorder("beta")),
+        test_config(),
+    )
+    .await;
+    let before = Utc::now() - chrono::Duration::seconds(1);
+    publish(alpha, &(1..=5).map(|seq| made("w", seq)).collect::<Vec<_>>()).await;
+    wait_for_effects(beta, 5).await;
+
+    assert_eq!(running.bus.rewind("beta.history", RewindTarget::Position(2)).await.unwrap(), 1);
+    let handled = wait_for_effects(beta, 9).await;
+    assert_eq!(handled[5..].iter().map(|e| e.1).collect::<Vec<_>>(), [2, 3, 4, 5]);
+
+    running.bus.rewind("beta.history", RewindTarget::Time(before)).await.unwrap();
+    let handled = wait_for_effects(beta, 14).await;
+    assert_eq!(handled[9..].iter().map(|e| e.1).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+
+    let status = eventually(WAIT, || async {
+        let status = running.bus.status().await?;
+        Ok((status[0].lag == 0).then_some(status))
+    })
+    .await
+    .unwrap();
+    assert_eq!((status[0].position, status[0].head, status[0].dead_letters), (5, 5, 0));
+    assert!(matches!(
+        running.bus.rewind("beta.nothing", RewindTarget::Position(1)).await,
+        Err(platform::bus::RewindError::UnknownSubscription(_))
+    ));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_only_sequenced_events_past_the_window_and_keeps_the_newest() {
+    let (database, databases) = setup().await;
+    let alpha = databases.pool("alpha").unwrap();
+    publish(alpha, &(1..=4).map(|seq| made("w", seq)).collect::<Vec<_>>()).await;
+    assert_eq!(sequence_batch(alpha, 100).await.unwrap(), 4);
+    publish(alpha, &[made("w", 5)]).await; // committed but not yet sequenced
+
+    let mut admin = database.admin_connection().await.unwrap();
+    sqlx::query("UPDATE alpha.outbox SET sequenced_at = now() - interval '8 days' WHERE position <= 2")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE alpha.outbox SET occurred_at = now() - interval '30 days' WHERE position IS NULL")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let metrics = Metrics::new();
+    let bus = BusBuilder::new(BusConfig { retention: Duration::from_secs(7 * 24 * 3600), ..test_config() }, &metrics)
+        .publisher("alpha", alpha.clone())
+        .build();
+    assert_eq!(bus.sweep_retention().await.unwrap(), 2);
+    let left: Vec<Option<i64>> =
+        sqlx::query_scalar("SELECT position FROM alpha.outbox ORDER BY append_seq").fetch_all(alpha).await.unwrap();
+    assert_eq!(left, [Some(3), Some(4), None]);
+
+    // Even when everything is old, the newest sequenced event stays: it carries the head.
+    sqlx::query("UPDATE alpha.outbox SET sequenced_at = now() - interval '8 days' WHERE position IS NOT NULL")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(bus.sweep_retention().await.unwrap(), 1);
+    assert_eq!(sequence_batch(alpha, 100).await.unwrap(), 1);
+    let newest: i64 = sqlx::query_scalar("SELECT max(position) FROM alpha.outbox").fetch_one(alpha).await.unwrap();
+    assert_eq!(newest, 5, "positions continue after a sweep");
+}
