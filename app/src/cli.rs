@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
+use platform::Module;
+use platform::bus::{Bus, DeadLetter};
 use platform::db::{ModuleSchema, migrate};
+use platform::metrics::Metrics;
 
-use crate::config::{Config, MigrateAction};
+use crate::config::{BusAction, Config, MigrateAction};
 use crate::database::Backing;
 use crate::modules;
+use crate::server::assemble_bus;
 
 /// `bulkhead migrate up|down|status [--module m]`.
 ///
@@ -81,4 +85,87 @@ async fn run(backing: &Backing, targets: &[ModuleSchema], action: MigrateAction)
 
 fn names(schemas: &[ModuleSchema]) -> String {
     if schemas.is_empty() { "none".to_owned() } else { schemas.iter().map(|s| s.name).collect::<Vec<_>>().join(", ") }
+}
+
+/// `bulkhead bus status|dead-letters|replay|rewind`: the same operations as the admin API,
+/// on a bus built for this process's modules but not started.
+///
+/// # Errors
+/// Unreachable database, unknown subscription or dead letter, a replay that fails again.
+pub async fn bus(config: &Config, action: BusAction) -> anyhow::Result<()> {
+    let hosted = modules::hosted(&config.modules)?;
+    let schemas: Arc<[ModuleSchema]> = hosted.iter().map(|d| d.schema).collect();
+    let backing = Backing::connect(config, &schemas).await?;
+    let outcome = async {
+        backing.databases.migrate(&schemas).await?;
+        let modules: Vec<Arc<dyn Module>> = Vec::new();
+        let bus = assemble_bus(config, &backing, &schemas, &modules, &Metrics::new())?;
+        run_bus(&bus, action).await
+    }
+    .await;
+    backing.close().await?;
+    outcome
+}
+
+async fn run_bus(bus: &Bus, action: BusAction) -> anyhow::Result<()> {
+    match action {
+        BusAction::Status => {
+            println!(
+                "{:<32} {:>4} {:<14} {:>10} {:>10} {:>8} {:>8} {:>6}  LAST ERROR",
+                "SUBSCRIPTION", "PART", "SOURCE", "POSITION", "HEAD", "LAG", "ATTEMPTS", "DEAD"
+            );
+            let statuses = bus.status().await?;
+            for s in &statuses {
+                println!(
+                    "{:<32} {:>4} {:<14} {:>10} {:>10} {:>8} {:>8} {:>6}  {}",
+                    s.subscription,
+                    format!("{}/{}", s.partition, s.partitions),
+                    s.source,
+                    s.position,
+                    s.head,
+                    s.lag,
+                    s.attempts,
+                    s.dead_letters,
+                    s.last_error.as_deref().unwrap_or("-")
+                );
+            }
+            if statuses.is_empty() {
+                println!("(no subscriptions hosted)");
+            }
+        }
+        BusAction::DeadLetters { subscription, include_replayed } => {
+            let letters = bus.dead_letters(subscription.as_deref(), include_replayed).await?;
+            for letter in &letters {
+                print_dead_letter(letter);
+            }
+            println!("{} dead letter(s)", letters.len());
+        }
+        BusAction::Replay { id } => {
+            let letter = bus.replay(id).await?;
+            println!(
+                "replayed {} ({} at position {} of {})",
+                letter.id, letter.event_type, letter.position, letter.source
+            );
+        }
+        BusAction::Rewind { subscription, to } => {
+            let cursor = bus.rewind(&subscription, to).await?;
+            println!("{subscription}: every partition now resumes after position {cursor}");
+        }
+    }
+    Ok(())
+}
+
+fn print_dead_letter(letter: &DeadLetter) {
+    println!(
+        "{}  {}  {} #{} (key {})  attempts {}  at {}{}\n    {}",
+        letter.id,
+        letter.subscription,
+        letter.event_type,
+        letter.position,
+        letter.aggregate_key,
+        letter.attempts,
+        letter.dead_lettered_at.to_rfc3339(),
+        letter.replayed_at.map_or_else(String::new, |t| format!("  replayed {}", t.to_rfc3339())),
+        letter.error
+    );
 }

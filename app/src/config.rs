@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use clap::{Args, Parser, Subcommand};
+use platform::bus::{BusConfig, RewindTarget};
 use platform::telemetry::LogFormat;
 use secrecy::SecretString;
 
@@ -34,6 +35,38 @@ pub enum Command {
     Migrate {
         #[command(subcommand)]
         action: MigrateAction,
+    },
+    /// Inspect and repair the event bus: status, dead letters, replay, rewind.
+    Bus {
+        #[command(subcommand)]
+        action: BusAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BusAction {
+    /// Every subscription partition: position, lag, owner, failures, dead letters.
+    Status,
+    /// Dead letters waiting for a replay, with their errors.
+    DeadLetters {
+        /// Only this subscription's.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// Include letters already replayed.
+        #[arg(long)]
+        include_replayed: bool,
+    },
+    /// Run a dead letter's event through its handler again.
+    Replay {
+        /// The dead letter's id.
+        id: uuid::Uuid,
+    },
+    /// Move a subscription back (or forward) so handling resumes at a position or time.
+    Rewind {
+        subscription: String,
+        /// A position (the next event handled) or an RFC 3339 time.
+        #[arg(long)]
+        to: RewindTarget,
     },
 }
 
@@ -128,6 +161,14 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_RATE_LIMIT_BURST", default_value = "200", global = true, value_parser = parse_burst)]
     pub rate_limit_burst: u32,
 
+    /// How long published events are kept after sequencing, e.g. `7d` or `36h`.
+    #[arg(long, env = "BULKHEAD_BUS_RETENTION", default_value = "7d", global = true, value_parser = parse_bus_retention)]
+    pub bus_retention: Duration,
+
+    /// Longest time the bus waits before looking for work when notifications are lost.
+    #[arg(long, env = "BULKHEAD_BUS_POLL_INTERVAL", default_value = "1s", global = true, value_parser = parse_bus_poll_interval)]
+    pub bus_poll_interval: Duration,
+
     /// Origins allowed to call the API from a browser, comma-separated (default: none).
     #[arg(long, env = "BULKHEAD_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<HeaderValue>,
@@ -144,6 +185,11 @@ impl Config {
 
     pub fn log_format(&self) -> LogFormat {
         self.log_format.unwrap_or_else(LogFormat::detect)
+    }
+
+    /// The event bus's tuning.
+    pub fn bus(&self) -> BusConfig {
+        BusConfig { retention: self.bus_retention, poll_interval: self.bus_poll_interval, ..BusConfig::default() }
     }
 
     pub fn rate_limit(&self) -> Option<(NonZeroU32, NonZeroU32)> {
@@ -210,6 +256,14 @@ fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
     parse_duration(value).map_err(|e| format!("BULKHEAD_SHUTDOWN_TIMEOUT: {e}"))
 }
 
+fn parse_bus_retention(value: &str) -> Result<Duration, String> {
+    parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_RETENTION: {e}"))
+}
+
+fn parse_bus_poll_interval(value: &str) -> Result<Duration, String> {
+    parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_POLL_INTERVAL: {e}"))
+}
+
 fn parse_admin_email(value: &str) -> Result<String, String> {
     let valid = value.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
     if valid { Ok(value.trim().to_owned()) } else { Err("BULKHEAD_ADMIN_EMAIL must be an email address".to_owned()) }
@@ -243,7 +297,7 @@ fn parse_size(value: &str) -> Result<usize, String> {
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
-    let error = || format!("expected a duration such as 30s, 1500ms or 2m, not `{value}`");
+    let error = || format!("expected a duration such as 30s, 1500ms, 2m, 36h or 7d, not `{value}`");
     let trimmed = value.trim();
     let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
@@ -251,7 +305,9 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     let duration = match unit {
         "ms" => Duration::from_millis(number),
         "" | "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number * 60),
+        "m" => Duration::from_secs(number.saturating_mul(60)),
+        "h" => Duration::from_secs(number.saturating_mul(3600)),
+        "d" => Duration::from_secs(number.saturating_mul(86_400)),
         _ => return Err(error()),
     };
     if duration.is_zero() { Err(error()) } else { Ok(duration) }
@@ -307,7 +363,23 @@ mod tests {
         assert_eq!(parse_size("512"), Ok(512));
         assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn bus_subcommands_parse_positions_and_times() {
+        let cli = parse(&["bus", "rewind", "inventory.reserve_stock", "--to", "42"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Bus { action: BusAction::Rewind { to: RewindTarget::Position(42), .. } })
+        ));
+        let cli = parse(&["bus", "rewind", "inventory.reserve_stock", "--to", "2026-11-01T00:00:00Z"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Bus { action: BusAction::Rewind { to: RewindTarget::Time(_), .. } })
+        ));
+        assert!(parse(&["bus", "rewind", "x", "--to", "yesterday"]).is_err());
     }
 
     #[test]

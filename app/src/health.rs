@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use platform::bus::Bus;
 use platform::db::{Databases, ModuleSchema, migrate};
 use platform::http::{ApiError, Data, ErrorEnvelope};
 use platform::metrics::Metrics;
@@ -16,6 +17,7 @@ use utoipa::ToSchema;
 pub struct HealthState {
     pub databases: Databases,
     pub schemas: Arc<[ModuleSchema]>,
+    pub bus: Bus,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,6 +44,8 @@ pub struct Readiness {
 }
 
 /// Readiness: every hosted module's database answers and its migrations are all applied.
+/// The bus is reported too; lost notifications only slow it down (it polls), so they do not
+/// make the process unready.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve traffic", body = inline(platform::http::Envelope<Readiness>)),
@@ -73,6 +77,14 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         };
         record(format!("{}.database_and_migrations", schema.name), outcome);
     }
+    let bus = if state.bus.is_empty() {
+        "idle (no module hosted)"
+    } else if state.bus.notifications_connected() {
+        "ok"
+    } else {
+        "polling (notifications not connected)"
+    };
+    checks.insert("bus".to_owned(), bus.into());
     if healthy {
         Ok(Data(Readiness { status: "ready", checks }))
     } else {

@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
     let outcome = match command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate { action } => cli::migrate(&config, action).await,
+        Command::Bus { action } => cli::bus(&config, action).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

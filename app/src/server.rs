@@ -8,7 +8,10 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
+use platform::Module;
 use platform::auth::JwtVerifier;
+use platform::bus::admin::{self, AdminState};
+use platform::bus::{Bus, BusBuilder};
 use platform::db::ModuleSchema;
 use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
 use platform::http::{ApiError, HttpSettings, stack};
@@ -36,7 +39,10 @@ use crate::modules;
     ),
     components(schemas(platform::http::ErrorEnvelope, platform::http::ErrorBody, platform::http::FieldError)),
     modifiers(&BearerAuth),
-    tags((name = "operations", description = "Health, readiness and metrics"))
+    tags(
+        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "bus", description = "Event bus administration: subscriptions, dead letters, replay, rewind (admins)")
+    )
 )]
 struct ApiDoc;
 
@@ -62,6 +68,7 @@ pub struct Application {
     backing: Backing,
     config: Config,
     verifier: JwtVerifier,
+    bus: Bus,
 }
 
 impl Application {
@@ -76,16 +83,19 @@ impl Application {
         let backing = Backing::connect(&config, &schemas).await?;
         let built = async {
             backing.databases.migrate(&schemas).await?;
+            let metrics = Metrics::new();
             let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
-            let router = router(&config, &backing, schemas.clone());
+            let modules: Vec<Arc<dyn Module>> = Vec::new();
+            let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics)?;
+            let router = router(&config, &backing, schemas.clone(), metrics, verifier.clone(), bus.clone());
             let listener = TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
-            anyhow::Ok((router, listener, verifier))
+            anyhow::Ok((router, listener, verifier, bus))
         }
         .await;
         match built {
-            Ok((router, listener, verifier)) => Ok(Self { listener, router, backing, config, verifier }),
+            Ok((router, listener, verifier, bus)) => Ok(Self { listener, router, backing, config, verifier, bus }),
             Err(error) => {
                 backing.close().await.ok();
                 Err(error)
@@ -113,7 +123,15 @@ impl Application {
     /// # Errors
     /// A server failure, or a database that does not stop cleanly.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, router, backing, config, .. } = self;
+        let Self { listener, router, backing, config, bus, .. } = self;
+        let bus_stop = CancellationToken::new();
+        let bus_tasks = match bus.start(bus_stop.clone()).await {
+            Ok(tasks) => tasks,
+            Err(error) => {
+                backing.close().await.ok();
+                return Err(error.context("starting the event bus"));
+            }
+        };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stopping = shutdown.clone();
         let server = axum::serve(listener, service).with_graceful_shutdown(stopping.cancelled_owned());
@@ -128,26 +146,59 @@ impl Application {
                 Ok(())
             }
         };
-        tracing::info!("HTTP server stopped; closing databases");
+        // In-flight handlers finish their batch (or roll back); nothing is lost either way.
+        tracing::info!("HTTP server stopped; stopping the event bus");
+        bus_stop.cancel();
+        if tokio::time::timeout(config.shutdown_timeout, bus_tasks.join()).await.is_err() {
+            tracing::warn!("event bus tasks still running after the shutdown timeout");
+        }
+        tracing::info!("closing databases");
         let closed = backing.close().await;
         served.and(closed)
     }
 }
 
-fn router(config: &Config, backing: &Backing, schemas: Arc<[ModuleSchema]>) -> Router {
-    let metrics = Metrics::new();
+/// The bus of this process: every hosted module publishes (its outbox is sequenced here) and
+/// brings its subscriptions.
+pub(crate) fn assemble_bus(
+    config: &Config,
+    backing: &Backing,
+    schemas: &[ModuleSchema],
+    modules: &[Arc<dyn Module>],
+    metrics: &Metrics,
+) -> anyhow::Result<Bus> {
+    let mut builder = BusBuilder::new(config.bus(), metrics);
+    for schema in schemas {
+        builder = builder.publisher(schema.name, backing.databases.pool(schema.name)?.clone());
+    }
+    for module in modules {
+        for subscription in module.subscriptions() {
+            builder =
+                builder.subscription(module.name(), backing.databases.pool(module.name())?.clone(), subscription)?;
+        }
+    }
+    Ok(builder.build())
+}
 
+fn router(
+    config: &Config,
+    backing: &Backing,
+    schemas: Arc<[ModuleSchema]>,
+    metrics: Metrics,
+    verifier: JwtVerifier,
+    bus: Bus,
+) -> Router {
     // The public API of every hosted module, under /api/v1. Module routes are merged here,
     // before the layers below, which wrap only routes already present. The API's own fallback
     // keeps unknown API paths inside its middleware (rate limiting) too.
-    let api = OpenApiRouter::<()>::new();
+    let api = OpenApiRouter::<()>::new().merge(admin::router(AdminState { bus: bus.clone(), verifier }));
     let (api, api_spec) = api.split_for_parts();
     let mut api = api.fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) });
     if let Some((per_second, burst)) = config.rate_limit() {
         api = api.layer(from_fn_with_state(ClientRateLimit::new(per_second, burst), limit_by_client));
     }
 
-    let health_state = HealthState { databases: backing.databases.clone(), schemas };
+    let health_state = HealthState { databases: backing.databases.clone(), schemas, bus };
     let (operations, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

@@ -11,6 +11,7 @@
 //!
 //! `docs/bus.md` states the guarantees and what they rest on.
 
+pub mod admin;
 pub mod append;
 mod consumer;
 pub mod event;

@@ -3,6 +3,7 @@
 
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::bus::Subscription;
 use crate::db::ModuleSchema;
 
 /// A module as the composition root sees it. Built by `app` from the module's own pool and
@@ -18,6 +19,12 @@ pub trait Module: Send + Sync + 'static {
     /// processes that do not host this module.
     fn internal_routes(&self) -> axum::Router {
         axum::Router::new()
+    }
+
+    /// The module's durable subscriptions to other modules' events; their cursors live in
+    /// the module's schema.
+    fn subscriptions(&self) -> Vec<Subscription> {
+        Vec::new()
     }
 
     /// What the module uses and offers, for verification and the generated module map.

@@ -12,7 +12,48 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use platform::auth::Role;
 pub use platform::testing::eventually;
+
+/// Signs access tokens with a throwaway Ed25519 key.
+struct TestSigner {
+    kid: String,
+    key: ed25519_dalek::SigningKey,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for TestSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSigner").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl TestSigner {
+    fn new(issuer: String, audience: String) -> Self {
+        let kid = format!("test-{}", uuid::Uuid::new_v4().simple());
+        Self { kid, key: ed25519_dalek::SigningKey::from_bytes(&rand::random()), issuer, audience }
+    }
+
+    fn sign(&self, subject: &str, roles: &[Role]) -> String {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
+            .unwrap();
+        let claims = platform::auth::Claims {
+            sub: subject.to_owned(),
+            roles: roles.to_vec(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            exp: now + 900,
+            iat: now,
+            jti: Some(uuid::Uuid::new_v4().to_string()),
+        };
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let der = self.key.to_pkcs8_der().unwrap();
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+    }
+}
 
 /// The application running in this process.
 #[derive(Debug)]
@@ -20,6 +61,7 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
     pub database: TestDatabase,
+    signing: TestSigner,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
     _data_dir: tempfile::TempDir,
@@ -51,12 +93,29 @@ impl TestApp {
         ];
         args.extend_from_slice(flags);
         let config: Config = Cli::try_parse_from(args).unwrap().config;
+        let issuer = (config.jwt_issuer.clone(), config.jwt_audience.clone());
         let application = Application::build(config).await.unwrap();
+        let signing = TestSigner::new(issuer.0, issuer.1);
+        application.jwt_verifier().add_ed25519_key(&signing.kid, &signing.key.verifying_key().to_bytes());
         let address = application.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { address, client, database, shutdown, server, _data_dir: data_dir }
+        Self { address, client, database, signing, shutdown, server, _data_dir: data_dir }
+    }
+
+    /// An access token the app accepts, for `subject` with `roles`, signed by a key the test
+    /// added to the app's verifier (the users module signs real ones).
+    pub fn token(&self, subject: &str, roles: &[Role]) -> String {
+        self.signing.sign(subject, roles)
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token("test-admin", &[Role::Admin])
+    }
+
+    pub fn customer_token(&self) -> String {
+        self.token("test-customer", &[Role::Customer])
     }
 
     pub fn url(&self, path: &str) -> String {

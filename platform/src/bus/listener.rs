@@ -3,6 +3,7 @@
 //! waits on them also polls, so a lost connection delays work but never loses it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ type Channels = Mutex<HashMap<String, watch::Sender<u64>>>;
 pub struct Wakeups {
     appended: Arc<Channels>,
     sequenced: Arc<Channels>,
+    /// Whether the `LISTEN` connection is up (else everything runs on polling).
+    listening: Arc<AtomicBool>,
 }
 
 fn receiver(channels: &Channels, module: &str) -> watch::Receiver<u64> {
@@ -47,6 +50,11 @@ impl Wakeups {
     /// Changes when `module`'s events got positions (subscribers wait on this).
     pub fn sequenced(&self, module: &str) -> watch::Receiver<u64> {
         receiver(&self.sequenced, module)
+    }
+
+    /// Whether notifications arrive (false: work is found by polling only).
+    pub fn listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
     }
 
     /// Wakes every waiter, e.g. after a reconnect, when notifications may have been missed.
@@ -76,6 +84,7 @@ pub async fn run(options: PgConnectOptions, wakeups: Wakeups, cancel: Cancellati
             () = cancel.cancelled() => return,
             outcome = listen(&options, &wakeups) => outcome,
         };
+        wakeups.listening.store(false, Ordering::Relaxed);
         if let Err(error) = outcome {
             tracing::warn!("bus notifications lost, polling until they are back: {error:#}");
         }
@@ -104,6 +113,7 @@ async fn listen(options: &PgConnectOptions, wakeups: &Wakeups) -> anyhow::Result
     let subscribe = async {
         client.batch_execute(&format!("LISTEN {APPENDED_CHANNEL}; LISTEN {SEQUENCED_CHANNEL}")).await?;
         // Anything that happened before LISTEN took effect is picked up now.
+        wakeups.listening.store(true, Ordering::Relaxed);
         wakeups.everything();
         std::future::pending::<anyhow::Result<()>>().await
     };

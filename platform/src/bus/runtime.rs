@@ -334,6 +334,16 @@ impl Bus {
         self.inner.consumers.iter().find(|c| c.name() == subscription)
     }
 
+    /// Whether this bus has anything to run (a hosted publisher or subscription).
+    pub fn is_empty(&self) -> bool {
+        self.inner.publishers.is_empty() && self.inner.consumers.is_empty()
+    }
+
+    /// Whether `NOTIFY` wake-ups arrive; without them the bus still works, by polling.
+    pub fn notifications_connected(&self) -> bool {
+        self.inner.wakeups.listening()
+    }
+
     /// This process's identity in every consumer group it joins.
     pub fn member(&self) -> Uuid {
         self.inner.consumers.first().map_or_else(Uuid::nil, |c| c.member)

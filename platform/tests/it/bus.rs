@@ -440,3 +440,141 @@ async fn retention_deletes_only_sequenced_events_past_the_window_and_keeps_the_n
     let newest: i64 = sqlx::query_scalar("SELECT max(position) FROM alpha.outbox").fetch_one(alpha).await.unwrap();
     assert_eq!(newest, 5, "positions continue after a sweep");
 }
+
+mod admin_api {
+    use axum::Router;
+    use platform::auth::Role;
+    use platform::bus::admin::{AdminState, router};
+    use platform::http::HttpSettings;
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::auth::{TestKey, claims, verifier_trusting};
+    use crate::support::Served;
+
+    /// A bus whose handler fails on odd sequence numbers while `broken` is set, served with
+    /// its admin API.
+    async fn served(broken: Arc<AtomicBool>) -> (Served, Running, TestKey, PgPool, Databases, TestDatabase) {
+        let (database, databases) = setup().await;
+        let handler = handler_fn(move |ctx, event: WidgetMade| {
+            let broken = broken.clone();
+            Box::pin(async move {
+                anyhow::ensure!(event.seq % 2 == 0 || !broken.load(Ordering::SeqCst), "odd widget {}", event.seq);
+                record(ctx, &event, "beta").await
+            })
+        });
+        let retry = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+        let running = Running::start(
+            &databases,
+            Subscription::new("beta.admin", "alpha").retry(retry).on::<WidgetMade>(handler),
+            test_config(),
+        )
+        .await;
+        let key = TestKey::generate("k1");
+        let state = AdminState { bus: running.bus.clone(), verifier: verifier_trusting(&key) };
+        let (api, _) = router(state).split_for_parts();
+        let served = Served::start(Router::new().nest("/api/v1", api), HttpSettings::default()).await;
+        let beta = databases.pool("beta").unwrap().clone();
+        (served, running, key, beta, databases, database)
+    }
+
+    #[tokio::test]
+    async fn every_admin_route_refuses_strangers_and_customers() {
+        let (app, running, key, ..) = served(Arc::default()).await;
+        let customer = key.sign(&claims("customer-1", &[Role::Customer]));
+        let id = uuid::Uuid::now_v7();
+        let routes = [
+            ("GET", "/api/v1/admin/bus/subscriptions".to_owned()),
+            ("GET", "/api/v1/admin/bus/dead-letters".to_owned()),
+            ("POST", format!("/api/v1/admin/bus/dead-letters/{id}/replay")),
+            ("POST", "/api/v1/admin/bus/subscriptions/beta.admin/rewind".to_owned()),
+        ];
+        for (method, path) in &routes {
+            let request = |token: Option<&str>| {
+                let builder =
+                    app.client.request(method.parse().unwrap(), app.url(path)).json(&json!({ "to_position": 1 }));
+                match token {
+                    Some(token) => builder.bearer_auth(token),
+                    None => builder,
+                }
+            };
+            assert_eq!(request(None).send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert_eq!(
+                request(Some(&customer)).send().await.unwrap().status(),
+                StatusCode::FORBIDDEN,
+                "{method} {path}"
+            );
+        }
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn admins_see_status_page_through_dead_letters_replay_them_and_rewind() {
+        let broken = Arc::new(AtomicBool::new(true));
+        let (app, running, key, beta, databases, _db) = served(broken.clone()).await;
+        let admin = key.sign(&claims("admin-1", &[Role::Admin]));
+        let get = |path: String| app.client.get(app.url(&path)).bearer_auth(&admin).send();
+        let post = |path: String, body: Value| app.client.post(app.url(&path)).bearer_auth(&admin).json(&body).send();
+
+        publish(databases.pool("alpha").unwrap(), &(1..=6).map(|seq| made("w", seq)).collect::<Vec<_>>()).await;
+        wait_for_effects(&beta, 3).await; // the even ones; the odd ones are dead letters
+        let letters = eventually(WAIT, || async {
+            let page: Value = get("/api/v1/admin/bus/dead-letters?limit=2".to_owned()).await?.json().await?;
+            Ok((page["data"].as_array().map_or(0, Vec::len) == 2).then_some(page))
+        })
+        .await
+        .unwrap();
+        let cursor = letters["meta"]["next_cursor"].as_str().unwrap().to_owned();
+        let rest: Value =
+            get(format!("/api/v1/admin/bus/dead-letters?limit=2&after={cursor}")).await.unwrap().json().await.unwrap();
+        assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+        assert!(rest["meta"]["next_cursor"].is_null());
+        let first = letters["data"][0].clone();
+        assert_eq!(first["error"], "odd widget 1");
+
+        let status: Value = get("/api/v1/admin/bus/subscriptions".to_owned()).await.unwrap().json().await.unwrap();
+        assert_eq!(status["data"][0]["subscription"], "beta.admin");
+        assert_eq!(status["data"][0]["dead_letters"], 3);
+        assert_eq!(status["data"][0]["owner"], running.bus.member().to_string());
+
+        let id = first["id"].as_str().unwrap().to_owned();
+        let failed = post(format!("/api/v1/admin/bus/dead-letters/{id}/replay"), json!({})).await.unwrap();
+        assert_eq!(failed.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let failed: Value = failed.json().await.unwrap();
+        assert_eq!(
+            (failed["error"]["code"].as_str(), failed["error"]["details"]["error"].as_str()),
+            (Some("replay_failed"), Some("odd widget 1"))
+        );
+
+        broken.store(false, Ordering::SeqCst);
+        let replayed = post(format!("/api/v1/admin/bus/dead-letters/{id}/replay"), json!({})).await.unwrap();
+        assert_eq!(replayed.status(), StatusCode::OK);
+        let again = post(format!("/api/v1/admin/bus/dead-letters/{id}/replay"), json!({})).await.unwrap();
+        assert_eq!(again.status(), StatusCode::CONFLICT);
+        let unknown =
+            post(format!("/api/v1/admin/bus/dead-letters/{}/replay", uuid::Uuid::now_v7()), json!({})).await.unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+        for body in
+            [json!({}), json!({ "to_position": 0 }), json!({ "to_position": 1, "to_time": "2026-01-01T00:00:00Z" })]
+        {
+            let refused =
+                post("/api/v1/admin/bus/subscriptions/beta.admin/rewind".to_owned(), body.clone()).await.unwrap();
+            assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        }
+        let missing =
+            post("/api/v1/admin/bus/subscriptions/beta.nothing/rewind".to_owned(), json!({ "to_position": 1 }))
+                .await
+                .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let rewound = post("/api/v1/admin/bus/subscriptions/beta.admin/rewind".to_owned(), json!({ "to_position": 1 }))
+            .await
+            .unwrap();
+        let rewound: Value = rewound.json().await.unwrap();
+        assert_eq!(rewound["data"], json!({ "subscription": "beta.admin", "position": 0 }));
+        // History again, now that nothing is broken: all six, on top of the 3 + 1 before.
+        wait_for_effects(&beta, 10).await;
+        running.stop().await;
+    }
+}

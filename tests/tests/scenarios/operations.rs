@@ -19,7 +19,9 @@ async fn liveness_and_readiness_answer_in_the_envelope() {
     assert_eq!(ready.status(), StatusCode::OK);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["data"]["status"], "ready");
-    assert!(body["data"]["checks"].as_object().unwrap().values().all(|v| v == "ok"), "{body}");
+    let checks = body["data"]["checks"].as_object().unwrap();
+    assert!(checks.iter().filter(|(name, _)| *name != "bus").all(|(_, v)| v == "ok"), "{body}");
+    assert!(["ok", "idle (no module hosted)"].contains(&checks["bus"].as_str().unwrap()), "{body}");
     app.stop().await.unwrap();
 }
 
@@ -124,4 +126,20 @@ async fn a_graceful_stop_finishes_cleanly() {
     let address = app.address;
     app.stop().await.unwrap();
     assert!(tokio::net::TcpStream::connect(address).await.is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn the_bus_admin_api_answers_admins_only() {
+    let app = TestApp::spawn().await;
+    let path = "/api/v1/admin/bus/subscriptions";
+    assert_eq!(app.get(path).await.status(), StatusCode::UNAUTHORIZED);
+    let customer = app.client.get(app.url(path)).bearer_auth(app.customer_token()).send().await.unwrap();
+    assert_eq!(customer.status(), StatusCode::FORBIDDEN);
+    let admin = app.client.get(app.url(path)).bearer_auth(app.admin_token()).send().await.unwrap();
+    assert_eq!(admin.status(), StatusCode::OK);
+    let body: Value = admin.json().await.unwrap();
+    assert!(body["data"].is_array(), "{body}");
+
+    let ready: Value = app.get("/health/ready").await.json().await.unwrap();
+    assert!(ready["data"]["checks"]["bus"].is_string(), "{ready}");
 }
