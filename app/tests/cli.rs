@@ -200,3 +200,26 @@ fn migrate_status_and_up_run_against_the_embedded_database_and_stop_it() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no module `nothing`"));
 }
+
+#[test]
+fn bus_commands_report_status_and_refuse_unknown_targets_clearly() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = bulkhead(data_dir.path()).args(["bus", "status"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("SUBSCRIPTION") && stdout.contains("LAG"), "{stdout}");
+
+    let output = bulkhead(data_dir.path()).args(["bus", "dead-letters"]).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0 dead letter(s)"));
+
+    let missing = "0193b5f2-8a4e-7c3d-9a51-3f0c2b6d7e81";
+    let output = bulkhead(data_dir.path()).args(["bus", "replay", missing]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("no dead letter {missing}")));
+
+    let output = bulkhead(data_dir.path()).args(["bus", "rewind", "orders.nothing", "--to", "1"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no subscription orders.nothing"));
+    assert!(postmaster_pid(data_dir.path()).is_none(), "the commands leave no server running");
+}
