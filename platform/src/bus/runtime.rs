@@ -61,18 +61,13 @@ impl Default for BusConfig {
 
 /// Assembles a [`Bus`] from the hosted modules' pools and subscriptions.
 pub struct BusBuilder {
-    config: BusConfig,
-    metrics: BusMetrics,
-    wakeups: Wakeups,
-    log: Arc<dyn EventLog>,
-    publishers: Vec<(&'static str, PgPool)>,
-    consumers: Vec<Arc<Consumer>>,
+    inner: Inner,
     member: Uuid,
 }
 
 impl std::fmt::Debug for BusBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BusBuilder").field("publishers", &self.publishers.len()).finish_non_exhaustive()
+        f.debug_struct("BusBuilder").field("publishers", &self.inner.publishers.len()).finish_non_exhaustive()
     }
 }
 
@@ -80,20 +75,20 @@ impl BusBuilder {
     /// A bus on the PostgreSQL transport.
     pub fn new(config: BusConfig, metrics: &Metrics) -> Self {
         let wakeups = Wakeups::default();
-        Self {
+        let inner = Inner {
             config,
             metrics: BusMetrics::register(metrics),
             log: Arc::new(PostgresLog::new(wakeups.clone())),
             wakeups,
             publishers: Vec::new(),
             consumers: Vec::new(),
-            member: Uuid::now_v7(),
-        }
+        };
+        Self { inner, member: Uuid::now_v7() }
     }
 
     /// A hosted module whose outbox this process sequences and sweeps.
     pub fn publisher(mut self, module: &'static str, pool: PgPool) -> Self {
-        self.publishers.push((module, pool));
+        self.inner.publishers.push((module, pool));
         self
     }
 
@@ -113,37 +108,30 @@ impl BusBuilder {
             subscription.name
         );
         anyhow::ensure!(
-            !self.consumers.iter().any(|c| c.name() == subscription.name),
+            !self.inner.consumers.iter().any(|c| c.name() == subscription.name),
             "two subscriptions are named `{}`",
             subscription.name
         );
-        self.consumers.push(Arc::new(Consumer {
+        let config = &self.inner.config;
+        let consumer = Consumer {
             subscriber,
             pool,
             subscription,
-            log: self.log.clone(),
-            metrics: self.metrics.clone(),
-            batch: self.config.batch_size,
-            poll_interval: self.config.poll_interval,
+            log: self.inner.log.clone(),
+            metrics: self.inner.metrics.clone(),
+            batch: config.batch_size,
+            poll_interval: config.poll_interval,
             member: self.member,
-            heartbeat_every: self.config.heartbeat_every,
-            session_timeout: self.config.session_timeout,
+            heartbeat_every: config.heartbeat_every,
+            session_timeout: config.session_timeout,
             owned: tokio::sync::watch::channel(Vec::new()).0,
-        }));
+        };
+        self.inner.consumers.push(Arc::new(consumer));
         Ok(self)
     }
 
     pub fn build(self) -> Bus {
-        Bus {
-            inner: Arc::new(Inner {
-                config: self.config,
-                metrics: self.metrics,
-                wakeups: self.wakeups,
-                log: self.log,
-                publishers: self.publishers,
-                consumers: self.consumers,
-            }),
-        }
+        Bus { inner: Arc::new(self.inner) }
     }
 }
 

@@ -71,6 +71,18 @@ async fn fixture(gate: Option<(Arc<Notify>, Arc<Notify>)>, key: Option<&TestKey>
     Fixture { app: Served::start(router, HttpSettings::default()).await, pool, widgets }
 }
 
+impl Fixture {
+    /// POST /widgets with an idempotency key, as `token`'s subject when given.
+    async fn post(&self, key: &str, body: Value, token: Option<&str>) -> reqwest::Response {
+        let request = self.app.client.post(self.app.url("/widgets")).header("idempotency-key", key).json(&body);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request.send().await.unwrap()
+    }
+}
+
 async fn widget_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM widgets").fetch_one(pool).await.unwrap()
 }
@@ -78,21 +90,14 @@ async fn widget_count(pool: &PgPool) -> i64 {
 #[tokio::test]
 async fn the_same_key_and_body_replays_the_first_response_and_creates_once() {
     let f = fixture(None, None).await;
-    let send = || {
-        f.app
-            .client
-            .post(f.app.url("/widgets"))
-            .header("idempotency-key", "key-1")
-            .json(&json!({ "name": "sprocket" }))
-            .send()
-    };
+    let send = || f.post("key-1", json!({ "name": "sprocket" }), None);
 
-    let first = send().await.unwrap();
+    let first = send().await;
     assert_eq!(first.status(), StatusCode::CREATED);
     let location = first.headers()["location"].clone();
     let first_body: Value = first.json().await.unwrap();
 
-    let again = send().await.unwrap();
+    let again = send().await;
     assert_eq!(again.status(), StatusCode::CREATED);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.headers()["location"], location);
@@ -103,16 +108,9 @@ async fn the_same_key_and_body_replays_the_first_response_and_creates_once() {
 #[tokio::test]
 async fn the_same_key_with_a_different_body_is_422() {
     let f = fixture(None, None).await;
-    let send = |name: &str| {
-        f.app
-            .client
-            .post(f.app.url("/widgets"))
-            .header("idempotency-key", "key-1")
-            .json(&json!({ "name": name }))
-            .send()
-    };
-    assert_eq!(send("sprocket").await.unwrap().status(), StatusCode::CREATED);
-    let reused = send("flange").await.unwrap();
+    let send = |name: &str| f.post("key-1", json!({ "name": name }), None);
+    assert_eq!(send("sprocket").await.status(), StatusCode::CREATED);
+    let reused = send("flange").await;
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reused.json::<Value>().await.unwrap()["error"]["code"], "idempotency_key_reused");
     assert_eq!(widget_count(&f.pool).await, 1);
@@ -145,16 +143,9 @@ async fn a_concurrent_duplicate_is_409_while_the_first_is_in_flight() {
 async fn a_server_error_is_not_stored_so_the_retry_runs_again() {
     let f = fixture(None, None).await;
     f.widgets.fail_next.store(1, Ordering::SeqCst);
-    let send = || {
-        f.app
-            .client
-            .post(f.app.url("/widgets"))
-            .header("idempotency-key", "key-1")
-            .json(&json!({ "name": "sprocket" }))
-            .send()
-    };
-    assert_eq!(send().await.unwrap().status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let retry = send().await.unwrap();
+    let send = || f.post("key-1", json!({ "name": "sprocket" }), None);
+    assert_eq!(send().await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let retry = send().await;
     assert_eq!(retry.status(), StatusCode::CREATED);
     assert!(!retry.headers().contains_key("idempotent-replayed"));
     assert_eq!(widget_count(&f.pool).await, 1);
@@ -166,15 +157,7 @@ async fn a_required_key_that_is_missing_or_malformed_is_400() {
     let missing = f.app.client.post(f.app.url("/widgets")).json(&json!({ "name": "sprocket" })).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
     assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "idempotency_key_required");
-    let too_long = f
-        .app
-        .client
-        .post(f.app.url("/widgets"))
-        .header("idempotency-key", "k".repeat(300))
-        .json(&json!({ "name": "sprocket" }))
-        .send()
-        .await
-        .unwrap();
+    let too_long = f.post(&"k".repeat(300), json!({ "name": "sprocket" }), None).await;
     assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
     assert_eq!(widget_count(&f.pool).await, 0);
 }
@@ -185,16 +168,7 @@ async fn keys_are_scoped_to_the_caller() {
     let f = fixture(None, Some(&key)).await;
     let (alice, bob) = (key.sign(&claims("alice", &[Role::Customer])), key.sign(&claims("bob", &[Role::Customer])));
     for (token, name) in [(&alice, "sprocket"), (&bob, "flange")] {
-        let response = f
-            .app
-            .client
-            .post(f.app.url("/widgets"))
-            .bearer_auth(token)
-            .header("idempotency-key", "same-key")
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
+        let response = f.post("same-key", json!({ "name": name }), Some(token)).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{name}");
     }
     assert_eq!(widget_count(&f.pool).await, 2);
@@ -204,19 +178,12 @@ async fn keys_are_scoped_to_the_caller() {
 #[tokio::test]
 async fn a_replayed_refusal_keeps_its_code_and_details_under_a_new_request_id() {
     let f = fixture(None, None).await;
-    let send = || {
-        f.app
-            .client
-            .post(f.app.url("/widgets"))
-            .header("idempotency-key", "key-1")
-            .json(&json!({ "name": "taken" }))
-            .send()
-    };
-    let first = send().await.unwrap();
+    let send = || f.post("key-1", json!({ "name": "taken" }), None);
+    let first = send().await;
     assert_eq!(first.status(), StatusCode::CONFLICT);
     let first: Value = first.json().await.unwrap();
 
-    let replay = send().await.unwrap();
+    let replay = send().await;
     assert_eq!(replay.status(), StatusCode::CONFLICT);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     let request_id = replay.headers()["x-request-id"].to_str().unwrap().to_owned();
