@@ -16,5 +16,5 @@ pub use extract::{Json, Path, Query, ValidJson};
 pub use idempotency::Idempotency;
 pub use pagination::{Page, PageQuery, PageRequest, Sort};
 pub use rate_limit::ClientRateLimit;
-pub use request_id::RequestId;
+pub use request_id::{RequestId, TraceParent};
 pub use stack::HttpSettings;

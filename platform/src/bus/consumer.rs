@@ -340,6 +340,7 @@ impl Consumer {
             event_type = %event.event_type,
             position = event.position,
             correlation_id = %event.metadata.correlation_id,
+            trace_id = event.metadata.traceparent.as_deref().and_then(super::event::traceparent::trace_id).unwrap_or(""),
             traceparent = event.metadata.traceparent.as_deref().unwrap_or(""),
         );
         let started = Instant::now();

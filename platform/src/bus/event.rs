@@ -48,14 +48,15 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Metadata for an event caused by a request.
-    pub fn for_request(request_id: impl Into<String>, actor: Option<String>) -> Self {
+    /// Metadata for an event caused by a request: the request id correlates, and the event
+    /// continues the request's trace (a new span in it).
+    pub fn for_request(request_id: impl Into<String>, actor: Option<String>, request_trace: Option<&str>) -> Self {
         let request_id = request_id.into();
         Self {
             causation_id: Some(request_id.clone()),
             correlation_id: request_id,
             actor,
-            traceparent: Some(traceparent::new_root()),
+            traceparent: Some(traceparent::child_of(request_trace)),
         }
     }
 
@@ -221,13 +222,18 @@ mod tests {
             event_version: 1,
             aggregate_key: "o-1".into(),
             payload: serde_json::json!({}),
-            metadata: Metadata::for_request("req-1", Some("user-1".into())),
+            metadata: Metadata::for_request(
+                "req-1",
+                Some("user-1".into()),
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ),
             occurred_at: Utc::now(),
         };
         let next = cause.follow_up();
         assert_eq!(next.correlation_id, "req-1");
         assert_eq!(next.causation_id, Some(cause.id.to_string()));
         let parent_trace = traceparent::trace_id(cause.metadata.traceparent.as_deref().unwrap()).unwrap();
+        assert_eq!(parent_trace, "4bf92f3577b34da6a3ce929d0e0e4736", "the event continues the request's trace");
         assert_eq!(traceparent::trace_id(next.traceparent.as_deref().unwrap()), Some(parent_trace));
         assert_ne!(next.traceparent, cause.metadata.traceparent);
     }

@@ -1,5 +1,7 @@
 //! `x-request-id`: kept when the caller sends a sane one, generated (UUIDv7) otherwise, put on
-//! the request span, every error body and the response.
+//! the request span, every error body and the response. Also the W3C trace context: a
+//! caller's `traceparent` is continued (a new span in its trace), else a trace starts here,
+//! so events the request causes carry it and their handling can be tied back to it.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -7,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
 
 /// The request's id, in the request's extensions.
 #[derive(Debug, Clone)]
@@ -15,6 +18,21 @@ pub struct RequestId(pub String);
 impl RequestId {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The request's W3C trace context (`00-<trace id>-<span id>-01`), in its extensions.
+#[derive(Debug, Clone)]
+pub struct TraceParent(pub String);
+
+impl TraceParent {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The trace id, shared by everything the request causes.
+    pub fn trace_id(&self) -> &str {
+        crate::bus::event::traceparent::trace_id(&self.0).unwrap_or("")
     }
 }
 
@@ -30,6 +48,9 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
 
 /// Middleware: assigns the id before anything else runs and echoes it on the response.
 pub async fn assign(mut request: Request, next: Next) -> Response {
+    let incoming = request.headers().get(&TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());
+    let traceparent = crate::bus::event::traceparent::child_of(incoming);
+    request.extensions_mut().insert(TraceParent(traceparent));
     let id = request
         .headers()
         .get(&REQUEST_ID_HEADER)

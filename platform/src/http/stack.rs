@@ -22,7 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::{ApiError, ErrorEnvelope, ErrorReport};
-use super::request_id::{self, RequestId};
+use super::request_id::{self, RequestId, TraceParent};
 use crate::metrics::{Metrics, track_http};
 
 /// Settings of the shared middleware.
@@ -63,7 +63,8 @@ pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Route
                 TraceLayer::new_for_http()
                     .make_span_with(|request: &Request| {
                         let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
-                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                        let trace_id = request.extensions().get::<TraceParent>().map_or("", TraceParent::trace_id);
+                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, trace_id)
                     })
                     // Failures are logged once, with their cause, by `finalize_errors`.
                     .on_failure(()),

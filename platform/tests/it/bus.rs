@@ -91,7 +91,7 @@ async fn setup() -> (TestDatabase, Databases) {
 
 async fn publish(pool: &PgPool, events: &[WidgetMade]) {
     let mut tx = pool.begin().await.unwrap();
-    platform::bus::append_all(&mut tx, events, &Metadata::for_request("req-test", None)).await.unwrap();
+    platform::bus::append_all(&mut tx, events, &Metadata::for_request("req-test", None, None)).await.unwrap();
     tx.commit().await.unwrap();
 }
 

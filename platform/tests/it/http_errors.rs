@@ -7,7 +7,7 @@ use axum::Router;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use platform::http::rate_limit::limit_by_client;
-use platform::http::{ApiError, ClientRateLimit, Created, Data, HttpSettings, Path, Query, ValidJson};
+use platform::http::{ApiError, ClientRateLimit, Created, Data, HttpSettings, Path, Query, TraceParent, ValidJson};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -50,6 +50,12 @@ fn router() -> Router {
     Router::new()
         .route("/items", post(create).get(|Query(_): Query<Listing>| async { Data(json!([])) }))
         .route("/items/{id}", get(|Path(id): Path<uuid::Uuid>| async move { Data(json!({ "id": id })) }))
+        .route(
+            "/trace",
+            get(|axum::Extension(trace): axum::Extension<TraceParent>| async move {
+                Data(json!({ "traceparent": trace.0 }))
+            }),
+        )
         .route("/conflict", get(|| async { ApiError::conflict("already_exists", "An item with this name exists.") }))
         .route(
             "/broken",
@@ -270,4 +276,27 @@ async fn requests_are_counted_by_route_template_method_and_status() {
         rendered.contains(r#"http_request_duration_seconds_count{method="GET",route="/items/{id}",status="200"} 2"#),
         "{rendered}"
     );
+}
+
+#[tokio::test]
+async fn a_callers_trace_is_continued_and_otherwise_one_is_started() {
+    let app = served().await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let body: Value =
+        app.client.get(app.url("/trace")).header("traceparent", incoming).send().await.unwrap().json().await.unwrap();
+    let continued = body["data"]["traceparent"].as_str().unwrap();
+    assert!(continued.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{continued}");
+    assert_ne!(continued, incoming, "a new span in the caller's trace");
+
+    for header in [None, Some("garbage")] {
+        let request = app.client.get(app.url("/trace"));
+        let request = match header {
+            Some(value) => request.header("traceparent", value),
+            None => request,
+        };
+        let body: Value = request.send().await.unwrap().json().await.unwrap();
+        let started = body["data"]["traceparent"].as_str().unwrap();
+        assert!(platform::bus::event::traceparent::trace_id(started).is_some(), "{started}");
+        assert!(!started.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
 }
