@@ -97,7 +97,14 @@ pub async fn bus(config: &Config, action: BusAction) -> anyhow::Result<()> {
     let schemas: Arc<[ModuleSchema]> = hosted.iter().map(|d| d.schema).collect();
     let backing = Backing::connect(config, &schemas).await?;
     let outcome = async {
-        backing.databases.migrate(&schemas).await?;
+        // Reads and repairs only: the schema must already be migrated (`serve` or `migrate up`).
+        for schema in schemas.iter() {
+            anyhow::ensure!(
+                migrate::is_current(backing.databases.pool(schema.name)?, schema).await?,
+                "the database of `{}` has pending migrations; run `bulkhead migrate up` first",
+                schema.name
+            );
+        }
         let modules: Vec<Arc<dyn Module>> = Vec::new();
         let bus = assemble_bus(config, &backing, &schemas, &modules, &Metrics::new())?;
         run_bus(&bus, action).await
@@ -134,11 +141,16 @@ async fn run_bus(bus: &Bus, action: BusAction) -> anyhow::Result<()> {
             }
         }
         BusAction::DeadLetters { subscription, include_replayed } => {
-            let letters = bus.dead_letters(subscription.as_deref(), include_replayed).await?;
-            for letter in &letters {
+            const SHOWN: usize = 1000;
+            let letters = bus.dead_letters(subscription.as_deref(), include_replayed, None, SHOWN + 1).await?;
+            for letter in letters.iter().take(SHOWN) {
                 print_dead_letter(letter);
             }
-            println!("{} dead letter(s)", letters.len());
+            if letters.len() > SHOWN {
+                println!("(the oldest {SHOWN} shown; use the admin API to page through the rest)");
+            } else {
+                println!("{} dead letter(s)", letters.len());
+            }
         }
         BusAction::Replay { id } => {
             let letter = bus.replay(id).await?;

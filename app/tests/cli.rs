@@ -204,6 +204,7 @@ fn migrate_status_and_up_run_against_the_embedded_database_and_stop_it() {
 #[test]
 fn bus_commands_report_status_and_refuse_unknown_targets_clearly() {
     let data_dir = tempfile::tempdir().unwrap();
+    assert!(bulkhead(data_dir.path()).args(["migrate", "up"]).output().unwrap().status.success());
     let output = bulkhead(data_dir.path()).args(["bus", "status"]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);

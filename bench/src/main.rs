@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use platform::bus::{BusBuilder, BusConfig, Event, Metadata, Subscription, handler_fn};
+use platform::bus::{BusBuilder, BusConfig, Event, Metadata, StartFrom, Subscription, handler_fn};
 use platform::db::{AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, ModuleSchema};
 use platform::metrics::Metrics;
 use serde::{Deserialize, Serialize};
@@ -174,10 +174,12 @@ async fn throughput(databases: &Databases, name: &'static str, partitions: u16, 
 async fn latency(databases: &Databases, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, usize)> {
     let started_at: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
     let record = started_at.clone();
-    let subscription = Subscription::new("benchsub.latency", PUBLISHER).on::<Tick>(handler_fn(move |ctx, _: Tick| {
-        record.lock().map(|mut m| m.insert(ctx.envelope.id, Instant::now())).ok();
-        Box::pin(async { Ok(()) })
-    }));
+    let subscription = Subscription::new("benchsub.latency", PUBLISHER).start_from(StartFrom::Latest).on::<Tick>(
+        handler_fn(move |ctx, _: Tick| {
+            record.lock().map(|mut m| m.insert(ctx.envelope.id, Instant::now())).ok();
+            Box::pin(async { Ok(()) })
+        }),
+    );
     let config = BusConfig { poll_interval: Duration::from_secs(5), ..BusConfig::default() };
     let (stop, tasks, _) = start_bus(databases, subscription, config).await?;
     let publisher = databases.pool(PUBLISHER)?.clone();

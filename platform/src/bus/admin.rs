@@ -90,13 +90,11 @@ async fn list_dead_letters(
 ) -> Result<Page<DeadLetter>, ApiError> {
     let page = PageQuery { limit: query.limit, after: query.after, sort: None }
         .parse::<(DateTime<Utc>, Uuid)>(&["dead_lettered_at"], "dead_lettered_at")?;
-    let letters = state.bus.dead_letters(query.subscription.as_deref(), query.include_replayed).await?;
-    let rest: Vec<DeadLetter> = letters
-        .into_iter()
-        .filter(|l| page.after.is_none_or(|after| (l.dead_lettered_at, l.id) > after))
-        .take(page.limit as usize + 1)
-        .collect();
-    Ok(Page::from_overfetch(rest, &page, |l| (l.dead_lettered_at, l.id)))
+    let letters = state
+        .bus
+        .dead_letters(query.subscription.as_deref(), query.include_replayed, page.after, page.limit as usize + 1)
+        .await?;
+    Ok(Page::from_overfetch(letters, &page, |l| (l.dead_lettered_at, l.id)))
 }
 
 /// Runs a dead letter's event through its handler again. On success the handler's effects

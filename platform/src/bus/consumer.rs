@@ -38,6 +38,40 @@ pub(crate) enum Progress {
     WaitingUntil(DateTime<Utc>),
 }
 
+/// The claimed cursor row of a partition.
+#[derive(Debug, sqlx::FromRow)]
+struct Claimed {
+    position: i64,
+    partitions: i32,
+    attempts: i32,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+/// The cursor as a batch leaves it.
+#[derive(Debug)]
+struct Cursor {
+    position: i64,
+    attempts: i32,
+    last_error: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
+}
+
+/// What a batch did, counted into the metrics only once it committed.
+#[derive(Debug, Default)]
+struct Counts {
+    delivered: u64,
+    retried: u64,
+    dead_lettered: u64,
+}
+
+impl Counts {
+    fn record(&self, metrics: &BusMetrics, subscription: &str) {
+        metrics.delivered(subscription, self.delivered);
+        metrics.retried(subscription, self.retried);
+        metrics.dead_lettered(subscription, self.dead_lettered);
+    }
+}
+
 /// A subscription of a hosted module, ready to run.
 pub(crate) struct Consumer {
     /// The subscribing module (whose schema keeps the cursor).
@@ -100,7 +134,7 @@ impl Consumer {
         let start = if existing.is_empty() {
             match self.subscription.start_from {
                 StartFrom::Beginning => 0,
-                StartFrom::Latest => self.log.head(&mut tx, self.subscription.source).await?,
+                StartFrom::Latest => self.log.head(&mut tx, self.subscription.source, self.partition(0)).await?,
             }
         } else if existing.iter().all(|row| row.1 == count) && existing.len() == usize::try_from(count)? {
             return Ok(());
@@ -129,6 +163,34 @@ impl Consumer {
     /// which partitions this member owns now.
     pub async fn heartbeat(&self) -> anyhow::Result<Vec<i32>> {
         let mut tx = self.pool.begin().await?;
+        // A member configured with another partition count than the stored one (a rolling
+        // deploy that resizes the subscription) stays out of the group, so no partition is
+        // dealt to a member that would refuse it.
+        let stored: Option<i32> =
+            sqlx::query_scalar("SELECT partitions FROM bus_cursors WHERE subscription = $1 LIMIT 1")
+                .bind(self.name())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if stored.is_some_and(|stored| stored != i32::from(self.subscription.partitions)) {
+            sqlx::query("DELETE FROM bus_members WHERE subscription = $1 AND member = $2")
+                .bind(self.name())
+                .bind(self.member)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            self.owned.send_if_modified(|current| {
+                let changed = !current.is_empty();
+                if changed {
+                    tracing::warn!(
+                        subscription = self.name(),
+                        "partition count changed elsewhere; leaving the consumer group"
+                    );
+                    current.clear();
+                }
+                changed
+            });
+            return Ok(Vec::new());
+        }
         sqlx::query(
             "INSERT INTO bus_members (subscription, member, heartbeat_at) VALUES ($1, $2, now())
              ON CONFLICT (subscription, member) DO UPDATE SET heartbeat_at = now()",
@@ -212,10 +274,12 @@ impl Consumer {
                 Ok(Progress::WaitingUntil(at)) => {
                     failures = 0;
                     let until = (at - Utc::now()).to_std().unwrap_or_default();
-                    // A retry is due at a time, not on news: do not wake early for new events.
+                    // The retry is due at a time; news wakes it only to re-check (a rewind or
+                    // a replay may have cleared the wait).
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = tokio::time::sleep(until) => continue,
+                        _ = wakeups.changed() => continue,
                     }
                 }
                 Err(error) => {
@@ -239,91 +303,173 @@ impl Consumer {
 
     /// Claims partition `index`, handles up to one batch and commits.
     pub async fn process_batch(&self, index: i32) -> anyhow::Result<Progress> {
+        self.process_batch_of(index, self.batch).await
+    }
+
+    /// Opens the batch transaction and claims the partition's cursor; `None` when another
+    /// member holds it, or when the stored partition count is not ours (a rolling deploy that
+    /// changes the count: reading with the wrong count would skip events).
+    async fn claim(&self, index: i32) -> anyhow::Result<Option<(sqlx::Transaction<'static, sqlx::Postgres>, Claimed)>> {
         let mut tx = self.pool.begin().await?;
-        let claimed: Option<(i64, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT position, attempts, retry_at FROM bus_cursors
+        // A handler stuck on a lock must not hold the partition for longer than its time limit.
+        let timeout_ms = self.subscription.handler_timeout.as_millis().max(1);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL statement_timeout = {timeout_ms}")))
+            .execute(&mut *tx)
+            .await?;
+        let claimed: Option<Claimed> = sqlx::query_as(
+            "SELECT position, partitions, attempts, retry_at FROM bus_cursors
               WHERE subscription = $1 AND partition = $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.name())
         .bind(index)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((mut position, mut attempts, retry_at)) = claimed else {
+        match claimed {
+            Some(claimed) if claimed.partitions != i32::from(self.subscription.partitions) => {
+                tracing::warn!(
+                    subscription = self.name(),
+                    stored = claimed.partitions,
+                    configured = self.subscription.partitions,
+                    "partition count differs from the stored one; not consuming until every process agrees"
+                );
+                Ok(None)
+            }
+            Some(claimed) => Ok(Some((tx, claimed))),
+            None => Ok(None),
+        }
+    }
+
+    async fn process_batch_of(&self, index: i32, limit: i64) -> anyhow::Result<Progress> {
+        let Some((mut tx, claimed)) = self.claim(index).await? else {
             return Ok(Progress::Busy);
         };
-        if let Some(at) = retry_at.filter(|at| *at > Utc::now()) {
+        if let Some(at) = claimed.retry_at.filter(|at| *at > Utc::now()) {
             return Ok(Progress::WaitingUntil(at));
         }
         let events =
-            self.log.read(&mut tx, self.subscription.source, self.partition(index), position, self.batch).await?;
+            self.log.read(&mut tx, self.subscription.source, self.partition(index), claimed.position, limit).await?;
         if events.is_empty() {
             return Ok(Progress::Idle);
         }
 
-        let started_at = position;
-        let mut last_error: Option<String> = None;
-        let mut next_retry: Option<DateTime<Utc>> = None;
-        let mut savepoint = false;
-        for event in &events {
+        let mut cursor =
+            Cursor { position: claimed.position, attempts: claimed.attempts, last_error: None, retry_at: None };
+        let mut counts = Counts::default();
+        for (i, event) in events.iter().enumerate() {
             let Some(handler) = self.subscription.handler(&event.event_type) else {
-                position = event.position; // not this subscription's business
+                cursor.position = event.position; // not this subscription's business
                 continue;
             };
-            let sql =
-                if savepoint { "RELEASE SAVEPOINT bus_event; SAVEPOINT bus_event" } else { "SAVEPOINT bus_event" };
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            savepoint = true;
-            match self.invoke(handler.as_ref(), &mut tx, event).await {
-                Ok(()) => {
-                    position = event.position;
-                    attempts = 0;
-                    self.metrics.delivered(self.name());
-                }
-                Err(error) => {
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT bus_event").execute(&mut *tx).await?;
-                    attempts += 1;
-                    let cause = format!("{error:#}");
-                    if attempts >= i32::try_from(self.subscription.retry.max_attempts)? {
-                        self.dead_letter(&mut tx, index, event, &cause, attempts).await?;
-                        position = event.position;
-                        attempts = 0;
-                        continue;
-                    }
-                    let delay = self.subscription.retry.delay_after(u32::try_from(attempts)?);
-                    next_retry = Some(Utc::now() + delay);
-                    tracing::warn!(
-                        subscription = self.name(),
-                        event_id = %event.id,
-                        attempts,
-                        retry_in = ?delay,
-                        "handler failed: {cause}"
-                    );
-                    last_error = Some(cause);
-                    self.metrics.retried(self.name());
-                    break;
-                }
+            sqlx::raw_sql("SAVEPOINT bus_event").execute(&mut *tx).await?;
+            let outcome = match self.invoke(handler.as_ref(), &mut tx, event).await {
+                // A handler that swallowed a database error leaves the transaction aborted:
+                // that is a failure too, caught when its savepoint will not release.
+                Ok(()) => sqlx::raw_sql("RELEASE SAVEPOINT bus_event").execute(&mut *tx).await.map(drop).map_err(|e| {
+                    anyhow::anyhow!("the handler reported success but left its transaction unusable: {e}")
+                }),
+                Err(error) => Err(error),
+            };
+            let Err(error) = outcome else {
+                cursor.position = event.position;
+                cursor.attempts = 0;
+                counts.delivered += 1;
+                continue;
+            };
+            if let Err(lost) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT bus_event").execute(&mut *tx).await {
+                drop(tx); // rolls back the whole batch
+                let cause = format!("{error:#} (the transaction was lost: {lost})");
+                return Box::pin(self.after_lost_transaction(index, i, event, cause)).await;
             }
+            let cause = format!("{error:#}");
+            if self.fail(&mut tx, index, event, cursor.attempts + 1, &cause, &mut cursor, &mut counts).await? {
+                continue; // dead-lettered: later events proceed
+            }
+            break; // the partition waits for the retry
         }
-        if savepoint {
-            sqlx::raw_sql("RELEASE SAVEPOINT bus_event").execute(&mut *tx).await?;
+        self.save_cursor(&mut tx, index, &cursor).await?;
+        tx.commit().await.context("committing a batch")?;
+        counts.record(&self.metrics, self.name());
+        Ok(match cursor.retry_at {
+            Some(at) if cursor.position == claimed.position => Progress::WaitingUntil(at),
+            _ => Progress::Moved,
+        })
+    }
+
+    /// The batch's transaction died while handling `events[broken_at]` (a killed connection,
+    /// a handler that ended the transaction). Nothing of the batch committed. The events
+    /// before it are handled again on their own; if it was the first, its failed attempt is
+    /// recorded in a fresh transaction, so it backs off and is dead-lettered in the end like
+    /// any other failure.
+    async fn after_lost_transaction(
+        &self,
+        index: i32,
+        broken_at: usize,
+        event: &EventEnvelope,
+        cause: String,
+    ) -> anyhow::Result<Progress> {
+        tracing::warn!(subscription = self.name(), event_id = %event.id, "a batch transaction was lost: {cause}");
+        if broken_at > 0 {
+            return self.process_batch_of(index, i64::try_from(broken_at)?).await;
         }
+        let Some((mut tx, claimed)) = self.claim(index).await? else {
+            return Ok(Progress::Busy);
+        };
+        if claimed.position >= event.position {
+            return Ok(Progress::Moved); // handled meanwhile by another member
+        }
+        let mut cursor =
+            Cursor { position: claimed.position, attempts: claimed.attempts, last_error: None, retry_at: None };
+        let mut counts = Counts::default();
+        self.fail(&mut tx, index, event, claimed.attempts + 1, &cause, &mut cursor, &mut counts).await?;
+        self.save_cursor(&mut tx, index, &cursor).await?;
+        tx.commit().await?;
+        counts.record(&self.metrics, self.name());
+        Ok(Progress::Moved)
+    }
+
+    /// Records the `attempts`-th failure of `event` on `cursor`: a retry with backoff, or
+    /// after the last attempt a dead letter (the cursor then moves past it). Returns whether
+    /// the event was dead-lettered.
+    #[expect(clippy::too_many_arguments, reason = "one failure's full context, used at two call sites")]
+    async fn fail(
+        &self,
+        tx: &mut PgConnection,
+        index: i32,
+        event: &EventEnvelope,
+        attempts: i32,
+        cause: &str,
+        cursor: &mut Cursor,
+        counts: &mut Counts,
+    ) -> anyhow::Result<bool> {
+        if attempts >= i32::try_from(self.subscription.retry.max_attempts)? {
+            self.dead_letter(tx, index, event, cause, attempts).await?;
+            *cursor = Cursor { position: event.position, attempts: 0, last_error: None, retry_at: None };
+            counts.dead_lettered += 1;
+            return Ok(true);
+        }
+        let delay = self.subscription.retry.delay_after(u32::try_from(attempts)?);
+        tracing::warn!(subscription = self.name(), event_id = %event.id, attempts, retry_in = ?delay, "handler failed: {cause}");
+        cursor.attempts = attempts;
+        cursor.last_error = Some(cause.to_owned());
+        cursor.retry_at = Some(Utc::now() + delay);
+        counts.retried += 1;
+        Ok(false)
+    }
+
+    async fn save_cursor(&self, tx: &mut PgConnection, index: i32, cursor: &Cursor) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE bus_cursors SET position = $3, attempts = $4, last_error = $5, retry_at = $6, updated_at = now()
               WHERE subscription = $1 AND partition = $2",
         )
         .bind(self.name())
         .bind(index)
-        .bind(position)
-        .bind(attempts)
-        .bind(&last_error)
-        .bind(next_retry)
-        .execute(&mut *tx)
+        .bind(cursor.position)
+        .bind(cursor.attempts)
+        .bind(&cursor.last_error)
+        .bind(cursor.retry_at)
+        .execute(tx)
         .await?;
-        tx.commit().await.context("committing a batch")?;
-        Ok(match next_retry {
-            Some(at) if position == started_at => Progress::WaitingUntil(at),
-            _ => Progress::Moved,
-        })
+        Ok(())
     }
 
     /// Runs one handler in its span, with a time limit, turning a panic into an error.
@@ -373,7 +519,9 @@ impl Consumer {
             "INSERT INTO dead_letters (id, subscription, partition, source, position, event_id, event_type, event_version,
                                        aggregate_key, payload, metadata, occurred_at, error, attempts)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-             ON CONFLICT (subscription, event_id) DO NOTHING",
+             ON CONFLICT (subscription, event_id) DO UPDATE
+                SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, position = EXCLUDED.position,
+                    partition = EXCLUDED.partition, dead_lettered_at = now(), replayed_at = NULL",
         )
         .bind(uuid::Uuid::now_v7())
         .bind(self.name())
@@ -393,7 +541,6 @@ impl Consumer {
         .await
         .context("dead-lettering an event")?;
         tracing::error!(subscription = self.name(), event_id = %event.id, attempts, "event dead-lettered: {cause}");
-        self.metrics.dead_lettered(self.name());
         Ok(())
     }
 }

@@ -84,7 +84,10 @@ pub async fn run(options: PgConnectOptions, wakeups: Wakeups, cancel: Cancellati
             () = cancel.cancelled() => return,
             outcome = listen(&options, &wakeups) => outcome,
         };
-        wakeups.listening.store(false, Ordering::Relaxed);
+        // A connection that got as far as listening earns a fresh start on the backoff.
+        if wakeups.listening.swap(false, Ordering::Relaxed) {
+            backoff = Duration::from_millis(100);
+        }
         if let Err(error) = outcome {
             tracing::warn!("bus notifications lost, polling until they are back: {error:#}");
         }
@@ -132,7 +135,7 @@ fn tokio_config(options: &PgConnectOptions) -> anyhow::Result<tokio_postgres::Co
         .host(url.host_str().unwrap_or("localhost"))
         .port(url.port().unwrap_or(5432))
         .user(decode(url.username()))
-        .dbname(url.path().trim_start_matches('/'))
+        .dbname(decode(url.path().trim_start_matches('/')))
         .application_name("bulkhead:bus-listener")
         .connect_timeout(Duration::from_secs(10));
     if let Some(password) = url.password() {

@@ -81,25 +81,34 @@ impl BusMetrics {
         self.appended.get_or_create(&ModuleLabels { module: module.to_owned() }).inc_by(count);
     }
 
-    pub fn delivered(&self, subscription: &str) {
-        self.delivered.get_or_create(&Self::subscription(subscription)).inc();
+    pub fn delivered(&self, subscription: &str, count: u64) {
+        self.delivered.get_or_create(&Self::subscription(subscription)).inc_by(count);
     }
 
-    pub fn retried(&self, subscription: &str) {
-        self.retried.get_or_create(&Self::subscription(subscription)).inc();
+    pub fn retried(&self, subscription: &str, count: u64) {
+        self.retried.get_or_create(&Self::subscription(subscription)).inc_by(count);
     }
 
-    pub fn dead_lettered(&self, subscription: &str) {
-        self.dead_lettered.get_or_create(&Self::subscription(subscription)).inc();
+    pub fn dead_lettered(&self, subscription: &str, count: u64) {
+        self.dead_lettered.get_or_create(&Self::subscription(subscription)).inc_by(count);
     }
 
     pub fn dead_letters_waiting(&self, subscription: &str, count: i64) {
         self.dead_letters_waiting.get_or_create(&Self::subscription(subscription)).set(count);
     }
 
-    pub fn lag(&self, subscription: &str, partition: i32, events: i64) {
+    /// Lag of a partition this process owns; other members report theirs, so a sum over
+    /// instances counts each partition once.
+    pub fn lag(&self, subscription: &str, partition: i32, events: Option<i64>) {
         let labels = PartitionLabels { subscription: subscription.to_owned(), partition: partition.to_string() };
-        self.lag.get_or_create(&labels).set(events);
+        match events {
+            Some(events) => {
+                self.lag.get_or_create(&labels).set(events);
+            }
+            None => {
+                self.lag.remove(&labels);
+            }
+        }
     }
 
     pub fn handler_took(&self, subscription: &str, seconds: f64) {

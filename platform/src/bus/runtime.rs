@@ -26,7 +26,9 @@ use crate::metrics::Metrics;
 /// Tuning of a bus; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
-    /// Events per consumer transaction.
+    /// Events per consumer transaction. Each writing handler's savepoint takes one of the 64
+    /// subtransaction ids PostgreSQL caches per transaction; past that every session's
+    /// snapshots get slower, hence 50.
     pub batch_size: i64,
     /// Rows per sequencing transaction.
     pub sequencer_batch: i64,
@@ -47,7 +49,7 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         Self {
-            batch_size: 100,
+            batch_size: 50,
             sequencer_batch: 1000,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -84,6 +86,13 @@ impl BusBuilder {
             consumers: Vec::new(),
         };
         Self { inner, member: Uuid::now_v7() }
+    }
+
+    /// Reads subscriptions' events through another transport (Kafka), before any
+    /// subscription is added.
+    pub fn with_log(mut self, log: Arc<dyn EventLog>) -> Self {
+        self.inner.log = log;
+        self
     }
 
     /// A hosted module whose outbox this process sequences and sweeps.
@@ -208,7 +217,7 @@ pub struct PartitionStatus {
     pub position: i64,
     /// Newest position of the source.
     pub head: i64,
-    /// Events of this partition not yet handled.
+    /// Events of this partition not yet handled (counted up to 100,000).
     pub lag: i64,
     /// Failed attempts at the next event.
     pub attempts: i32,
@@ -357,7 +366,7 @@ impl Bus {
         for consumer in &self.inner.consumers {
             let mut conn = consumer.pool.acquire().await?;
             let source = consumer.subscription.source;
-            let head = self.inner.log.head(&mut conn, source).await?;
+            let head = self.inner.log.head(&mut conn, source, Partition { index: 0, count: 1 }).await?;
             let dead_letters: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE subscription = $1 AND replayed_at IS NULL")
                     .bind(consumer.name())
@@ -381,7 +390,7 @@ impl Bus {
                 let lag = self
                     .inner
                     .log
-                    .lag(&mut conn, source, Partition { index: partition, count: partitions }, position, 1_000_000)
+                    .lag(&mut conn, source, Partition { index: partition, count: partitions }, position, 100_000)
                     .await?;
                 statuses.push(PartitionStatus {
                     subscription: consumer.name().to_owned(),
@@ -403,8 +412,8 @@ impl Bus {
         Ok(statuses)
     }
 
-    /// Dead letters of the hosted subscriptions (all, or one), oldest first, including
-    /// replayed ones when asked.
+    /// Dead letters of the hosted subscriptions (all, or one), oldest first, after the
+    /// `after` key (`dead_lettered_at`, `id`), at most `limit`; replayed ones only when asked.
     ///
     /// # Errors
     /// Database failures.
@@ -412,22 +421,30 @@ impl Bus {
         &self,
         subscription: Option<&str>,
         include_replayed: bool,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: usize,
     ) -> anyhow::Result<Vec<DeadLetter>> {
         let mut letters = Vec::new();
         for consumer in self.inner.consumers.iter().filter(|c| subscription.is_none_or(|s| s == c.name())) {
             let rows: Vec<DeadLetter> = sqlx::query_as(
                 "SELECT id, subscription, partition, source, position, event_id, event_type, event_version, aggregate_key,
                         payload, metadata, occurred_at, error, attempts, dead_lettered_at, replayed_at
-                   FROM dead_letters WHERE subscription = $1 AND ($2 OR replayed_at IS NULL)
-                  ORDER BY dead_lettered_at, id",
+                   FROM dead_letters
+                  WHERE subscription = $1 AND ($2 OR replayed_at IS NULL)
+                    AND ($3::timestamptz IS NULL OR (dead_lettered_at, id) > ($3, $4))
+                  ORDER BY dead_lettered_at, id LIMIT $5",
             )
             .bind(consumer.name())
             .bind(include_replayed)
+            .bind(after.map(|a| a.0))
+            .bind(after.map_or_else(Uuid::nil, |a| a.1))
+            .bind(i64::try_from(limit)?)
             .fetch_all(&consumer.pool)
             .await?;
             letters.extend(rows);
         }
         letters.sort_by_key(|l| (l.dead_lettered_at, l.id));
+        letters.truncate(limit);
         Ok(letters)
     }
 
@@ -454,6 +471,19 @@ impl Bus {
             if letter.replayed_at.is_some() {
                 return Err(ReplayError::AlreadyReplayed(id));
             }
+            // Hold the partition while replaying, so no event of the same key is handled at
+            // the same time; the handler gets the same time limit as in a batch.
+            sqlx::query("SELECT 1 FROM bus_cursors WHERE subscription = $1 AND partition = $2 FOR UPDATE")
+                .bind(consumer.name())
+                .bind(letter.partition)
+                .execute(&mut *tx)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let timeout_ms = consumer.subscription.handler_timeout.as_millis().max(1);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL statement_timeout = {timeout_ms}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(anyhow::Error::from)?;
             let handler = consumer
                 .subscription
                 .handler(&letter.event_type)
@@ -503,23 +533,29 @@ impl Bus {
             .await
             .map_err(anyhow::Error::from)?;
         let source = consumer.subscription.source;
-        let resume_at = match target {
-            RewindTarget::Position(position) => position,
-            RewindTarget::Time(time) => match self.inner.log.position_at(&mut tx, source, time).await? {
-                Some(position) => position,
-                None => self.inner.log.head(&mut tx, source).await? + 1,
-            },
-        };
-        let cursor = (resume_at - 1).max(0);
-        sqlx::query(
-            "UPDATE bus_cursors SET position = $2, attempts = 0, last_error = NULL, retry_at = NULL, updated_at = now()
-              WHERE subscription = $1",
-        )
-        .bind(subscription)
-        .bind(cursor)
-        .execute(&mut *tx)
-        .await
-        .map_err(anyhow::Error::from)?;
+        let count = i32::from(consumer.subscription.partitions);
+        let mut cursor = 0;
+        for index in 0..count {
+            let partition = Partition { index, count };
+            let resume_at = match target {
+                RewindTarget::Position(position) => position,
+                RewindTarget::Time(time) => match self.inner.log.position_at(&mut tx, source, partition, time).await? {
+                    Some(position) => position,
+                    None => self.inner.log.head(&mut tx, source, partition).await? + 1,
+                },
+            };
+            cursor = (resume_at - 1).max(0);
+            sqlx::query(
+                "UPDATE bus_cursors SET position = $3, attempts = 0, last_error = NULL, retry_at = NULL, updated_at = now()
+                  WHERE subscription = $1 AND partition = $2",
+            )
+            .bind(subscription)
+            .bind(index)
+            .bind(cursor)
+            .execute(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
+        }
         tx.commit().await.map_err(anyhow::Error::from)?;
         tracing::warn!(subscription, cursor, "subscription rewound");
         self.inner.wakeups.everything();
@@ -527,57 +563,52 @@ impl Bus {
     }
 
     /// Deletes sequenced events older than the retention window from every hosted outbox,
-    /// always keeping the newest (it carries the head position). Unsequenced rows stay.
+    /// always keeping the newest (it carries the head position), and the module's expired
+    /// idempotency records. Unsequenced rows stay. A module another process is sweeping right
+    /// now is skipped (a transaction-scoped advisory lock per module).
     ///
     /// # Errors
     /// Database failures.
     pub async fn sweep_retention(&self) -> anyhow::Result<u64> {
         let mut deleted = 0;
         for (module, pool) in &self.inner.publishers {
+            let mut tx = pool.begin().await?;
+            let mine: bool = sqlx::query_scalar(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended('bulkhead.retention.' || current_schema(), 0))",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if !mine {
+                continue;
+            }
             let done = sqlx::query(
                 "DELETE FROM outbox
                   WHERE position IS NOT NULL AND sequenced_at < now() - $1::interval
                     AND position < (SELECT max(position) FROM outbox)",
             )
             .bind(self.inner.config.retention)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .with_context(|| format!("sweeping the outbox of {module}"))?;
+            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < now()").execute(&mut *tx).await?;
+            tx.commit().await?;
             deleted += done.rows_affected();
-            crate::http::idempotency::purge_expired(pool).await?;
         }
         Ok(deleted)
     }
 
-    /// Runs the retention sweep on schedule. With several processes, one sweeps at a time
-    /// (an advisory lock); the others skip that round.
+    /// Sweeps shortly after start (at a random moment within a minute, so replicas started
+    /// together do not collide) and then on schedule.
     async fn sweep_periodically(&self, cancel: CancellationToken) {
-        let every = self.inner.config.retention_every;
+        let mut wait = Duration::from_millis(rand::random::<u64>() % 60_000).min(self.inner.config.retention_every);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(wait) => {}
             }
-            let Some((_, pool)) = self.inner.publishers.first() else { return };
-            let outcome = async {
-                let mut conn = pool.acquire().await?;
-                let locked: bool =
-                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('bulkhead.retention', 0))")
-                        .fetch_one(&mut *conn)
-                        .await?;
-                if !locked {
-                    return anyhow::Ok(None);
-                }
-                let swept = self.sweep_retention().await;
-                sqlx::query("SELECT pg_advisory_unlock(hashtextextended('bulkhead.retention', 0))")
-                    .execute(&mut *conn)
-                    .await?;
-                swept.map(Some)
-            }
-            .await;
-            match outcome {
-                Ok(Some(deleted)) => tracing::info!(deleted, "retention sweep done"),
-                Ok(None) => {}
+            wait = self.inner.config.retention_every;
+            match self.sweep_retention().await {
+                Ok(deleted) => tracing::info!(deleted, "retention sweep done"),
                 Err(error) => tracing::warn!("retention sweep failed: {error:#}"),
             }
         }
@@ -587,8 +618,10 @@ impl Bus {
         loop {
             match self.status().await {
                 Ok(statuses) => {
+                    let me = self.member();
                     for status in statuses {
-                        self.inner.metrics.lag(&status.subscription, status.partition, status.lag);
+                        let owned = status.owner == Some(me);
+                        self.inner.metrics.lag(&status.subscription, status.partition, owned.then_some(status.lag));
                         self.inner.metrics.dead_letters_waiting(&status.subscription, status.dead_letters);
                     }
                 }

@@ -33,8 +33,10 @@ pub trait EventLog: Send + Sync + 'static {
         limit: i64,
     ) -> anyhow::Result<Vec<EventEnvelope>>;
 
-    /// The position of the newest event of `source` (0 when there is none).
-    async fn head(&self, conn: &mut PgConnection, source: &str) -> anyhow::Result<i64>;
+    /// The position of the newest event of `source` in `partition` (0 when there is none).
+    /// On PostgreSQL positions are global to the module, so this is the module's head; on
+    /// Kafka it is the partition's end offset.
+    async fn head(&self, conn: &mut PgConnection, source: &str, partition: Partition) -> anyhow::Result<i64>;
 
     /// How many events of `partition` come after `after` (capped at `cap`).
     async fn lag(
@@ -46,11 +48,13 @@ pub trait EventLog: Send + Sync + 'static {
         cap: i64,
     ) -> anyhow::Result<i64>;
 
-    /// The first position sequenced at or after `time`, if any (for rewinding to a time).
+    /// The first position of `partition` sequenced at or after `time`, if any (for
+    /// rewinding to a time).
     async fn position_at(
         &self,
         conn: &mut PgConnection,
         source: &str,
+        partition: Partition,
         time: DateTime<Utc>,
     ) -> anyhow::Result<Option<i64>>;
 
@@ -118,7 +122,7 @@ impl EventLog for PostgresLog {
             .collect()
     }
 
-    async fn head(&self, conn: &mut PgConnection, source: &str) -> anyhow::Result<i64> {
+    async fn head(&self, conn: &mut PgConnection, source: &str, _partition: Partition) -> anyhow::Result<i64> {
         let sql = format!("SELECT coalesce(max(position), 0) FROM {}", outbox(source)?);
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(conn).await?)
     }
@@ -148,11 +152,19 @@ impl EventLog for PostgresLog {
         &self,
         conn: &mut PgConnection,
         source: &str,
+        partition: Partition,
         time: DateTime<Utc>,
     ) -> anyhow::Result<Option<i64>> {
-        let sql =
-            format!("SELECT min(position) FROM {} WHERE position IS NOT NULL AND sequenced_at >= $1", outbox(source)?);
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(time).fetch_one(conn).await?)
+        let sql = format!(
+            "SELECT min(position) FROM {} WHERE position IS NOT NULL AND sequenced_at >= $1 AND key_hash % $2 = $3",
+            outbox(source)?
+        );
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(time)
+            .bind(partition.count)
+            .bind(partition.index)
+            .fetch_one(conn)
+            .await?)
     }
 
     fn wakeups(&self, source: &str) -> watch::Receiver<u64> {

@@ -195,6 +195,11 @@ async fn a_connection_lost_after_the_handler_ran_redelivers_and_the_effect_exist
     assert!(crashed.load(Ordering::SeqCst), "the first delivery crashed");
     assert_eq!(cursor, 1);
     assert_eq!(effects_count(beta).await, 1, "the crashed attempt left nothing behind");
+    let rendered = running.metrics.render();
+    assert!(
+        rendered.contains(r#"bulkhead_bus_retried_events_total{subscription="beta.crashy"} 1"#),
+        "the lost attempt counted as a failure: {rendered}"
+    );
     running.stop().await;
 }
 
@@ -251,7 +256,7 @@ async fn two_bus_instances_share_the_partitions_handle_each_event_once_and_survi
     let last: Vec<WidgetMade> = (300..400).map(|i| made(&format!("w{}", i % 20), i)).collect();
     publish(alpha, &last).await;
     let handled = wait_for_effects(beta, 400).await;
-    assert!(handled[300..].iter().any(|(_, _, who)| who == "third"));
+    assert!(handled[300..].iter().all(|(_, _, who)| who == "third"), "the crashed member's partitions moved");
 
     let duplicates: i64 =
         sqlx::query_scalar("SELECT count(*) - count(DISTINCT event_id) FROM effects").fetch_one(beta).await.unwrap();
@@ -339,7 +344,7 @@ async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_
 
     let handled = wait_for_effects(beta, 4).await;
     assert_eq!(handled.iter().map(|e| e.1).collect::<Vec<_>>(), [1, 2, 4, 5], "later events proceeded");
-    let letters = running.bus.dead_letters(Some("beta.poison"), false).await.unwrap();
+    let letters = running.bus.dead_letters(Some("beta.poison"), false, None, 100).await.unwrap();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!((letter.attempts, letter.position, letter.event_type.as_str()), (3, 3, "alpha.widget_made"));
@@ -363,7 +368,18 @@ async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_
     assert!(matches!(running.bus.replay(letter.id).await, Err(ReplayError::AlreadyReplayed(_))));
     let seqs: Vec<i32> = effects(beta).await.iter().map(|e| e.1).collect();
     assert_eq!(seqs.iter().filter(|s| **s == 3).count(), 1, "the replay took effect once");
-    assert!(running.bus.dead_letters(Some("beta.poison"), false).await.unwrap().is_empty());
+    assert!(running.bus.dead_letters(Some("beta.poison"), false, None, 100).await.unwrap().is_empty());
+
+    // Broken again and rewound: the same event fails again and its letter waits once more.
+    broken.store(true, Ordering::SeqCst);
+    running.bus.rewind("beta.poison", RewindTarget::Position(3)).await.unwrap();
+    let again = eventually(WAIT, || async {
+        let letters = running.bus.dead_letters(Some("beta.poison"), false, None, 100).await?;
+        Ok((letters.len() == 1).then_some(letters))
+    })
+    .await
+    .unwrap();
+    assert_eq!((again[0].id, again[0].position, again[0].replayed_at), (letter.id, 3, None));
     running.stop().await;
 }
 
@@ -377,7 +393,8 @@ async fn rewinding_to_a_position_or_a_time_replays_history() {
         test_config(),
     )
     .await;
-    let before = Utc::now() - chrono::Duration::seconds(1);
+    let before: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT now() - interval '1 second'").fetch_one(beta).await.unwrap();
     publish(alpha, &(1..=5).map(|seq| made("w", seq)).collect::<Vec<_>>()).await;
     wait_for_effects(beta, 5).await;
 
@@ -439,6 +456,98 @@ async fn retention_deletes_only_sequenced_events_past_the_window_and_keeps_the_n
     assert_eq!(sequence_batch(alpha, 100).await.unwrap(), 1);
     let newest: i64 = sqlx::query_scalar("SELECT max(position) FROM alpha.outbox").fetch_one(alpha).await.unwrap();
     assert_eq!(newest, 5, "positions continue after a sweep");
+}
+
+#[tokio::test]
+async fn a_handler_that_swallows_a_database_error_counts_as_failed() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    let handler = handler_fn(move |ctx, event: WidgetMade| {
+        Box::pin(async move {
+            if event.seq == 1 {
+                // The error is ignored, but it has aborted the transaction.
+                let _ = sqlx::query("SELECT * FROM no_such_table").execute(&mut *ctx.tx).await;
+                return Ok(());
+            }
+            record(ctx, &event, "beta").await
+        })
+    });
+    let retry =
+        RetryPolicy { max_attempts: 2, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1) };
+    let running = Running::start(
+        &databases,
+        Subscription::new("beta.sloppy", "alpha").retry(retry).on::<WidgetMade>(handler),
+        test_config(),
+    )
+    .await;
+    publish(alpha, &[made("w", 1), made("w", 2)]).await;
+
+    let handled = wait_for_effects(beta, 1).await;
+    assert_eq!(handled[0].1, 2, "the next event proceeded");
+    let letters = running.bus.dead_letters(Some("beta.sloppy"), false, None, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].error.contains("left its transaction unusable"), "{}", letters[0].error);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_process_with_an_old_partition_count_stops_consuming_instead_of_skipping_events() {
+    let (database, old) = setup().await;
+    let new = database.connect(&SCHEMAS).await.unwrap();
+    let (alpha, beta) = (old.pool("alpha").unwrap(), old.pool("beta").unwrap());
+    let config = test_config();
+    let before = Running::start(
+        &old,
+        Subscription::new("beta.resized", "alpha").partitions(2).on::<WidgetMade>(recorder("old")),
+        config.clone(),
+    )
+    .await;
+    publish(alpha, &(0..20).map(|i| made(&format!("w{i}"), i)).collect::<Vec<_>>()).await;
+    wait_for_effects(beta, 20).await;
+
+    // A rolling deploy: the new process splits the subscription into 4 while the old runs on.
+    let after = Running::start(
+        &new,
+        Subscription::new("beta.resized", "alpha").partitions(4).on::<WidgetMade>(recorder("new")),
+        config,
+    )
+    .await;
+    publish(alpha, &(20..60).map(|i| made(&format!("w{i}"), i)).collect::<Vec<_>>()).await;
+    let handled = eventually(WAIT, || async {
+        let handled = effects(beta).await;
+        let seqs: std::collections::BTreeSet<i32> = handled.iter().map(|e| e.1).collect();
+        Ok((seqs.len() == 60).then_some(handled))
+    })
+    .await
+    .unwrap();
+    // Resizing restarts every new partition from the slowest old cursor: events near the
+    // switch may come again (handlers are idempotent), none is skipped, and everything
+    // published after it is handled by the new process exactly once.
+    let after_resize: Vec<&(String, i32, String)> = handled.iter().filter(|e| e.1 >= 20).collect();
+    assert_eq!(after_resize.len(), 40, "each later event exactly once");
+    assert!(after_resize.iter().all(|(_, _, who)| who == "new"), "the old process stood aside");
+    before.stop().await;
+    after.stop().await;
+}
+
+#[tokio::test]
+async fn a_subscription_started_from_latest_sees_only_later_events() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    publish(alpha, &[made("w", 1), made("w", 2)]).await;
+    assert_eq!(sequence_batch(alpha, 100).await.unwrap(), 2);
+    let running = Running::start(
+        &databases,
+        Subscription::new("beta.latest", "alpha")
+            .start_from(platform::bus::StartFrom::Latest)
+            .on::<WidgetMade>(recorder("beta")),
+        test_config(),
+    )
+    .await;
+    publish(alpha, &[made("w", 3)]).await;
+    let handled = wait_for_effects(beta, 1).await;
+    assert_eq!(handled.iter().map(|e| e.1).collect::<Vec<_>>(), [3]);
+    running.stop().await;
 }
 
 mod admin_api {
@@ -574,7 +683,10 @@ mod admin_api {
         let rewound: Value = rewound.json().await.unwrap();
         assert_eq!(rewound["data"], json!({ "subscription": "beta.admin", "position": 0 }));
         // History again, now that nothing is broken: all six, on top of the 3 + 1 before.
-        wait_for_effects(&beta, 10).await;
+        let handled = wait_for_effects(&beta, 10).await;
+        let mut again: Vec<i32> = handled[4..].iter().map(|e| e.1).collect();
+        again.sort_unstable();
+        assert_eq!(again, [1, 2, 3, 4, 5, 6]);
         running.stop().await;
     }
 }
