@@ -47,8 +47,24 @@ struct Claimed {
     retry_at: Option<DateTime<Utc>>,
 }
 
-/// The cursor as a batch leaves it.
+/// What became of a handler found to have broken its transaction.
 #[derive(Debug)]
+enum Undone {
+    DeadLettered,
+    Retrying,
+    /// The transaction could not even be rolled back to the savepoint.
+    Lost(String),
+}
+
+/// Releases the previous event's savepoint (if any) and opens this event's, in one round trip.
+async fn open_savepoint(tx: &mut PgConnection, previous: bool) -> anyhow::Result<()> {
+    let sql = if previous { "RELEASE SAVEPOINT bus_event; SAVEPOINT bus_event" } else { "SAVEPOINT bus_event" };
+    sqlx::raw_sql(sql).execute(tx).await?;
+    Ok(())
+}
+
+/// The cursor as a batch leaves it.
+#[derive(Debug, Clone)]
 struct Cursor {
     position: i64,
     attempts: i32,
@@ -311,17 +327,17 @@ impl Consumer {
     /// changes the count: reading with the wrong count would skip events).
     async fn claim(&self, index: i32) -> anyhow::Result<Option<(sqlx::Transaction<'static, sqlx::Postgres>, Claimed)>> {
         let mut tx = self.pool.begin().await?;
-        // A handler stuck on a lock must not hold the partition for longer than its time limit.
-        let timeout_ms = self.subscription.handler_timeout.as_millis().max(1);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET LOCAL statement_timeout = {timeout_ms}")))
-            .execute(&mut *tx)
-            .await?;
+        // A handler stuck on a lock must not hold the partition for longer than its time
+        // limit: the transaction's statement_timeout is set in the same round trip as the claim.
+        let timeout_ms = self.subscription.handler_timeout.as_millis().max(1).to_string();
         let claimed: Option<Claimed> = sqlx::query_as(
-            "SELECT position, partitions, attempts, retry_at FROM bus_cursors
-              WHERE subscription = $1 AND partition = $2 FOR UPDATE SKIP LOCKED",
+            "SELECT position, partitions, attempts, retry_at
+               FROM bus_cursors, (SELECT set_config('statement_timeout', $3, true)) AS limits
+              WHERE subscription = $1 AND partition = $2 FOR UPDATE OF bus_cursors SKIP LOCKED",
         )
         .bind(self.name())
         .bind(index)
+        .bind(timeout_ms)
         .fetch_optional(&mut *tx)
         .await?;
         match claimed {
@@ -355,36 +371,60 @@ impl Consumer {
         let mut cursor =
             Cursor { position: claimed.position, attempts: claimed.attempts, last_error: None, retry_at: None };
         let mut counts = Counts::default();
+        // The last handler that reported success, with the cursor before it: its savepoint is
+        // released together with the next one's creation (one round trip per event), and a
+        // release that fails means that handler left the transaction unusable.
+        let mut unconfirmed: Option<(usize, Cursor)> = None;
+        let mut savepoint = false;
         for (i, event) in events.iter().enumerate() {
             let Some(handler) = self.subscription.handler(&event.event_type) else {
                 cursor.position = event.position; // not this subscription's business
                 continue;
             };
-            sqlx::raw_sql("SAVEPOINT bus_event").execute(&mut *tx).await?;
-            let outcome = match self.invoke(handler.as_ref(), &mut tx, event).await {
-                // A handler that swallowed a database error leaves the transaction aborted:
-                // that is a failure too, caught when its savepoint will not release.
-                Ok(()) => sqlx::raw_sql("RELEASE SAVEPOINT bus_event").execute(&mut *tx).await.map(drop).map_err(|e| {
-                    anyhow::anyhow!("the handler reported success but left its transaction unusable: {e}")
-                }),
-                Err(error) => Err(error),
-            };
-            let Err(error) = outcome else {
-                cursor.position = event.position;
-                cursor.attempts = 0;
-                counts.delivered += 1;
-                continue;
-            };
-            if let Err(lost) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT bus_event").execute(&mut *tx).await {
-                drop(tx); // rolls back the whole batch
-                let cause = format!("{error:#} (the transaction was lost: {lost})");
-                return Box::pin(self.after_lost_transaction(index, i, event, cause)).await;
+            if let Err(error) = open_savepoint(&mut tx, savepoint).await {
+                let Some((previous, before)) = unconfirmed.take() else { return Err(error) };
+                match self.undo(&mut tx, index, &events[previous], before, &error, &mut cursor, &mut counts).await? {
+                    Undone::DeadLettered => open_savepoint(&mut tx, true).await?,
+                    Undone::Retrying => break,
+                    Undone::Lost(cause) => {
+                        drop(tx);
+                        return Box::pin(self.after_lost_transaction(index, previous, &events[previous], cause)).await;
+                    }
+                }
             }
-            let cause = format!("{error:#}");
-            if self.fail(&mut tx, index, event, cursor.attempts + 1, &cause, &mut cursor, &mut counts).await? {
-                continue; // dead-lettered: later events proceed
+            unconfirmed = None;
+            savepoint = true;
+            let before = cursor.clone();
+            match self.invoke(handler.as_ref(), &mut tx, event).await {
+                Ok(()) => {
+                    cursor.position = event.position;
+                    cursor.attempts = 0;
+                    counts.delivered += 1;
+                    unconfirmed = Some((i, before));
+                }
+                Err(error) => {
+                    if let Err(lost) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT bus_event").execute(&mut *tx).await {
+                        drop(tx); // rolls back the whole batch
+                        let cause = format!("{error:#} (the transaction was lost: {lost})");
+                        return Box::pin(self.after_lost_transaction(index, i, event, cause)).await;
+                    }
+                    let cause = format!("{error:#}");
+                    if !self.fail(&mut tx, index, event, cursor.attempts + 1, &cause, &mut cursor, &mut counts).await? {
+                        break; // the partition waits for the retry
+                    }
+                    // Dead-lettered: later events proceed (the next savepoint comes after the letter).
+                }
             }
-            break; // the partition waits for the retry
+        }
+        if savepoint && let Err(error) = sqlx::raw_sql("RELEASE SAVEPOINT bus_event").execute(&mut *tx).await {
+            let Some((previous, before)) = unconfirmed.take() else { return Err(error.into()) };
+            let error = anyhow::Error::from(error);
+            if let Undone::Lost(cause) =
+                self.undo(&mut tx, index, &events[previous], before, &error, &mut cursor, &mut counts).await?
+            {
+                drop(tx);
+                return Box::pin(self.after_lost_transaction(index, previous, &events[previous], cause)).await;
+            }
         }
         self.save_cursor(&mut tx, index, &cursor).await?;
         tx.commit().await.context("committing a batch")?;
@@ -393,6 +433,33 @@ impl Consumer {
             Some(at) if cursor.position == claimed.position => Progress::WaitingUntil(at),
             _ => Progress::Moved,
         })
+    }
+
+    /// A handler reported success but its savepoint would not release: it left the
+    /// transaction aborted (e.g. it swallowed a database error). Roll its work back and count
+    /// the attempt as failed, restoring the cursor to where it was before it.
+    #[expect(clippy::too_many_arguments, reason = "one failure's full context")]
+    async fn undo(
+        &self,
+        tx: &mut PgConnection,
+        index: i32,
+        event: &EventEnvelope,
+        before: Cursor,
+        error: &anyhow::Error,
+        cursor: &mut Cursor,
+        counts: &mut Counts,
+    ) -> anyhow::Result<Undone> {
+        let cause = format!("the handler reported success but left its transaction unusable: {error:#}");
+        if let Err(lost) = sqlx::raw_sql("ROLLBACK TO SAVEPOINT bus_event").execute(&mut *tx).await {
+            return Ok(Undone::Lost(format!("{cause} (the transaction was lost: {lost})")));
+        }
+        *cursor = before;
+        counts.delivered -= 1;
+        if self.fail(tx, index, event, cursor.attempts + 1, &cause, cursor, counts).await? {
+            Ok(Undone::DeadLettered)
+        } else {
+            Ok(Undone::Retrying)
+        }
     }
 
     /// The batch's transaction died while handling `events[broken_at]` (a killed connection,
