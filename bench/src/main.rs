@@ -45,6 +45,9 @@ enum Benchmark {
         /// Seconds of pgbench.
         #[arg(long, default_value_t = 10)]
         pgbench_seconds: u64,
+        /// Events per consumer transaction (default: the bus's default).
+        #[arg(long)]
+        batch: Option<i64>,
     },
 }
 
@@ -67,10 +70,11 @@ const SUBSCRIBER: &str = "benchsub";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli { benchmark: Benchmark::Bus { json, events, rate, seconds, pgbench_seconds } } = Cli::parse();
+    let Cli { benchmark: Benchmark::Bus { json, events, rate, seconds, pgbench_seconds, batch } } = Cli::parse();
+    let config = BusConfig { batch_size: batch.unwrap_or(BusConfig::default().batch_size), ..BusConfig::default() };
     let data_dir = tempfile::tempdir()?;
     let server = EmbeddedPostgres::start(&EmbeddedOptions::new(data_dir.path())).await?;
-    let outcome = run(&server, events, rate, seconds, pgbench_seconds).await;
+    let outcome = run(&server, &config, events, rate, seconds, pgbench_seconds).await;
     server.stop().await?;
     let report = outcome?;
     if json {
@@ -85,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(
     server: &EmbeddedPostgres,
+    config: &BusConfig,
     events: u64,
     rate: u64,
     seconds: u64,
@@ -109,9 +114,9 @@ async fn run(
     let databases = Databases::connect(&setup, &schemas).await?;
     databases.migrate(&schemas).await?;
 
-    let one = throughput(&databases, "benchsub.one", 1, events).await?;
-    let four = throughput(&databases, "benchsub.four", 4, events).await?;
-    let (p50, p99, measured) = latency(&databases, rate, seconds).await?;
+    let one = throughput(&databases, config, "benchsub.one", 1, events).await?;
+    let four = throughput(&databases, config, "benchsub.four", 4, events).await?;
+    let (p50, p99, measured) = latency(&databases, config, rate, seconds).await?;
     databases.close().await;
 
     let mut report = serde_json::json!({
@@ -122,6 +127,7 @@ async fn run(
         "throughput_events": events,
         "latency_events": measured,
         "latency_rate_per_sec": rate,
+        "batch_size": config.batch_size,
     });
     match pgbench(server, pgbench_seconds) {
         Ok(tps) => report["pgbench_tps"] = tps.round().into(),
@@ -132,7 +138,13 @@ async fn run(
 
 /// Appends `events` as fast as four producers can (100 per transaction) while a trivial
 /// handler consumes them; events per second from the first append to the last handling.
-async fn throughput(databases: &Databases, name: &'static str, partitions: u16, events: u64) -> anyhow::Result<f64> {
+async fn throughput(
+    databases: &Databases,
+    config: &BusConfig,
+    name: &'static str,
+    partitions: u16,
+    events: u64,
+) -> anyhow::Result<f64> {
     let handled = Arc::new(AtomicU64::new(0));
     let counter = handled.clone();
     let subscription =
@@ -140,7 +152,7 @@ async fn throughput(databases: &Databases, name: &'static str, partitions: u16, 
             counter.fetch_add(1, Ordering::Relaxed);
             Box::pin(async { Ok(()) })
         }));
-    let (stop, tasks, _) = start_bus(databases, subscription, BusConfig::default()).await?;
+    let (stop, tasks, _) = start_bus(databases, subscription, config.clone()).await?;
     let publisher = databases.pool(PUBLISHER)?.clone();
     let started = Instant::now();
     let producers: Vec<_> = (0..4)
@@ -171,7 +183,12 @@ async fn throughput(databases: &Databases, name: &'static str, partitions: u16, 
 }
 
 /// At a low steady rate, the time from an append's commit returning to its handler starting.
-async fn latency(databases: &Databases, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, usize)> {
+async fn latency(
+    databases: &Databases,
+    config: &BusConfig,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, usize)> {
     let started_at: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
     let record = started_at.clone();
     let subscription = Subscription::new("benchsub.latency", PUBLISHER).start_from(StartFrom::Latest).on::<Tick>(
@@ -180,7 +197,7 @@ async fn latency(databases: &Databases, rate: u64, seconds: u64) -> anyhow::Resu
             Box::pin(async { Ok(()) })
         }),
     );
-    let config = BusConfig { poll_interval: Duration::from_secs(5), ..BusConfig::default() };
+    let config = BusConfig { poll_interval: Duration::from_secs(5), ..config.clone() };
     let (stop, tasks, _) = start_bus(databases, subscription, config).await?;
     let publisher = databases.pool(PUBLISHER)?.clone();
     let mut committed: HashMap<Uuid, Instant> = HashMap::new();

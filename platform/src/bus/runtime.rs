@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 pub struct BusConfig {
     /// Events per consumer transaction. Each writing handler's savepoint takes one of the 64
     /// subtransaction ids PostgreSQL caches per transaction; past that every session's
-    /// snapshots get slower, hence 50.
+    /// snapshots get slower, hence 64 at most by default.
     pub batch_size: i64,
     /// Rows per sequencing transaction.
     pub sequencer_batch: i64,
@@ -49,7 +49,7 @@ pub struct BusConfig {
 impl Default for BusConfig {
     fn default() -> Self {
         Self {
-            batch_size: 50,
+            batch_size: 64,
             sequencer_batch: 1000,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
