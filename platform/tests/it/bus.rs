@@ -48,6 +48,7 @@ fn test_config() -> BusConfig {
         poll_interval: Duration::from_millis(200),
         heartbeat_every: Duration::from_millis(200),
         session_timeout: Duration::from_secs(2),
+        gauges_every: Duration::from_millis(200),
         ..BusConfig::default()
     }
 }
@@ -158,6 +159,23 @@ async fn an_event_that_commits_late_is_delivered_after_the_ones_before_it_never_
             .await
             .unwrap();
     assert_eq!(positions, [(2, 1), (1, 2)], "the late commit got the later position");
+
+    let rendered = eventually(WAIT, || async {
+        let rendered = running.metrics.render();
+        Ok(rendered
+            .contains(r#"bulkhead_bus_lag_events{subscription="beta.record",partition="0"} 0"#)
+            .then_some(rendered))
+    })
+    .await
+    .unwrap();
+    for expected in [
+        r#"bulkhead_bus_appended_events_total{module="alpha"} 2"#,
+        r#"bulkhead_bus_delivered_events_total{subscription="beta.record"} 2"#,
+        r#"bulkhead_bus_handler_duration_seconds_count{subscription="beta.record"} 2"#,
+        r#"bulkhead_bus_dead_letters{subscription="beta.record"} 0"#,
+    ] {
+        assert!(rendered.contains(expected), "{expected} in {rendered}");
+    }
     running.stop().await;
 }
 

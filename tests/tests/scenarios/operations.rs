@@ -143,3 +143,27 @@ async fn the_bus_admin_api_answers_admins_only() {
     let ready: Value = app.get("/health/ready").await.json().await.unwrap();
     assert!(ready["data"]["checks"]["bus"].is_string(), "{ready}");
 }
+
+#[tokio::test]
+async fn responses_carry_security_headers_are_compressed_and_cors_admits_only_configured_origins() {
+    let app = TestApp::spawn_with(&["--cors-origins", "https://shop.example"]).await;
+    let response = app.client.get(app.url("/api/openapi.json")).header("accept-encoding", "gzip").send().await.unwrap();
+    let headers = response.headers();
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+    assert_eq!(headers["content-encoding"], "gzip", "large responses are compressed when asked");
+
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/admin/bus/subscriptions"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://shop.example");
+    let refused = preflight("https://evil.example").await.unwrap();
+    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+}
