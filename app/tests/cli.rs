@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use platform::testing::{embedded_server_pid as postmaster_pid, process_running as is_running};
 
 /// A running `bulkhead serve` with its own data dir and port.
 struct Running {
@@ -104,17 +105,6 @@ fn is_healthy(base: &str) -> bool {
     write!(stream, "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_ok()
         && stream.read_to_string(&mut answer).is_ok()
         && answer.starts_with("HTTP/1.1 200")
-}
-
-fn postmaster_pid(data_dir: &Path) -> Option<Pid> {
-    let contents = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).ok()?;
-    contents.lines().next()?.trim().parse().ok().map(Pid::from_raw)
-}
-
-fn is_running(pid: Pid) -> bool {
-    kill(pid, None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! and keeps running between runs so later runs start in milliseconds. Templates are keyed by
 //! a digest of every migration, so a changed migration builds a new template.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -256,4 +256,16 @@ where
 pub async fn server_admin() -> anyhow::Result<(PgConnectOptions, String)> {
     let server = server().await?;
     Ok((server.admin.clone(), server.role_secret.expose_secret().to_owned()))
+}
+
+/// The pid recorded in `<data_dir>/postgres/postmaster.pid`: the embedded server that runs, or
+/// ran until a crash, on that data dir.
+pub fn embedded_server_pid(data_dir: &Path) -> Option<nix::unistd::Pid> {
+    let contents = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).ok()?;
+    contents.lines().next()?.trim().parse().ok().map(nix::unistd::Pid::from_raw)
+}
+
+/// Whether `pid` is a live process (exited and zombie processes are not).
+pub fn process_running(pid: nix::unistd::Pid) -> bool {
+    nix::sys::signal::kill(pid, None).is_ok() && !crate::db::embedded::is_zombie(pid)
 }

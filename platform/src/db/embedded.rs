@@ -597,7 +597,7 @@ fn is_cluster_server(pid: Pid, cluster_dir: &Path) -> bool {
     alive && ours && !is_zombie(pid)
 }
 
-fn is_zombie(pid: Pid) -> bool {
+pub(crate) fn is_zombie(pid: Pid) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| stat.rsplit(')').next().map(|rest| rest.trim_start().starts_with('Z')))

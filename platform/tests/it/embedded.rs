@@ -1,22 +1,8 @@
 //! The embedded server: first start, reuse, recovery from a crash, clean stop.
 
-use std::path::Path;
-
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
 use platform::db::{EmbeddedOptions, EmbeddedPostgres};
+use platform::testing::{embedded_server_pid as server_pid, process_running as alive};
 use sqlx::{Connection, PgConnection};
-
-fn server_pid(data_dir: &Path) -> Option<Pid> {
-    let contents = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).ok()?;
-    contents.lines().next()?.trim().parse().ok().map(Pid::from_raw)
-}
-
-fn alive(pid: Pid) -> bool {
-    kill(pid, None).is_ok()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
-}
 
 async fn connect(server: &EmbeddedPostgres) -> PgConnection {
     PgConnection::connect_with(&server.connect_options("postgres")).await.unwrap()
