@@ -129,6 +129,15 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_ADMIN_PASSWORD", global = true, hide_env_values = true, value_parser = parse_admin_password)]
     pub admin_password: Option<SecretString>,
 
+    /// Directory of the Ed25519 keys that sign access tokens (default: `<data dir>/keys`).
+    /// Files are PKCS#8 PEM named `<created, unix ms>.ed25519.pem`; the newest signs.
+    #[arg(long, env = "BULKHEAD_JWT_KEYS_DIR", global = true)]
+    pub jwt_keys_dir: Option<PathBuf>,
+
+    /// Base URL of the pages people open from emails (verification and reset links).
+    #[arg(long, env = "BULKHEAD_PUBLIC_URL", default_value = "http://localhost:8080", global = true, value_parser = parse_public_url)]
+    pub public_url: String,
+
     /// Issuer (`iss`) of access tokens.
     #[arg(long, env = "BULKHEAD_JWT_ISSUER", default_value = "bulkhead", global = true)]
     pub jwt_issuer: String,
@@ -181,6 +190,11 @@ impl Config {
     /// An environment variable with an invalid value.
     pub fn from_env() -> Result<Self, clap::Error> {
         Cli::try_parse_from(["bulkhead"]).map(|cli| cli.config)
+    }
+
+    /// Where the token signing keys live.
+    pub fn jwt_keys_dir(&self) -> PathBuf {
+        self.jwt_keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
     }
 
     pub fn log_format(&self) -> LogFormat {
@@ -262,6 +276,15 @@ fn parse_bus_retention(value: &str) -> Result<Duration, String> {
 
 fn parse_bus_poll_interval(value: &str) -> Result<Duration, String> {
     parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_POLL_INTERVAL: {e}"))
+}
+
+fn parse_public_url(value: &str) -> Result<String, String> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(value.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("BULKHEAD_PUBLIC_URL must be an http(s) URL such as https://shop.example.com, not `{value}`")),
+    }
 }
 
 fn parse_admin_email(value: &str) -> Result<String, String> {

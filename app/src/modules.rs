@@ -2,11 +2,78 @@
 //! added here as a descriptor (its schema, known before it has a pool) and a constructor
 //! (its instance, built from its pool and the ports it needs).
 
-use platform::ModuleDescriptor;
+use std::sync::Arc;
+
+use platform::auth::JwtVerifier;
+use platform::{Module, ModuleDescriptor};
+
+use crate::config::Config;
+use crate::database::Backing;
 
 /// Every module compiled in, in dependency order (a module's ports come from earlier ones).
 pub fn compiled() -> Vec<ModuleDescriptor> {
-    Vec::new()
+    #[cfg_attr(not(feature = "users"), expect(unused_mut, reason = "no module compiled in"))]
+    let mut compiled = Vec::new();
+    #[cfg(feature = "users")]
+    compiled.push(users::DESCRIPTOR);
+    compiled
+}
+
+/// Builds the hosted modules from their pools, in dependency order, and runs their
+/// first-start work (the users module's first admin).
+///
+/// # Errors
+/// A module that cannot start, with the reason.
+#[cfg_attr(not(feature = "users"), expect(unused_variables, reason = "no module compiled in"))]
+pub(crate) async fn build(
+    hosted: &[ModuleDescriptor],
+    config: &Config,
+    backing: &Backing,
+    verifier: &JwtVerifier,
+) -> anyhow::Result<Vec<Arc<dyn Module>>> {
+    let hosts = |name: &str| hosted.iter().any(|d| d.schema.name == name);
+    #[cfg_attr(not(feature = "users"), expect(unused_mut, reason = "no module compiled in"))]
+    let mut built: Vec<Arc<dyn Module>> = Vec::new();
+    #[cfg(feature = "users")]
+    if hosts("users") {
+        built.push(Arc::new(users_module(config, backing, verifier).await?));
+    }
+    let _ = hosts;
+    Ok(built)
+}
+
+#[cfg(feature = "users")]
+async fn users_module(
+    config: &Config,
+    backing: &Backing,
+    verifier: &JwtVerifier,
+) -> anyhow::Result<users::UsersModule> {
+    use anyhow::Context;
+    let mut settings = users::UsersConfig::new(config.jwt_keys_dir(), config.public_url.clone());
+    if let Some(email) = &config.admin_email {
+        settings.first_admin.email.clone_from(email);
+    }
+    settings.first_admin.password.clone_from(&config.admin_password);
+    let pool = backing.databases.pool("users")?.clone();
+    let module = users::UsersModule::new(pool, verifier.clone(), settings).context("starting the users module")?;
+    if let Some(admin) = module.ensure_first_admin().await.context("creating the first admin")? {
+        announce_first_admin(&admin);
+    }
+    Ok(module)
+}
+
+/// Shown once, on the terminal (not in the logs): the only place a generated password appears.
+#[cfg(feature = "users")]
+fn announce_first_admin(admin: &users::FirstAdmin) {
+    use secrecy::ExposeSecret;
+    match &admin.generated_password {
+        Some(password) => println!(
+            "\nCreated the first admin\n  email     {}\n  password  {}\n  (shown once; set BULKHEAD_ADMIN_PASSWORD to choose it)\n",
+            admin.email,
+            password.expose_secret()
+        ),
+        None => println!("\nCreated the first admin {} with the password from BULKHEAD_ADMIN_PASSWORD\n", admin.email),
+    }
 }
 
 /// The compiled modules this process hosts, as selected by `BULKHEAD_MODULES`.

@@ -41,7 +41,9 @@ use crate::modules;
     modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Health, readiness and metrics"),
-        (name = "bus", description = "Event bus administration: subscriptions, dead letters, replay, rewind (admins)")
+        (name = "bus", description = "Event bus administration: subscriptions, dead letters, replay, rewind (admins)"),
+        (name = "auth", description = "Registration, sign-in, tokens, email verification, password reset, signing keys"),
+        (name = "users", description = "Accounts: your own profile and preferences; listing and administering users (admins)")
     )
 )]
 struct ApiDoc;
@@ -85,9 +87,9 @@ impl Application {
             backing.databases.migrate(&schemas).await?;
             let metrics = Metrics::new();
             let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
-            let modules: Vec<Arc<dyn Module>> = Vec::new();
+            let modules = modules::build(&hosted, &config, &backing, &verifier).await?;
             let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics)?;
-            let router = router(&config, &backing, schemas.clone(), metrics, verifier.clone(), bus.clone());
+            let router = router(&config, &backing, schemas.clone(), &modules, metrics, verifier.clone(), bus.clone());
             let listener = TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
@@ -184,6 +186,7 @@ fn router(
     config: &Config,
     backing: &Backing,
     schemas: Arc<[ModuleSchema]>,
+    modules: &[Arc<dyn Module>],
     metrics: Metrics,
     verifier: JwtVerifier,
     bus: Bus,
@@ -191,7 +194,12 @@ fn router(
     // The public API of every hosted module, under /api/v1. Module routes are merged here,
     // before the layers below, which wrap only routes already present. The API's own fallback
     // keeps unknown API paths inside its middleware (rate limiting) too.
-    let api = OpenApiRouter::<()>::new().merge(admin::router(AdminState { bus: bus.clone(), verifier }));
+    let mut api = OpenApiRouter::<()>::new().merge(admin::router(AdminState { bus: bus.clone(), verifier }));
+    let mut root = Router::new();
+    for module in modules {
+        api = api.merge(module.public_routes());
+        root = root.merge(module.root_routes());
+    }
     let (api, api_spec) = api.split_for_parts();
     let mut api = api.fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) });
     if let Some((per_second, burst)) = config.rate_limit() {
@@ -206,7 +214,8 @@ fn router(
         .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()))
         .split_for_parts();
     let spec = spec.nest("/api/v1", api_spec);
-    let router = operations.nest("/api/v1", api).merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
+    let router =
+        operations.nest("/api/v1", api).merge(root).merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
     let settings = HttpSettings {
         body_limit_bytes: config.body_limit,
         request_timeout: config.request_timeout,

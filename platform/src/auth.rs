@@ -27,6 +27,9 @@ pub struct Claims {
     /// Token id, unique per issued token.
     #[serde(default)]
     pub jti: Option<String>,
+    /// The session (refresh-token family) the token was issued for, when it came from a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -41,6 +44,8 @@ pub enum Role {
 pub struct Principal {
     pub subject: String,
     pub roles: Vec<Role>,
+    /// The login session the token belongs to (`sid`), if any.
+    pub session: Option<String>,
 }
 
 impl Principal {
@@ -103,6 +108,18 @@ impl JwtVerifier {
         }
     }
 
+    /// Stops trusting the key `kid` (a retired signing key).
+    pub fn remove_key(&self, kid: &str) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.remove(kid);
+        }
+    }
+
+    /// The ids of the keys trusted now.
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.read().map(|keys| keys.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// Replaces the key set with the EdDSA keys of a JWKS (other key types are ignored).
     ///
     /// # Errors
@@ -138,7 +155,7 @@ impl JwtVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)?;
-        Ok(Principal { subject: data.claims.sub, roles: data.claims.roles })
+        Ok(Principal { subject: data.claims.sub, roles: data.claims.roles, session: data.claims.sid })
     }
 }
 

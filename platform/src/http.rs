@@ -1,6 +1,7 @@
 //! The HTTP kit: envelopes, errors, extractors, pagination, idempotency, rate limiting and
 //! the shared middleware stack (DESIGN §7).
 
+pub mod context;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -10,6 +11,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod stack;
 
+pub use context::RequestContext;
 pub use envelope::{Created, Data, Envelope};
 pub use error::{ApiError, ErrorBody, ErrorEnvelope, FieldError};
 pub use extract::{Json, Path, Query, ValidJson};

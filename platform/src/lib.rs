@@ -4,10 +4,12 @@
 
 pub mod auth;
 pub mod bus;
+pub mod clock;
 pub mod db;
 pub mod http;
 pub mod metrics;
 pub mod module;
+pub mod port;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

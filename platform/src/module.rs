@@ -15,6 +15,11 @@ pub trait Module: Send + Sync + 'static {
     /// Routes mounted under `/api/v1`, each documented with `#[utoipa::path]`.
     fn public_routes(&self) -> OpenApiRouter;
 
+    /// Routes served at the root, outside the API and its rate limit (e.g. `/.well-known/…`).
+    fn root_routes(&self) -> axum::Router {
+        axum::Router::new()
+    }
+
     /// The server side of the module's ports, mounted under `/internal/<name>/v1`, called by
     /// processes that do not host this module.
     fn internal_routes(&self) -> axum::Router {

@@ -269,3 +269,36 @@ pub fn embedded_server_pid(data_dir: &Path) -> Option<nix::unistd::Pid> {
 pub fn process_running(pid: nix::unistd::Pid) -> bool {
     nix::sys::signal::kill(pid, None).is_ok() && !crate::db::embedded::is_zombie(pid)
 }
+
+/// A router served on a loopback port (with connect info, as the app serves), stopped when
+/// dropped. Module tests mount their module's routes with the shared middleware and drive
+/// them over real HTTP.
+#[derive(Debug)]
+pub struct Served {
+    pub address: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Served {
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(router: axum::Router) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stopped = stop.clone().cancelled_owned();
+        tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stopped).await });
+        Ok(Self { address, stop })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

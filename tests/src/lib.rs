@@ -47,6 +47,7 @@ impl TestSigner {
             exp: now + 900,
             iat: now,
             jti: Some(uuid::Uuid::new_v4().to_string()),
+            sid: None,
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());

@@ -62,6 +62,7 @@ pub fn claims(subject: &str, roles: &[Role]) -> Claims {
         exp: now() + 900,
         iat: now(),
         jti: Some(uuid::Uuid::new_v4().to_string()),
+        sid: None,
     }
 }
 

@@ -1,0 +1,240 @@
+//! The events the users module publishes (`users.*`), versioned. Payloads carry ids, never
+//! secrets: a verification or reset link is minted through [`crate::UsersApi::action_link`]
+//! when its message is sent (ADR 0008). Every payload has an insta snapshot below, so a
+//! change to the wire shape fails a test.
+
+use chrono::{DateTime, Utc};
+use platform::auth::Role;
+use platform::bus::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::{ActionRequestId, Preferences, UserId};
+
+/// Someone registered. Their email is not yet verified; `verification_request` names the
+/// request whose link the welcome message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: UserId,
+    pub verification_request: ActionRequestId,
+    pub registered_at: DateTime<Utc>,
+}
+
+impl Event for UserRegistered {
+    const TYPE: &'static str = "users.user_registered";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// A user asked for a new verification link (the previous one is no longer valid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailVerificationRequested {
+    pub user_id: UserId,
+    pub request_id: ActionRequestId,
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for EmailVerificationRequested {
+    const TYPE: &'static str = "users.email_verification_requested";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// A user proved they own their email address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailVerified {
+    pub user_id: UserId,
+    pub verified_at: DateTime<Utc>,
+}
+
+impl Event for EmailVerified {
+    const TYPE: &'static str = "users.email_verified";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// A password reset was requested for an existing, active account. (Requests for unknown
+/// addresses answer the same over HTTP but publish nothing.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordResetRequested {
+    pub user_id: UserId,
+    pub request_id: ActionRequestId,
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Event for PasswordResetRequested {
+    const TYPE: &'static str = "users.password_reset_requested";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// Who closed an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeactivatedBy {
+    /// The user closed their own account.
+    User,
+    Admin,
+}
+
+/// An account was deactivated (soft-deleted): it can no longer sign in, and its sessions were
+/// revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDeactivated {
+    pub user_id: UserId,
+    pub by: DeactivatedBy,
+    pub deactivated_at: DateTime<Utc>,
+}
+
+impl Event for UserDeactivated {
+    const TYPE: &'static str = "users.user_deactivated";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// An admin reopened a deactivated account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReactivated {
+    pub user_id: UserId,
+    pub reactivated_at: DateTime<Utc>,
+}
+
+impl Event for UserReactivated {
+    const TYPE: &'static str = "users.user_reactivated";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// An admin changed a user's roles (effective from their next token refresh).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolesChanged {
+    pub user_id: UserId,
+    pub roles: Vec<Role>,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl Event for RolesChanged {
+    const TYPE: &'static str = "users.roles_changed";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// A user changed their notification preferences; `preferences` is the whole new set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreferencesChanged {
+    pub user_id: UserId,
+    pub preferences: Preferences,
+    pub changed_at: DateTime<Utc>,
+}
+
+impl Event for PreferencesChanged {
+    const TYPE: &'static str = "users.preferences_changed";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.user_id.to_string()
+    }
+}
+
+/// Every event type the users module publishes, for its manifest.
+pub const PUBLISHED: [&str; 8] = [
+    UserRegistered::TYPE,
+    EmailVerificationRequested::TYPE,
+    EmailVerified::TYPE,
+    PasswordResetRequested::TYPE,
+    UserDeactivated::TYPE,
+    UserReactivated::TYPE,
+    RolesChanged::TYPE,
+    PreferencesChanged::TYPE,
+];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn user() -> UserId {
+        UserId(Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_3f0c_2b6d_7e81))
+    }
+
+    fn request() -> ActionRequestId {
+        ActionRequestId(Uuid::from_u128(0x0193_b5f2_9b00_7000_8000_0000_0000_0001))
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
+    }
+
+    /// Snapshots the wire form of one event, with its type and version.
+    fn wire<E: Event>(event: &E) -> serde_json::Value {
+        serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
+    }
+
+    #[test]
+    fn payloads_keep_their_wire_shape() {
+        insta::assert_json_snapshot!(
+            "user_registered",
+            wire(&UserRegistered { user_id: user(), verification_request: request(), registered_at: at() })
+        );
+        insta::assert_json_snapshot!(
+            "email_verification_requested",
+            wire(&EmailVerificationRequested { user_id: user(), request_id: request(), requested_at: at() })
+        );
+        insta::assert_json_snapshot!("email_verified", wire(&EmailVerified { user_id: user(), verified_at: at() }));
+        insta::assert_json_snapshot!(
+            "password_reset_requested",
+            wire(&PasswordResetRequested { user_id: user(), request_id: request(), requested_at: at() })
+        );
+        insta::assert_json_snapshot!(
+            "user_deactivated",
+            wire(&UserDeactivated { user_id: user(), by: DeactivatedBy::Admin, deactivated_at: at() })
+        );
+        insta::assert_json_snapshot!(
+            "user_reactivated",
+            wire(&UserReactivated { user_id: user(), reactivated_at: at() })
+        );
+        insta::assert_json_snapshot!(
+            "roles_changed",
+            wire(&RolesChanged { user_id: user(), roles: vec![Role::Customer, Role::Admin], changed_at: at() })
+        );
+        insta::assert_json_snapshot!(
+            "preferences_changed",
+            wire(&PreferencesChanged { user_id: user(), preferences: Preferences::default(), changed_at: at() })
+        );
+    }
+
+    #[test]
+    fn readers_ignore_fields_they_do_not_know() {
+        let payload = serde_json::json!({
+            "user_id": user(), "verified_at": at(), "added_later": {"anything": true}
+        });
+        let event: EmailVerified = serde_json::from_value(payload).unwrap();
+        assert_eq!(event, EmailVerified { user_id: user(), verified_at: at() });
+    }
+
+    #[test]
+    fn transactional_email_cannot_be_switched_off() {
+        let mut preferences = Preferences::default();
+        preferences.email.transactional = false;
+        preferences.webhook.transactional = false;
+        assert!(preferences.allows(crate::Channel::Email, crate::Category::Transactional));
+        assert!(!preferences.allows(crate::Channel::Webhook, crate::Category::Transactional));
+        assert!(!preferences.allows(crate::Channel::Email, crate::Category::Marketing));
+    }
+}

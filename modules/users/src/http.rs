@@ -1,0 +1,134 @@
+//! The users HTTP API: `/auth/…` (sign-in, tokens, links), `/users/me…` (the caller's own
+//! account), `/users…` and `/auth/keys…` for admins, and the JWKS at the root.
+
+mod admin;
+mod auth;
+mod dto;
+mod keys;
+mod me;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::http::StatusCode;
+use platform::auth::{JwtVerifier, Principal};
+use platform::http::{ApiError, Idempotency, idempotency};
+use users_contract::UserId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::service::{AccountError, AuthError, UsersService};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct UsersState {
+    pub(crate) service: Arc<UsersService>,
+}
+
+impl FromRef<UsersState> for JwtVerifier {
+    fn from_ref(state: &UsersState) -> Self {
+        state.service.verifier.clone()
+    }
+}
+
+/// The public routes, relative to `/api/v1`.
+pub(crate) fn router(service: Arc<UsersService>) -> OpenApiRouter {
+    let state = UsersState { service: service.clone() };
+    // Registration creates something: a retried POST with the same key replays its answer.
+    let idempotent = Idempotency::new(service.pool.clone()).scoped_by(service.verifier.clone());
+    let registration = OpenApiRouter::new()
+        .routes(routes!(auth::register))
+        .route_layer(axum::middleware::from_fn_with_state(idempotent, idempotency::middleware));
+    OpenApiRouter::new()
+        .merge(registration)
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::verify_email))
+        .routes(routes!(auth::request_password_reset))
+        .routes(routes!(auth::reset_password))
+        .routes(routes!(me::get_me, me::update_me))
+        .routes(routes!(me::change_password))
+        .routes(routes!(me::resend_verification))
+        .routes(routes!(me::deactivate_me))
+        .routes(routes!(admin::list_users))
+        .routes(routes!(admin::get_user))
+        .routes(routes!(admin::set_roles))
+        .routes(routes!(admin::deactivate_user))
+        .routes(routes!(admin::reactivate_user))
+        .routes(routes!(keys::list_keys, keys::rotate_key))
+        .routes(routes!(keys::retire_key))
+        .with_state(state)
+}
+
+/// Routes at the root: the JWKS other services verify tokens with.
+pub(crate) fn well_known(service: Arc<UsersService>) -> axum::Router {
+    axum::Router::new()
+        .route("/.well-known/jwks.json", axum::routing::get(keys::jwks))
+        .with_state(UsersState { service })
+}
+
+/// The caller's user id: the token's subject. Tokens not issued to an account here (no UUID
+/// subject) cannot use account routes.
+pub(crate) fn user_of(principal: &Principal) -> Result<UserId, ApiError> {
+    principal.subject.parse().map(UserId).map_err(|_| ApiError::invalid_token())
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::InvalidCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "The email or password is wrong.")
+            }
+            AuthError::Throttled(wait) => ApiError::rate_limited(wait).with_details(serde_json::json!({
+                "reason": "Too many failed sign-ins; wait before trying again."
+            })),
+            AuthError::Deactivated => {
+                ApiError::new(StatusCode::FORBIDDEN, "account_deactivated", "This account has been deactivated.")
+            }
+            AuthError::InvalidRefreshToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_refresh_token",
+                "The refresh token is unknown, expired or revoked; sign in again.",
+            ),
+            AuthError::RefreshTokenReused => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "refresh_token_reused",
+                "This refresh token was already used; its session has been ended. Sign in again.",
+            ),
+            AuthError::Unexpected(source) => ApiError::internal(source),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::NotFound => ApiError::not_found("The user"),
+            AccountError::EmailTaken => {
+                ApiError::conflict("email_taken", "An account with this email address already exists.")
+            }
+            AccountError::Invalid(fields) => ApiError::validation(fields),
+            AccountError::InvalidLink => ApiError::unprocessable(
+                "invalid_link",
+                "The link is invalid, has expired or was already used; ask for a new one.",
+            ),
+            AccountError::AlreadyVerified => {
+                ApiError::conflict("already_verified", "The email address is already verified.")
+            }
+            AccountError::Deactivated => {
+                ApiError::new(StatusCode::FORBIDDEN, "account_deactivated", "This account has been deactivated.")
+            }
+            AccountError::Conflict(message) => ApiError::conflict("invalid_transition", capitalise(message)),
+            AccountError::LastAdmin => {
+                ApiError::conflict("last_admin", "This would leave no active admin; make another user an admin first.")
+            }
+            AccountError::Unexpected(source) => ApiError::internal(source),
+        }
+    }
+}
+
+fn capitalise(message: &str) -> String {
+    let mut chars = message.chars();
+    chars.next().map(|first| format!("{}{}.", first.to_uppercase(), chars.as_str())).unwrap_or_default()
+}

@@ -1,0 +1,137 @@
+//! Admin routes over accounts.
+
+use axum::extract::State;
+use platform::auth::AdminOnly;
+use platform::http::pagination::PageMeta;
+use platform::http::{ApiError, Data, ErrorEnvelope, Json, Page, PageQuery, Path, Query, RequestContext};
+use serde::Serialize;
+use users_contract::{AccountStatus, UserId};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::dto::{ListUsersQuery, SetRolesRequest, UserView};
+use super::{UsersState, user_of};
+use crate::domain::Status;
+use crate::store::accounts::{ListFilter, ListKey, SORTABLE};
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserPage {
+    data: Vec<UserView>,
+    meta: PageMeta,
+}
+
+/// Lists users, newest first by default; filter by role, status and email prefix.
+#[utoipa::path(get, path = "/users", tag = "users",
+    params(ListUsersQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of users", body = UserPage),
+        (status = 400, description = "Bad limit, sort or cursor, or an unknown filter value", body = ErrorEnvelope),
+        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn list_users(
+    _: AdminOnly,
+    State(state): State<UsersState>,
+    Query(query): Query<ListUsersQuery>,
+) -> Result<Page<UserView>, ApiError> {
+    let page = PageQuery { limit: query.limit, after: query.after, sort: query.sort }
+        .parse::<ListKey>(SORTABLE, "-created_at")?;
+    if page.sort.keys().len() > 1 {
+        return Err(ApiError::bad_request("invalid_sort", "Users sort by one field at a time.")
+            .with_details(serde_json::json!({ "allowed": SORTABLE })));
+    }
+    let filter = ListFilter {
+        role: query.role,
+        status: query.status.map(|s| match s {
+            AccountStatus::Active => Status::Active,
+            AccountStatus::Deactivated => Status::Deactivated,
+        }),
+        email_prefix: query.email_prefix.filter(|p| !p.trim().is_empty()).map(|p| p.trim().to_owned()),
+    };
+    Ok(state.service.list_users(&filter, &page).await?.map(UserView::from))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user", body = inline(platform::http::Envelope<UserView>)),
+        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn get_user(
+    _: AdminOnly,
+    State(state): State<UsersState>,
+    Path(id): Path<Uuid>,
+) -> Result<Data<UserView>, ApiError> {
+    Ok(Data(state.service.user(UserId(id)).await?.into()))
+}
+
+/// Replaces a user's roles (effective at their next token refresh). The last active admin
+/// cannot lose the role.
+#[utoipa::path(put, path = "/users/{id}/roles", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    request_body = SetRolesRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user with the new roles", body = inline(platform::http::Envelope<UserView>)),
+        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 409, description = "`last_admin`", body = ErrorEnvelope),
+        (status = 422, description = "No role, or an unknown one", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn set_roles(
+    AdminOnly(admin): AdminOnly,
+    State(state): State<UsersState>,
+    ctx: RequestContext,
+    Path(id): Path<Uuid>,
+    Json(body): Json<SetRolesRequest>,
+) -> Result<Data<UserView>, ApiError> {
+    let account = state.service.set_roles(UserId(id), body.roles, user_of(&admin)?, &ctx).await?;
+    Ok(Data(account.into()))
+}
+
+/// Deactivates an account: it can no longer sign in and its sessions end.
+#[utoipa::path(post, path = "/users/{id}/deactivate", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The deactivated user", body = inline(platform::http::Envelope<UserView>)),
+        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 409, description = "Already deactivated (`invalid_transition`), or `last_admin`", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn deactivate_user(
+    AdminOnly(admin): AdminOnly,
+    State(state): State<UsersState>,
+    ctx: RequestContext,
+    Path(id): Path<Uuid>,
+) -> Result<Data<UserView>, ApiError> {
+    Ok(Data(state.service.deactivate_user(UserId(id), user_of(&admin)?, &ctx).await?.into()))
+}
+
+/// Reopens a deactivated account.
+#[utoipa::path(post, path = "/users/{id}/reactivate", tag = "users",
+    params(("id" = Uuid, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The reactivated user", body = inline(platform::http::Envelope<UserView>)),
+        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin", body = ErrorEnvelope),
+        (status = 404, description = "No such user", body = ErrorEnvelope),
+        (status = 409, description = "The account is active (`invalid_transition`)", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn reactivate_user(
+    AdminOnly(admin): AdminOnly,
+    State(state): State<UsersState>,
+    ctx: RequestContext,
+    Path(id): Path<Uuid>,
+) -> Result<Data<UserView>, ApiError> {
+    Ok(Data(state.service.reactivate_user(UserId(id), user_of(&admin)?, &ctx).await?.into()))
+}

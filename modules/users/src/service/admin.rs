@@ -1,0 +1,96 @@
+//! What admins do to accounts: list, read, change roles, deactivate and reactivate.
+
+use platform::auth::Role;
+use platform::bus;
+use platform::http::{Page, PageRequest, RequestContext};
+use users_contract::UserId;
+use users_contract::events::{DeactivatedBy, RolesChanged, UserReactivated};
+
+use super::{AccountError, UsersService};
+use crate::domain::{Account, RolesChange};
+use crate::store::accounts::{self, ListFilter, ListKey};
+
+impl UsersService {
+    /// One page of accounts matching `filter`.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub(crate) async fn list_users(
+        &self,
+        filter: &ListFilter,
+        page: &PageRequest<ListKey>,
+    ) -> Result<Page<Account>, AccountError> {
+        let rows = accounts::list(&mut *self.pool.acquire().await?, filter, page).await?;
+        Ok(Page::from_overfetch(rows, page, |account| accounts::list_key(account, &page.sort)))
+    }
+
+    /// # Errors
+    /// [`AccountError::NotFound`].
+    pub(crate) async fn user(&self, user: UserId) -> Result<Account, AccountError> {
+        accounts::find(&mut *self.pool.acquire().await?, user).await?.ok_or(AccountError::NotFound)
+    }
+
+    /// Replaces a user's roles; they take effect at the user's next token refresh.
+    ///
+    /// # Errors
+    /// [`AccountError::Invalid`] (no role), [`AccountError::LastAdmin`], [`AccountError::NotFound`].
+    #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
+    pub(crate) async fn set_roles(
+        &self,
+        user: UserId,
+        roles: Vec<Role>,
+        admin: UserId,
+        ctx: &RequestContext,
+    ) -> Result<Account, AccountError> {
+        let change = RolesChange::parse(roles).map_err(|m| AccountError::field("roles", "length", m))?;
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let mut account = accounts::find_for_update(&mut tx, user).await?.ok_or(AccountError::NotFound)?;
+        if change.demotes(&account) && account.is_active() && accounts::other_active_admins(&mut tx, user).await? == 0 {
+            return Err(AccountError::LastAdmin);
+        }
+        if account.roles != change.roles {
+            accounts::set_roles(&mut tx, user, &change.roles, now).await?;
+            let event = RolesChanged { user_id: user, roles: change.roles.clone(), changed_at: now };
+            bus::append(&mut tx, &event, &ctx.metadata(Some(admin.to_string()))).await?;
+            account.roles = change.roles;
+            account.updated_at = now;
+        }
+        tx.commit().await?;
+        Ok(account)
+    }
+
+    /// # Errors
+    /// [`AccountError::Conflict`] when already deactivated, [`AccountError::LastAdmin`].
+    pub(crate) async fn deactivate_user(
+        &self,
+        user: UserId,
+        admin: UserId,
+        ctx: &RequestContext,
+    ) -> Result<Account, AccountError> {
+        self.deactivate(user, DeactivatedBy::Admin, admin, ctx).await?;
+        self.user(user).await
+    }
+
+    /// Reopens a deactivated account (its old sessions stay ended; the user signs in again).
+    ///
+    /// # Errors
+    /// [`AccountError::Conflict`] when the account is active.
+    #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
+    pub(crate) async fn reactivate_user(
+        &self,
+        user: UserId,
+        admin: UserId,
+        ctx: &RequestContext,
+    ) -> Result<Account, AccountError> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let account = accounts::find_for_update(&mut tx, user).await?.ok_or(AccountError::NotFound)?;
+        let status = account.status.reactivate().map_err(AccountError::Conflict)?;
+        accounts::set_status(&mut tx, user, status, now).await?;
+        let event = UserReactivated { user_id: user, reactivated_at: now };
+        bus::append(&mut tx, &event, &ctx.metadata(Some(admin.to_string()))).await?;
+        tx.commit().await?;
+        self.user(user).await
+    }
+}

@@ -1,0 +1,58 @@
+//! Changing a password while signed in.
+
+use secrecy::{ExposeSecret, SecretString};
+use users_contract::UserId;
+use uuid::Uuid;
+
+use super::{AccountError, UsersService};
+use crate::domain::Email;
+use crate::store::accounts;
+use crate::store::login_failures::{self, Scope};
+use crate::store::sessions::{self, RevokeReason};
+
+impl UsersService {
+    /// Checks the current password, sets the new one and ends every other session (the one
+    /// making the change, `current_session`, stays signed in).
+    ///
+    /// # Errors
+    /// [`AccountError::Invalid`] for a wrong current password or a new one that breaks the
+    /// policy or equals the current one.
+    #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
+    pub(crate) async fn change_password(
+        &self,
+        user: UserId,
+        current_session: Option<Uuid>,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> Result<(), AccountError> {
+        let now = self.now();
+        let account = accounts::find(&mut *self.pool.acquire().await?, user).await?.ok_or(AccountError::NotFound)?;
+        if !account.is_active() {
+            return Err(AccountError::Deactivated);
+        }
+        if !self.hashing.verify(current, Some(&account.password_hash)).await {
+            // A stolen access token must not become a password-guessing oracle.
+            login_failures::record(
+                &mut *self.pool.acquire().await?,
+                Scope::Account,
+                &account.email,
+                now,
+                self.config.throttle.account.decay,
+            )
+            .await?;
+            return Err(AccountError::field("current_password", "incorrect", "is not the current password"));
+        }
+        if current.expose_secret() == new.expose_secret() {
+            return Err(AccountError::field("new_password", "unchanged", "must differ from the current password"));
+        }
+        let email = Email::parse(&account.email).ok();
+        let password = self.policy.check(new, email.as_ref()).map_err(|r| AccountError::password("new_password", r))?;
+        let hash = self.hashing.hash(&password).await?;
+        let mut tx = self.pool.begin().await?;
+        accounts::set_password(&mut tx, user, &hash, now).await?;
+        let ended = sessions::revoke_all(&mut tx, user, current_session, RevokeReason::PasswordChanged, now).await?;
+        tx.commit().await?;
+        tracing::info!(sessions_ended = ended, "password changed");
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Signing in, refreshing and signing out. A session is one sign-in: a family of refresh
+//! tokens, each exchanged once for the next. Presenting an exchanged token again means it
+//! leaked, so the whole family is revoked (OAuth 2.0 Security BCP, refresh token rotation).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use platform::auth::Claims;
+use platform::http::RequestContext;
+use secrecy::SecretString;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{AuthError, UsersService, delta, hash_secret, new_secret};
+use crate::domain::{Account, Email};
+use crate::store::accounts;
+use crate::store::login_failures::{self, Scope};
+use crate::store::sessions::{self, NewSession, RevokeReason};
+
+#[derive(Debug)]
+pub(crate) struct LoginRequest {
+    pub(crate) email: String,
+    pub(crate) password: SecretString,
+}
+
+/// What a sign-in or refresh hands out.
+#[derive(Debug)]
+pub(crate) struct IssuedTokens {
+    pub(crate) access_token: String,
+    pub(crate) access_expires_in: Duration,
+    pub(crate) refresh_token: String,
+    pub(crate) refresh_expires_at: DateTime<Utc>,
+}
+
+impl UsersService {
+    /// Checks the password and starts a session. Unknown email and wrong password fail the
+    /// same way, in the same time, and both count toward the backoff.
+    ///
+    /// # Errors
+    /// [`AuthError::Throttled`] before checking anything while backing off,
+    /// [`AuthError::InvalidCredentials`], or [`AuthError::Deactivated`] (right password only).
+    #[tracing::instrument(skip_all, err(level = "info"))]
+    pub(crate) async fn login(&self, request: LoginRequest, ctx: &RequestContext) -> Result<IssuedTokens, AuthError> {
+        let now = self.now();
+        let account_key = request.email.trim().to_lowercase();
+        let client_key = ctx.client_address.map(|ip| ip.to_string());
+        let mut db = self.pool.acquire().await?;
+        self.refuse_while_backing_off(&mut db, &account_key, client_key.as_deref(), now).await?;
+        let account = match Email::parse(&request.email) {
+            Ok(email) => accounts::find_by_email(&mut db, email.as_str()).await?,
+            Err(_) => None,
+        };
+        let matched = self.hashing.verify(&request.password, account.as_ref().map(|a| a.password_hash.as_str())).await;
+        let Some(account) = account.filter(|_| matched) else {
+            let decay = self.config.throttle;
+            login_failures::record(&mut db, Scope::Account, &account_key, now, decay.account.decay).await?;
+            if let Some(client) = &client_key {
+                login_failures::record(&mut db, Scope::Client, client, now, decay.client.decay).await?;
+            }
+            return Err(AuthError::InvalidCredentials);
+        };
+        if !account.is_active() {
+            return Err(AuthError::Deactivated);
+        }
+        login_failures::clear(&mut db, Scope::Account, &account_key).await?;
+        drop(db);
+        let mut tx = self.pool.begin().await?;
+        let session = Uuid::now_v7();
+        sessions::insert(
+            &mut tx,
+            &NewSession {
+                id: session,
+                user_id: account.id,
+                created_at: now,
+                expires_at: now + delta(self.config.session_ttl),
+                client_address: ctx.client_address,
+                user_agent: ctx.user_agent.as_deref(),
+            },
+        )
+        .await?;
+        let tokens = self.issue(&mut tx, &account, session, now + delta(self.config.session_ttl), now).await?;
+        tx.commit().await?;
+        tracing::info!(user_id = %account.id, session_id = %session, "signed in");
+        Ok(tokens)
+    }
+
+    async fn refuse_while_backing_off(
+        &self,
+        db: &mut PgConnection,
+        account_key: &str,
+        client_key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuthError> {
+        let policy = self.config.throttle;
+        let mut until = login_failures::read(db, Scope::Account, account_key)
+            .await?
+            .and_then(|failures| policy.account.blocked_until(failures, now));
+        if let Some(client) = client_key
+            && let Some(failures) = login_failures::read(db, Scope::Client, client).await?
+        {
+            until = until.max(policy.client.blocked_until(failures, now));
+        }
+        match until {
+            Some(until) => {
+                let wait = (until - now).to_std().unwrap_or_default();
+                Err(AuthError::Throttled(Duration::from_secs(wait.as_secs() + 1)))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Exchanges a refresh token for a new access token and a new refresh token.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidRefreshToken`] for an unknown, expired or revoked token (or a
+    /// deactivated account); [`AuthError::RefreshTokenReused`] when the token was exchanged
+    /// already, which also revokes its session.
+    #[tracing::instrument(skip_all, err(level = "info"))]
+    pub(crate) async fn refresh(&self, refresh_token: &str) -> Result<IssuedTokens, AuthError> {
+        let now = self.now();
+        let hash = hash_secret(refresh_token);
+        let mut tx = self.pool.begin().await?;
+        let presented = sessions::find_token_for_update(&mut tx, &hash).await?.ok_or(AuthError::InvalidRefreshToken)?;
+        if presented.rotated_at.is_some() {
+            sessions::revoke(&mut tx, presented.session_id, RevokeReason::RefreshTokenReused, now).await?;
+            tx.commit().await?;
+            tracing::warn!(session_id = %presented.session_id, user_id = %presented.user_id, "refresh token reused; session revoked");
+            return Err(AuthError::RefreshTokenReused);
+        }
+        if presented.revoked_at.is_some() || presented.token_expires_at <= now || presented.session_expires_at <= now {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let account = accounts::find(&mut tx, users_contract::UserId(presented.user_id))
+            .await?
+            .filter(Account::is_active)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        sessions::mark_rotated(&mut tx, &hash, now).await?;
+        sessions::touch(&mut tx, presented.session_id, now).await?;
+        let tokens = self.issue(&mut tx, &account, presented.session_id, presented.session_expires_at, now).await?;
+        tx.commit().await?;
+        Ok(tokens)
+    }
+
+    /// Ends the session of a refresh token. Unknown tokens are ignored (RFC 7009): the
+    /// outcome the caller wants holds either way.
+    ///
+    /// # Errors
+    /// Database failures only.
+    #[tracing::instrument(skip_all, err)]
+    pub(crate) async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        let mut db = self.pool.acquire().await?;
+        if let Some(session) = sessions::session_of_token(&mut db, &hash_secret(refresh_token)).await? {
+            sessions::revoke(&mut db, session, RevokeReason::Logout, self.now()).await?;
+            tracing::info!(session_id = %session, "signed out");
+        }
+        Ok(())
+    }
+
+    /// A new refresh token in `session` and an access token naming it.
+    async fn issue(
+        &self,
+        tx: &mut PgConnection,
+        account: &Account,
+        session: Uuid,
+        session_expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<IssuedTokens> {
+        // The prefix lets secret scanners recognise a leaked token.
+        let refresh_token = format!("rt_{}", new_secret().0);
+        let hash = hash_secret(&refresh_token);
+        let refresh_expires_at = (now + delta(self.config.refresh_token_ttl)).min(session_expires_at);
+        sessions::insert_refresh_token(tx, &hash, session, now, refresh_expires_at).await?;
+        let claims = Claims {
+            sub: account.id.to_string(),
+            roles: account.roles.clone(),
+            iss: self.verifier.issuer().to_owned(),
+            aud: self.verifier.audience().to_owned(),
+            exp: (now + delta(self.config.access_token_ttl)).timestamp(),
+            iat: now.timestamp(),
+            jti: Some(Uuid::now_v7().to_string()),
+            sid: Some(session.to_string()),
+        };
+        let access_token = self.keys.sign(&claims).context("signing an access token")?;
+        Ok(IssuedTokens {
+            access_token,
+            access_expires_in: self.config.access_token_ttl,
+            refresh_token,
+            refresh_expires_at,
+        })
+    }
+}

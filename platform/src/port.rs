@@ -1,0 +1,59 @@
+//! The port kit (DESIGN §5): what travels with every synchronous call between modules, in
+//! process or over HTTP, so both topologies carry the same context and deadline.
+
+use std::time::{Duration, Instant};
+
+use crate::bus::{EventEnvelope, Metadata};
+
+/// The context of one port call: who asked, as part of what, and by when an answer is useful.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// Shared by everything one user action caused; becomes the correlation id of events.
+    pub correlation_id: String,
+    /// The request or event that made this call.
+    pub causation_id: Option<String>,
+    /// Who acted: a user id, or `system:<what>`.
+    pub actor: Option<String>,
+    /// After this instant the caller no longer waits; remote adapters turn it into a timeout.
+    pub deadline: Option<Instant>,
+}
+
+impl CallContext {
+    /// The context of a call made while serving an HTTP request.
+    pub fn for_request(request_id: impl Into<String>, actor: Option<String>) -> Self {
+        let request_id = request_id.into();
+        Self { causation_id: Some(request_id.clone()), correlation_id: request_id, actor, deadline: None }
+    }
+
+    /// The context of a call made while handling an event (or a job it caused).
+    pub fn for_event(envelope: &EventEnvelope) -> Self {
+        Self::from_metadata(&envelope.follow_up())
+    }
+
+    /// The context of a call whose cause is recorded as event metadata.
+    pub fn from_metadata(metadata: &Metadata) -> Self {
+        Self {
+            correlation_id: metadata.correlation_id.clone(),
+            causation_id: metadata.causation_id.clone(),
+            actor: metadata.actor.clone(),
+            deadline: None,
+        }
+    }
+
+    /// Work nobody asked for directly (a scheduled sweep).
+    pub fn system(what: &str) -> Self {
+        Self::from_metadata(&Metadata::system(what))
+    }
+
+    /// The same context with an answer needed within `budget`.
+    #[must_use]
+    pub fn with_timeout(mut self, budget: Duration) -> Self {
+        self.deadline = Some(Instant::now() + budget);
+        self
+    }
+
+    /// Time left before the deadline (`None` without one; zero once passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+}
