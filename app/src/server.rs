@@ -195,7 +195,7 @@ fn router(
     // before the layers below, which wrap only routes already present. The API's own fallback
     // keeps unknown API paths inside its middleware (rate limiting) too.
     let mut api = OpenApiRouter::<()>::new().merge(admin::router(AdminState { bus: bus.clone(), verifier }));
-    let mut root = Router::new();
+    let mut root = OpenApiRouter::new();
     for module in modules {
         api = api.merge(module.public_routes());
         root = root.merge(module.root_routes());
@@ -212,10 +212,10 @@ fn router(
         .routes(routes!(health::ready))
         .with_state(health_state)
         .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()))
+        .merge(root)
         .split_for_parts();
     let spec = spec.nest("/api/v1", api_spec);
-    let router =
-        operations.nest("/api/v1", api).merge(root).merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
+    let router = operations.nest("/api/v1", api).merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
     let settings = HttpSettings {
         body_limit_bytes: config.body_limit,
         request_timeout: config.request_timeout,

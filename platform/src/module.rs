@@ -15,9 +15,10 @@ pub trait Module: Send + Sync + 'static {
     /// Routes mounted under `/api/v1`, each documented with `#[utoipa::path]`.
     fn public_routes(&self) -> OpenApiRouter;
 
-    /// Routes served at the root, outside the API and its rate limit (e.g. `/.well-known/…`).
-    fn root_routes(&self) -> axum::Router {
-        axum::Router::new()
+    /// Routes served at the root, outside the API and its rate limit (e.g. `/.well-known/…`),
+    /// documented like the others.
+    fn root_routes(&self) -> OpenApiRouter {
+        OpenApiRouter::new()
     }
 
     /// The server side of the module's ports, mounted under `/internal/<name>/v1`, called by

@@ -13,6 +13,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use platform::auth::Role;
+
+/// The first admin every spawned app creates.
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "operator passphrase 42";
 pub use platform::testing::eventually;
 
 /// Signs access tokens with a throwaway Ed25519 key.
@@ -91,6 +95,10 @@ impl TestApp {
             &data_dir_arg,
             "--db-pool-size",
             "5",
+            "--admin-email",
+            ADMIN_EMAIL,
+            "--admin-password",
+            ADMIN_PASSWORD,
         ];
         args.extend_from_slice(flags);
         let config: Config = Cli::try_parse_from(args).unwrap().config;
@@ -121,6 +129,29 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// `POST` of a JSON body, with a bearer token when given.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &serde_json::Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `GET` with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Signs in through the users module; returns the access token.
+    pub async fn sign_in(&self, email: &str, password: &str) -> String {
+        let body = serde_json::json!({ "email": email, "password": password });
+        let response = self.post("/api/v1/auth/login", None, &body).await;
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "signing in as {email}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["data"]["access_token"].as_str().unwrap().to_owned()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -62,10 +62,8 @@ pub(crate) fn router(service: Arc<UsersService>) -> OpenApiRouter {
 }
 
 /// Routes at the root: the JWKS other services verify tokens with.
-pub(crate) fn well_known(service: Arc<UsersService>) -> axum::Router {
-    axum::Router::new()
-        .route("/.well-known/jwks.json", axum::routing::get(keys::jwks))
-        .with_state(UsersState { service })
+pub(crate) fn well_known(service: Arc<UsersService>) -> OpenApiRouter {
+    OpenApiRouter::new().routes(routes!(keys::jwks)).with_state(UsersState { service })
 }
 
 /// The caller's user id: the token's subject. Tokens not issued to an account here (no UUID

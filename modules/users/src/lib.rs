@@ -146,7 +146,7 @@ impl Module for UsersModule {
         http::router(self.service.clone())
     }
 
-    fn root_routes(&self) -> axum::Router {
+    fn root_routes(&self) -> OpenApiRouter {
         http::well_known(self.service.clone())
     }
 

@@ -9,7 +9,11 @@ use platform::http::{ApiError, Created, Data, ErrorEnvelope, Path};
 use super::UsersState;
 use crate::keys::{KeyInfo, RetireError};
 
-/// RFC 7517 key set of the public keys that verify access tokens (served at the root).
+/// The public keys that verify access tokens (an RFC 7517 key set), newest first. Other
+/// services verify tokens with these alone; cached for a minute.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "The key set", body = Object,
+        example = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k", "use": "sig", "alg": "EdDSA"}]}))))]
 pub(crate) async fn jwks(State(state): State<UsersState>) -> impl IntoResponse {
     // Short caching: verifiers see a rotation within a minute.
     ([(header::CACHE_CONTROL, "public, max-age=60")], axum::Json(state.service.keys.jwks()))

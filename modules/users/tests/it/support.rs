@@ -75,7 +75,8 @@ impl Harness {
         let module = UsersModule::with_clock(pool, verifier.clone(), config, Arc::new(clock.clone())).unwrap();
         let first_admin = module.ensure_first_admin().await.unwrap();
         let (api, _) = module.public_routes().split_for_parts();
-        let router = Router::new().nest("/api/v1", api).merge(module.root_routes());
+        let (root, _) = module.root_routes().split_for_parts();
+        let router = Router::new().nest("/api/v1", api).merge(root);
         let router = stack::apply(router, &HttpSettings::default(), Metrics::new());
         let served = Served::start(router).await.unwrap();
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
