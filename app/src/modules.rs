@@ -12,11 +12,10 @@ use crate::database::Backing;
 
 /// Every module compiled in, in dependency order (a module's ports come from earlier ones).
 pub fn compiled() -> Vec<ModuleDescriptor> {
-    #[cfg_attr(not(feature = "users"), expect(unused_mut, reason = "no module compiled in"))]
-    let mut compiled = Vec::new();
-    #[cfg(feature = "users")]
-    compiled.push(users::DESCRIPTOR);
-    compiled
+    vec![
+        #[cfg(feature = "users")]
+        users::DESCRIPTOR,
+    ]
 }
 
 /// Builds the hosted modules from their pools, in dependency order, and runs their

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use platform::auth::{JwtVerifier, Principal};
-use platform::http::{ApiError, Idempotency, idempotency};
+use platform::http::ApiError;
 use users_contract::UserId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,14 +33,11 @@ impl FromRef<UsersState> for JwtVerifier {
 
 /// The public routes, relative to `/api/v1`.
 pub(crate) fn router(service: Arc<UsersService>) -> OpenApiRouter {
-    let state = UsersState { service: service.clone() };
-    // Registration creates something: a retried POST with the same key replays its answer.
-    let idempotent = Idempotency::new(service.pool.clone()).scoped_by(service.verifier.clone());
-    let registration = OpenApiRouter::new()
-        .routes(routes!(auth::register))
-        .route_layer(axum::middleware::from_fn_with_state(idempotent, idempotency::middleware));
+    // Registration takes no Idempotency-Key: the key's record fingerprints the body, which
+    // would keep a fast hash of the password. A retried registration answers 409 instead.
+    let state = UsersState { service };
     OpenApiRouter::new()
-        .merge(registration)
+        .routes(routes!(auth::register))
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
@@ -70,6 +67,13 @@ pub(crate) fn well_known(service: Arc<UsersService>) -> OpenApiRouter {
 /// subject) cannot use account routes.
 pub(crate) fn user_of(principal: &Principal) -> Result<UserId, ApiError> {
     principal.subject.parse().map(UserId).map_err(|_| ApiError::invalid_token())
+}
+
+/// The acting admin's id, after checking the account still is an active admin.
+pub(crate) async fn acting_admin(state: &UsersState, principal: &Principal) -> Result<UserId, ApiError> {
+    let admin = user_of(principal)?;
+    state.service.ensure_admin(admin).await?;
+    Ok(admin)
 }
 
 impl From<AuthError> for ApiError {
@@ -121,6 +125,10 @@ impl From<AccountError> for ApiError {
             AccountError::LastAdmin => {
                 ApiError::conflict("last_admin", "This would leave no active admin; make another user an admin first.")
             }
+            AccountError::NotAdmin => ApiError::forbidden(),
+            AccountError::Throttled(wait) => ApiError::rate_limited(wait).with_details(serde_json::json!({
+                "reason": "Too many wrong passwords; wait before trying again."
+            })),
             AccountError::Unexpected(source) => ApiError::internal(source),
         }
     }

@@ -106,15 +106,16 @@ impl KeyRing {
     /// # Errors
     /// When the key file cannot be written.
     pub(crate) fn rotate(&self, now: DateTime<Utc>) -> anyhow::Result<KeyInfo> {
-        let newest = self.keys.read().ok().and_then(|keys| keys.last().map(|k| k.created_at));
+        // One rotation at a time: the key written last is the one that signs, now and after a
+        // restart.
+        let mut keys = self.keys.write().map_err(|_| anyhow::anyhow!("the key ring lock is poisoned"))?;
         // Names are creation times; never reuse or go behind the newest.
+        let newest = keys.last().map(|k| k.created_at);
         let created = newest.map_or(now, |newest| now.max(newest + chrono::TimeDelta::milliseconds(1)));
         let key = self.generate(created)?;
         self.verifier.add_ed25519_key(&key.kid, &key.public);
         let info = KeyInfo { kid: key.kid.clone(), created_at: key.created_at, active: true };
-        if let Ok(mut keys) = self.keys.write() {
-            keys.push(key);
-        }
+        keys.push(key);
         tracing::info!(kid = %info.kid, "rotated the token signing key");
         Ok(info)
     }
@@ -129,9 +130,11 @@ impl KeyRing {
         if position + 1 == keys.len() {
             return Err(RetireError::Active(kid.to_owned()));
         }
+        // The file first: a key that failed to go must not come back at the next start.
+        std::fs::remove_file(&keys[position].file)
+            .with_context(|| format!("deleting {}", keys[position].file.display()))?;
         let key = keys.remove(position);
         self.verifier.remove_key(&key.kid);
-        std::fs::remove_file(&key.file).with_context(|| format!("deleting {}", key.file.display()))?;
         tracing::info!(kid, "retired a token signing key");
         Ok(())
     }

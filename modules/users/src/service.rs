@@ -85,6 +85,10 @@ pub(crate) enum AccountError {
     Conflict(&'static str),
     #[error("the system must keep at least one active admin")]
     LastAdmin,
+    #[error("the caller is not an active admin")]
+    NotAdmin,
+    #[error("too many wrong passwords; retry after {0:?}")]
+    Throttled(Duration),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -96,6 +100,30 @@ impl AccountError {
 
     pub(crate) fn password(field: &str, rejection: PasswordRejection) -> Self {
         Self::field(field, rejection.code(), rejection.to_string())
+    }
+}
+
+impl UsersService {
+    /// Checks the password of a signed-in user (to change it, or to close the account), under
+    /// the same backoff as sign-in: a stolen access token is no password oracle.
+    pub(crate) async fn confirm_password(
+        &self,
+        account: &crate::domain::Account,
+        password: &secrecy::SecretString,
+        field: &str,
+    ) -> Result<(), AccountError> {
+        use crate::store::login_failures::{self, Scope};
+        let now = self.now();
+        let mut db = self.pool.acquire().await?;
+        if let Some(wait) = self.count_attempt(&mut db, Scope::Account, &account.email, now).await? {
+            return Err(AccountError::Throttled(wait));
+        }
+        drop(db);
+        if !self.hashing.verify(password, Some(&account.password_hash)).await {
+            return Err(AccountError::field(field, "incorrect", "is not the current password"));
+        }
+        login_failures::clear(&mut *self.pool.acquire().await?, Scope::Account, &account.email).await?;
+        Ok(())
     }
 }
 

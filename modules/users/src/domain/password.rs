@@ -97,6 +97,9 @@ pub(crate) struct PasswordHashing {
     /// A hash of a random password, verified against when an account does not exist so that
     /// "no such account" takes as long as "wrong password".
     decoy: Arc<str>,
+    /// Each hash takes 19 MiB: at most two per core at once, so a flood of sign-ins queues
+    /// instead of exhausting memory (requests time out while they wait).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for PasswordHashing {
@@ -116,7 +119,8 @@ impl PasswordHashing {
             .hash_password(&decoy_password)
             .map_err(|e| anyhow::anyhow!("hashing the decoy password: {e}"))?
             .to_string();
-        Ok(Self { argon2, decoy: decoy.into() })
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Ok(Self { argon2, decoy: decoy.into(), permits: Arc::new(tokio::sync::Semaphore::new(2 * cores)) })
     }
 
     /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of `password`, with a random salt.
@@ -126,6 +130,7 @@ impl PasswordHashing {
     pub(crate) async fn hash(&self, password: &NewPassword) -> anyhow::Result<String> {
         let argon2 = self.argon2.clone();
         let password = password.secret().clone();
+        let _permit = self.permits.acquire().await?;
         tokio::task::spawn_blocking(move || {
             argon2
                 .hash_password(password.expose_secret().as_bytes())
@@ -141,6 +146,7 @@ impl PasswordHashing {
         let (argon2, password) = (self.argon2.clone(), password.clone());
         let known = hash.is_some();
         let hash: Arc<str> = hash.map_or_else(|| self.decoy.clone(), Arc::from);
+        let Ok(_permit) = self.permits.acquire().await else { return false };
         let matched = tokio::task::spawn_blocking(move || {
             argon2.verify_password(password.expose_secret().as_bytes(), &*hash).is_ok()
         })

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::dto::{ListUsersQuery, SetRolesRequest, UserView};
-use super::{UsersState, user_of};
+use super::{UsersState, acting_admin};
 use crate::domain::Status;
 use crate::store::accounts::{ListFilter, ListKey, SORTABLE};
 
@@ -32,12 +32,18 @@ pub(crate) struct UserPage {
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
     ))]
 pub(crate) async fn list_users(
-    _: AdminOnly,
+    AdminOnly(admin): AdminOnly,
     State(state): State<UsersState>,
     Query(query): Query<ListUsersQuery>,
 ) -> Result<Page<UserView>, ApiError> {
+    acting_admin(&state, &admin).await?;
     let page = PageQuery { limit: query.limit, after: query.after, sort: query.sort }
         .parse::<ListKey>(SORTABLE, "-created_at")?;
+    let by_time = page.sort.keys().first().is_none_or(|key| key.field == "created_at");
+    if by_time && page.after.as_ref().is_some_and(|after| after.value.parse::<chrono::DateTime<chrono::Utc>>().is_err())
+    {
+        return Err(ApiError::bad_request("invalid_cursor", "The cursor is not one this endpoint issued."));
+    }
     if page.sort.keys().len() > 1 {
         return Err(ApiError::bad_request("invalid_sort", "Users sort by one field at a time.")
             .with_details(serde_json::json!({ "allowed": SORTABLE })));
@@ -64,10 +70,11 @@ pub(crate) async fn list_users(
         (status = 404, description = "No such user", body = ErrorEnvelope),
     ))]
 pub(crate) async fn get_user(
-    _: AdminOnly,
+    AdminOnly(admin): AdminOnly,
     State(state): State<UsersState>,
     Path(id): Path<Uuid>,
 ) -> Result<Data<UserView>, ApiError> {
+    acting_admin(&state, &admin).await?;
     Ok(Data(state.service.user(UserId(id)).await?.into()))
 }
 
@@ -92,7 +99,8 @@ pub(crate) async fn set_roles(
     Path(id): Path<Uuid>,
     Json(body): Json<SetRolesRequest>,
 ) -> Result<Data<UserView>, ApiError> {
-    let account = state.service.set_roles(UserId(id), body.roles, user_of(&admin)?, &ctx).await?;
+    let admin = acting_admin(&state, &admin).await?;
+    let account = state.service.set_roles(UserId(id), body.roles, admin, &ctx).await?;
     Ok(Data(account.into()))
 }
 
@@ -113,7 +121,8 @@ pub(crate) async fn deactivate_user(
     ctx: RequestContext,
     Path(id): Path<Uuid>,
 ) -> Result<Data<UserView>, ApiError> {
-    Ok(Data(state.service.deactivate_user(UserId(id), user_of(&admin)?, &ctx).await?.into()))
+    let admin = acting_admin(&state, &admin).await?;
+    Ok(Data(state.service.deactivate_user(UserId(id), admin, &ctx).await?.into()))
 }
 
 /// Reopens a deactivated account.
@@ -133,5 +142,6 @@ pub(crate) async fn reactivate_user(
     ctx: RequestContext,
     Path(id): Path<Uuid>,
 ) -> Result<Data<UserView>, ApiError> {
-    Ok(Data(state.service.reactivate_user(UserId(id), user_of(&admin)?, &ctx).await?.into()))
+    let admin = acting_admin(&state, &admin).await?;
+    Ok(Data(state.service.reactivate_user(UserId(id), admin, &ctx).await?.into()))
 }

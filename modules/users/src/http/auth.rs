@@ -3,6 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use platform::http::{ApiError, Created, Data, ErrorEnvelope, Json, RequestContext};
+use secrecy::ExposeSecret;
+use tracing::Instrument;
 
 use super::UsersState;
 use super::dto::{
@@ -12,10 +14,9 @@ use super::dto::{
 use crate::service::{self, Registration};
 
 /// Creates a customer account. The email is not verified yet: a verification link is sent.
-/// An `Idempotency-Key` makes a retried registration answer as the first one did.
+/// A retried registration answers 409 `email_taken`.
 #[utoipa::path(post, path = "/users", tag = "auth",
     request_body = RegisterRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry replay the first answer")),
     responses(
         (status = 201, description = "Registered; `Location` is the account", body = inline(platform::http::Envelope<UserView>),
             headers(("Location" = String, description = "/api/v1/users/{id}"))),
@@ -38,6 +39,7 @@ pub(crate) async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = inline(platform::http::Envelope<TokenResponse>)),
+        (status = 422, description = "A body that is not the documented JSON (`invalid_json`, `validation_failed`)", body = ErrorEnvelope),
         (status = 401, description = "`invalid_credentials`: the email or password is wrong", body = ErrorEnvelope),
         (status = 403, description = "`account_deactivated` (right password, closed account)", body = ErrorEnvelope),
         (status = 429, description = "Too many failed sign-ins; `Retry-After` says when to try again", body = ErrorEnvelope,
@@ -59,25 +61,29 @@ pub(crate) async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New access and refresh tokens", body = inline(platform::http::Envelope<TokenResponse>)),
+        (status = 422, description = "A body that is not the documented JSON (`invalid_json`, `validation_failed`)", body = ErrorEnvelope),
         (status = 401, description = "`invalid_refresh_token` (unknown, expired, revoked) or `refresh_token_reused` (session ended)", body = ErrorEnvelope),
     ))]
 pub(crate) async fn refresh(
     State(state): State<UsersState>,
     Json(body): Json<RefreshRequest>,
 ) -> Result<Data<TokenResponse>, ApiError> {
-    Ok(Data(state.service.refresh(&body.refresh_token).await?.into()))
+    Ok(Data(state.service.refresh(body.refresh_token.expose_secret()).await?.into()))
 }
 
 /// Signs out: ends the session of the refresh token. Answers 204 for unknown tokens too.
 /// Access tokens already issued stay valid until they expire (at most 15 minutes).
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
     request_body = RefreshRequest,
-    responses((status = 204, description = "The session is over")))]
+    responses(
+        (status = 204, description = "The session is over"),
+        (status = 422, description = "A body that is not the documented JSON", body = ErrorEnvelope),
+    ))]
 pub(crate) async fn logout(
     State(state): State<UsersState>,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.logout(&body.refresh_token).await?;
+    state.service.logout(body.refresh_token.expose_secret()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -93,20 +99,31 @@ pub(crate) async fn verify_email(
     ctx: RequestContext,
     Json(body): Json<LinkTokenRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.verify_email(&body.token, &ctx).await?;
+    state.service.verify_email(body.token.expose_secret(), &ctx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Asks for a password-reset link. Always 202, whether or not the address has an account.
 #[utoipa::path(post, path = "/auth/password-reset", tag = "auth",
     request_body = PasswordResetRequest,
-    responses((status = 202, description = "If the account exists, a link is on its way", body = inline(platform::http::Envelope<Accepted>))))]
+    responses(
+        (status = 202, description = "If the account exists, a link is on its way", body = inline(platform::http::Envelope<Accepted>)),
+        (status = 422, description = "A body that is not the documented JSON", body = ErrorEnvelope),
+    ))]
 pub(crate) async fn request_password_reset(
     State(state): State<UsersState>,
     ctx: RequestContext,
     Json(body): Json<PasswordResetRequest>,
 ) -> Result<(StatusCode, Data<Accepted>), ApiError> {
-    state.service.request_password_reset(&body.email, &ctx).await?;
+    // The work runs after the answer, so the answer takes as long for an unknown address as
+    // for a known one (no enumeration by timing).
+    let service = state.service.clone();
+    let work = async move {
+        if let Err(error) = service.request_password_reset(&body.email, &ctx).await {
+            tracing::error!(error = %format!("{error:#}"), "opening a password reset failed");
+        }
+    };
+    tokio::spawn(work.instrument(tracing::Span::current()));
     let message = "If an account exists for this address, a reset link is on its way.".to_owned();
     Ok((StatusCode::ACCEPTED, Data(Accepted { message })))
 }
@@ -122,6 +139,6 @@ pub(crate) async fn reset_password(
     State(state): State<UsersState>,
     Json(body): Json<PasswordResetConfirmation>,
 ) -> Result<StatusCode, ApiError> {
-    state.service.reset_password(&body.token, &body.new_password).await?;
+    state.service.reset_password(body.token.expose_secret(), &body.new_password).await?;
     Ok(StatusCode::NO_CONTENT)
 }

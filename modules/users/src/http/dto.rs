@@ -72,7 +72,7 @@ pub(crate) struct LoginRequest {
 
 /// Tokens of a session. Send the access token as `Authorization: Bearer …`; exchange the
 /// refresh token at `/auth/refresh` before it expires (each one works once).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "access_token": "eyJhbGciOiJFZERTQSIsImtpZCI6IjN5dmtPUTdjazRLNXI2d0sxcWtxNHk4c0pYYTFRNmIxbDhpMGIxeDN5SmsifQ.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl",
     "token_type": "Bearer", "expires_in": 900,
@@ -87,6 +87,12 @@ pub(crate) struct TokenResponse {
     pub(crate) expires_in: u64,
     pub(crate) refresh_token: String,
     pub(crate) refresh_expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse").field("refresh_expires_at", &self.refresh_expires_at).finish_non_exhaustive()
+    }
 }
 
 impl From<IssuedTokens> for TokenResponse {
@@ -105,7 +111,8 @@ impl From<IssuedTokens> for TokenResponse {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"refresh_token": "rt_q0R2g8b1mB7dYx5M4pZr3sT9uV6wX1yA2bC3dE4fG5h"}))]
 pub(crate) struct RefreshRequest {
-    pub(crate) refresh_token: String,
+    #[schema(value_type = String)]
+    pub(crate) refresh_token: SecretString,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -113,7 +120,8 @@ pub(crate) struct RefreshRequest {
 #[schema(example = json!({"token": "Jd8Qm1yqF0Vb2xk6R3tN7wZ9aL4cE5gH8jK1mP2sU3v"}))]
 pub(crate) struct LinkTokenRequest {
     /// The `token` query parameter of the link in the email.
-    pub(crate) token: String,
+    #[schema(value_type = String)]
+    pub(crate) token: SecretString,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -127,7 +135,8 @@ pub(crate) struct PasswordResetRequest {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"token": "Jd8Qm1yqF0Vb2xk6R3tN7wZ9aL4cE5gH8jK1mP2sU3v", "new_password": "difference engine 1822"}))]
 pub(crate) struct PasswordResetConfirmation {
-    pub(crate) token: String,
+    #[schema(value_type = String)]
+    pub(crate) token: SecretString,
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     pub(crate) new_password: SecretString,
 }

@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use platform::auth::AdminOnly;
 use platform::http::{ApiError, Created, Data, ErrorEnvelope, Path};
 
-use super::UsersState;
+use super::{UsersState, acting_admin};
 use crate::keys::{KeyInfo, RetireError};
 
 /// The public keys that verify access tokens (an RFC 7517 key set), newest first. Other
@@ -27,8 +27,12 @@ pub(crate) async fn jwks(State(state): State<UsersState>) -> impl IntoResponse {
         (status = 401, description = "No or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
     ))]
-pub(crate) async fn list_keys(_: AdminOnly, State(state): State<UsersState>) -> Data<Vec<KeyInfo>> {
-    Data(state.service.keys.list())
+pub(crate) async fn list_keys(
+    AdminOnly(admin): AdminOnly,
+    State(state): State<UsersState>,
+) -> Result<Data<Vec<KeyInfo>>, ApiError> {
+    acting_admin(&state, &admin).await?;
+    Ok(Data(state.service.keys.list()))
 }
 
 /// Rotates: a new key signs from now on; tokens signed by older keys keep verifying until
@@ -36,13 +40,17 @@ pub(crate) async fn list_keys(_: AdminOnly, State(state): State<UsersState>) -> 
 #[utoipa::path(post, path = "/auth/keys", tag = "auth",
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "The new active key", body = inline(platform::http::Envelope<KeyInfo>)),
+        (status = 201, description = "The new active key; `Location` is the key list", body = inline(platform::http::Envelope<KeyInfo>)),
         (status = 401, description = "No or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
     ))]
-pub(crate) async fn rotate_key(_: AdminOnly, State(state): State<UsersState>) -> Result<Created<KeyInfo>, ApiError> {
+pub(crate) async fn rotate_key(
+    AdminOnly(admin): AdminOnly,
+    State(state): State<UsersState>,
+) -> Result<Created<KeyInfo>, ApiError> {
+    acting_admin(&state, &admin).await?;
     let key = state.service.keys.rotate(state.service.now())?;
-    Ok(Created::new(format!("/api/v1/auth/keys/{}", key.kid), key))
+    Ok(Created::new("/api/v1/auth/keys", key))
 }
 
 /// Retires an old key: tokens it signed stop verifying. The active key cannot be retired.
@@ -57,10 +65,11 @@ pub(crate) async fn rotate_key(_: AdminOnly, State(state): State<UsersState>) ->
         (status = 409, description = "`active_key`: rotate first", body = ErrorEnvelope),
     ))]
 pub(crate) async fn retire_key(
-    _: AdminOnly,
+    AdminOnly(admin): AdminOnly,
     State(state): State<UsersState>,
     Path(kid): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    acting_admin(&state, &admin).await?;
     match state.service.keys.retire(&kid) {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(RetireError::Unknown(_)) => Err(ApiError::not_found("The key")),

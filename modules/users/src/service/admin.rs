@@ -11,6 +11,19 @@ use crate::domain::{Account, RolesChange};
 use crate::store::accounts::{self, ListFilter, ListKey};
 
 impl UsersService {
+    /// Re-reads the acting admin: a token's roles may be up to 15 minutes old, and a demoted
+    /// or deactivated admin's token must not act (nor undo its own demotion).
+    ///
+    /// # Errors
+    /// [`AccountError::NotAdmin`].
+    pub(crate) async fn ensure_admin(&self, admin: UserId) -> Result<(), AccountError> {
+        let account = accounts::find(&mut *self.pool.acquire().await?, admin).await?;
+        match account {
+            Some(account) if account.is_active() && account.is_admin() => Ok(()),
+            _ => Err(AccountError::NotAdmin),
+        }
+    }
+
     /// One page of accounts matching `filter`.
     ///
     /// # Errors

@@ -11,6 +11,7 @@ use users_contract::{ActionLink, ActionPurpose, ActionRequestId, UserId};
 use super::registration::VERIFICATION_MINTABLE_FOR;
 use super::{AccountError, UsersService, delta, hash_secret, new_secret};
 use crate::domain::Email;
+use crate::store::login_failures::{self, Scope};
 use crate::store::sessions::{self, RevokeReason};
 use crate::store::{accounts, action_requests};
 
@@ -175,6 +176,8 @@ impl UsersService {
         accounts::set_password(&mut tx, user, &password_hash, now).await?;
         let ended = sessions::revoke_all(&mut tx, user, None, RevokeReason::PasswordReset, now).await?;
         action_requests::close_all(&mut tx, user, ActionPurpose::ResetPassword, now).await?;
+        // Whoever was guessing the old password has nothing left to guess; the owner may sign in.
+        login_failures::clear(&mut tx, Scope::Account, &account.email).await?;
         tx.commit().await?;
         tracing::info!(user_id = %user, sessions_ended = ended, "password reset");
         Ok(())

@@ -7,7 +7,6 @@ use uuid::Uuid;
 use super::{AccountError, UsersService};
 use crate::domain::Email;
 use crate::store::accounts;
-use crate::store::login_failures::{self, Scope};
 use crate::store::sessions::{self, RevokeReason};
 
 impl UsersService {
@@ -30,18 +29,7 @@ impl UsersService {
         if !account.is_active() {
             return Err(AccountError::Deactivated);
         }
-        if !self.hashing.verify(current, Some(&account.password_hash)).await {
-            // A stolen access token must not become a password-guessing oracle.
-            login_failures::record(
-                &mut *self.pool.acquire().await?,
-                Scope::Account,
-                &account.email,
-                now,
-                self.config.throttle.account.decay,
-            )
-            .await?;
-            return Err(AccountError::field("current_password", "incorrect", "is not the current password"));
-        }
+        self.confirm_password(&account, current, "current_password").await?;
         if current.expose_secret() == new.expose_secret() {
             return Err(AccountError::field("new_password", "unchanged", "must differ from the current password"));
         }

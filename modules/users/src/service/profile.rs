@@ -85,9 +85,7 @@ impl UsersService {
         ctx: &RequestContext,
     ) -> Result<(), AccountError> {
         let account = self.me(user).await?;
-        if !self.hashing.verify(password, Some(&account.password_hash)).await {
-            return Err(AccountError::field("password", "incorrect", "is not the current password"));
-        }
+        self.confirm_password(&account, password, "password").await?;
         self.deactivate(user, DeactivatedBy::User, user, ctx).await
     }
 

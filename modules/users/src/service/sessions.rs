@@ -24,13 +24,18 @@ pub(crate) struct LoginRequest {
     pub(crate) password: SecretString,
 }
 
-/// What a sign-in or refresh hands out.
-#[derive(Debug)]
+/// What a sign-in or refresh hands out. `Debug` leaves the tokens out.
 pub(crate) struct IssuedTokens {
     pub(crate) access_token: String,
     pub(crate) access_expires_in: Duration,
     pub(crate) refresh_token: String,
     pub(crate) refresh_expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for IssuedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedTokens").field("refresh_expires_at", &self.refresh_expires_at).finish_non_exhaustive()
+    }
 }
 
 impl UsersService {
@@ -43,27 +48,38 @@ impl UsersService {
     #[tracing::instrument(skip_all, err(level = "info"))]
     pub(crate) async fn login(&self, request: LoginRequest, ctx: &RequestContext) -> Result<IssuedTokens, AuthError> {
         let now = self.now();
-        let account_key = request.email.trim().to_lowercase();
+        let email = Email::parse(&request.email).ok();
         let client_key = ctx.client_address.map(|ip| ip.to_string());
         let mut db = self.pool.acquire().await?;
-        self.refuse_while_backing_off(&mut db, &account_key, client_key.as_deref(), now).await?;
-        let account = match Email::parse(&request.email) {
-            Ok(email) => accounts::find_by_email(&mut db, email.as_str()).await?,
-            Err(_) => None,
+        // Count the attempt first: while backing off nothing is checked, not even a right password.
+        if let Some(client) = &client_key
+            && let Some(wait) = self.count_attempt(&mut db, Scope::Client, client, now).await?
+        {
+            return Err(AuthError::Throttled(wait));
+        }
+        if let Some(email) = &email
+            && let Some(wait) = self.count_attempt(&mut db, Scope::Account, email.as_str(), now).await?
+        {
+            return Err(AuthError::Throttled(wait));
+        }
+        let account = match &email {
+            Some(email) => accounts::find_by_email(&mut db, email.as_str()).await?,
+            None => None,
         };
+        drop(db);
         let matched = self.hashing.verify(&request.password, account.as_ref().map(|a| a.password_hash.as_str())).await;
         let Some(account) = account.filter(|_| matched) else {
-            let decay = self.config.throttle;
-            login_failures::record(&mut db, Scope::Account, &account_key, now, decay.account.decay).await?;
-            if let Some(client) = &client_key {
-                login_failures::record(&mut db, Scope::Client, client, now, decay.client.decay).await?;
-            }
             return Err(AuthError::InvalidCredentials);
         };
+        // The password was right: this attempt was no failure.
+        let mut db = self.pool.acquire().await?;
+        login_failures::clear(&mut db, Scope::Account, &account.email).await?;
+        if let Some(client) = &client_key {
+            login_failures::uncount(&mut db, Scope::Client, client).await?;
+        }
         if !account.is_active() {
             return Err(AuthError::Deactivated);
         }
-        login_failures::clear(&mut db, Scope::Account, &account_key).await?;
         drop(db);
         let mut tx = self.pool.begin().await?;
         let session = Uuid::now_v7();
@@ -85,29 +101,23 @@ impl UsersService {
         Ok(tokens)
     }
 
-    async fn refuse_while_backing_off(
+    /// Counts a password attempt against `key`; `Some(wait)` while it is backing off (then
+    /// nothing was counted and the password must not be checked).
+    pub(super) async fn count_attempt(
         &self,
         db: &mut PgConnection,
-        account_key: &str,
-        client_key: Option<&str>,
+        scope: Scope,
+        key: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), AuthError> {
-        let policy = self.config.throttle;
-        let mut until = login_failures::read(db, Scope::Account, account_key)
-            .await?
-            .and_then(|failures| policy.account.blocked_until(failures, now));
-        if let Some(client) = client_key
-            && let Some(failures) = login_failures::read(db, Scope::Client, client).await?
-        {
-            until = until.max(policy.client.blocked_until(failures, now));
-        }
-        match until {
-            Some(until) => {
-                let wait = (until - now).to_std().unwrap_or_default();
-                Err(AuthError::Throttled(Duration::from_secs(wait.as_secs() + 1)))
-            }
-            None => Ok(()),
-        }
+    ) -> anyhow::Result<Option<Duration>> {
+        let backoff = match scope {
+            Scope::Account => self.config.throttle.account,
+            Scope::Client => self.config.throttle.client,
+        };
+        Ok(login_failures::count_attempt(db, scope, key, now, &backoff).await?.err().map(|until| {
+            let wait = (until - now).to_std().unwrap_or_default();
+            Duration::from_secs(wait.as_secs() + 1)
+        }))
     }
 
     /// Exchanges a refresh token for a new access token and a new refresh token.

@@ -4,6 +4,8 @@ use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgConnection;
 
+use crate::domain::Backoff;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {
     Account,
@@ -37,29 +39,52 @@ pub(crate) async fn read(db: &mut PgConnection, scope: Scope, key: &str) -> anyh
     Ok(row.map(|(count, last_at)| Failures { count, last_at }))
 }
 
-/// Counts one more failure; the count starts again when the last one is older than `decay`.
-pub(crate) async fn record(
+/// Counts a sign-in attempt against `key`, unless the key is backing off: then nothing is
+/// counted and the answer is when the block ends. The check and the count are one statement
+/// on one row, so a burst of parallel attempts cannot all slip under the threshold.
+pub(crate) async fn count_attempt(
     db: &mut PgConnection,
     scope: Scope,
     key: &str,
     at: DateTime<Utc>,
-    decay: TimeDelta,
-) -> anyhow::Result<Failures> {
-    let (count, last_at): (i32, DateTime<Utc>) = sqlx::query_as(
+    backoff: &Backoff,
+) -> anyhow::Result<Result<(), DateTime<Utc>>> {
+    let counted: Option<i32> = sqlx::query_scalar(
         "INSERT INTO login_failures AS f (scope, key, failures, last_failure_at) VALUES ($1, $2, 1, $3)
          ON CONFLICT (scope, key) DO UPDATE
             SET failures = CASE WHEN f.last_failure_at < $4 THEN 1 ELSE f.failures + 1 END,
                 last_failure_at = $3
-         RETURNING failures, last_failure_at",
+          WHERE NOT (f.failures >= $5 AND f.last_failure_at >= $4
+                     AND f.last_failure_at + make_interval(secs => least($6 * power(2, least(f.failures - $5, 20)), $7)) > $3)
+         RETURNING failures",
     )
     .bind(scope.as_str())
     .bind(key)
     .bind(at)
-    .bind(at - decay)
-    .fetch_one(db)
+    .bind(at - backoff.decay)
+    .bind(backoff.free)
+    .bind(backoff.base.as_seconds_f64())
+    .bind(backoff.ceiling.as_seconds_f64())
+    .fetch_optional(&mut *db)
     .await
-    .context("recording a failed sign-in")?;
-    Ok(Failures { count, last_at })
+    .context("counting a sign-in attempt")?;
+    if counted.is_some() {
+        return Ok(Ok(()));
+    }
+    let until = read(db, scope, key).await?.and_then(|failures| backoff.blocked_until(failures, at));
+    // The block may have ended between the two statements; a second's wait is harmless.
+    Ok(Err(until.unwrap_or(at + TimeDelta::seconds(1))))
+}
+
+/// Takes back the count of an attempt that succeeded.
+pub(crate) async fn uncount(db: &mut PgConnection, scope: Scope, key: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE scope = $1 AND key = $2")
+        .bind(scope.as_str())
+        .bind(key)
+        .execute(db)
+        .await
+        .context("uncounting a sign-in attempt")?;
+    Ok(())
 }
 
 pub(crate) async fn clear(db: &mut PgConnection, scope: Scope, key: &str) -> anyhow::Result<()> {

@@ -1,5 +1,6 @@
 //! Admin routes: who may call them, listing, roles, deactivation.
 
+use base64::Engine;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -131,4 +132,61 @@ async fn admins_deactivate_and_reactivate_accounts() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = read(app.get_as("/api/v1/users/not-a-uuid", &admin.access).await).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_demoted_admins_token_can_no_longer_act() {
+    let app = Harness::start().await;
+    let root = app.admin().await;
+    let (deputy, _) = app.customer("deputy@example.com").await;
+    let roles = |token: String, user: &str, roles: Value| {
+        let path = format!("/api/v1/users/{user}/roles");
+        let app = &app;
+        async move { app.call(Method::PUT, path, Some(&token), Some(json!({"roles": roles}))).await }
+    };
+    assert_eq!(roles(root.access.clone(), &deputy, json!(["admin", "customer"])).await.status(), StatusCode::OK);
+    let deputy_token = app.login("deputy@example.com", crate::support::PASSWORD).await.access;
+    assert_eq!(app.get_as("/api/v1/users", &deputy_token).await.status(), StatusCode::OK);
+
+    assert_eq!(roles(root.access.clone(), &deputy, json!(["customer"])).await.status(), StatusCode::OK);
+    // The token still says admin for up to 15 minutes; the account no longer is one.
+    assert!(app.verifier.verify(&deputy_token).unwrap().is_admin());
+    assert_eq!(app.get_as("/api/v1/users", &deputy_token).await.status(), StatusCode::FORBIDDEN);
+    let (status, _) = read(roles(deputy_token.clone(), &deputy, json!(["admin"])).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "it cannot undo its own demotion");
+}
+
+#[tokio::test]
+async fn the_default_listing_pages_newest_first_and_filters_by_status() {
+    let app = Harness::start().await;
+    let admin = app.admin().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(app.register(&format!("page{n}@example.com")).await);
+    }
+    let deactivate =
+        app.call(Method::POST, format!("/api/v1/users/{}/deactivate", ids[1]), Some(&admin.access), None).await;
+    assert_eq!(deactivate.status(), StatusCode::OK);
+
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/users?email_prefix=page&limit=2".to_owned();
+    loop {
+        let (status, page) = read(app.get_as(&path, &admin.access).await).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(page["data"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap().to_owned()));
+        let Some(cursor) = page["meta"]["next_cursor"].as_str() else { break };
+        path = format!("/api/v1/users?email_prefix=page&limit=2&after={cursor}");
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+
+    let (_, closed) = read(app.get_as("/api/v1/users?status=deactivated", &admin.access).await).await;
+    let closed: Vec<&str> = closed["data"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(closed, vec![ids[1].as_str()]);
+
+    // A cursor forged for the default sort with a value that is no time: 400, not 500.
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"s": "-created_at", "k": {"value": "yesterday", "id": ids[0]}}).to_string());
+    let (status, body) = read(app.get_as(format!("/api/v1/users?after={forged}"), &admin.access).await).await;
+    assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_cursor"));
 }

@@ -167,3 +167,23 @@ async fn without_a_configured_password_the_first_admin_gets_a_random_one_shown_o
     let app = app.restart().await;
     assert!(app.first_admin.is_none(), "nothing to show on later starts");
 }
+
+#[tokio::test]
+async fn replicas_starting_together_create_one_first_admin() {
+    let database = platform::testing::TestDatabase::create(&[users::DESCRIPTOR.schema]).await.unwrap();
+    let pool = database.connect(&[users::DESCRIPTOR.schema]).await.unwrap().pool("users").unwrap().clone();
+    let keys = tempfile::tempdir().unwrap();
+    let replica = |email: &str| {
+        let mut config = users::UsersConfig::new(keys.path().to_owned(), "https://shop.example.com");
+        config.first_admin.email = email.to_owned();
+        let verifier = platform::auth::JwtVerifier::new("bulkhead", "bulkhead-api");
+        users::UsersModule::new(pool.clone(), verifier, config).unwrap()
+    };
+    let (a, b) = (replica("first@example.com"), replica("second@example.com"));
+    let (a, b) = tokio::join!(a.ensure_first_admin(), b.ensure_first_admin());
+    let created: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(created.len(), 1, "{created:?}");
+    let admins: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE 'admin' = ANY (roles)").fetch_one(&pool).await.unwrap();
+    assert_eq!(admins, 1);
+}

@@ -89,7 +89,8 @@ async fn a_reset_request_answers_the_same_for_unknown_addresses() {
         (StatusCode::ACCEPTED, StatusCode::ACCEPTED, StatusCode::ACCEPTED)
     );
     assert_eq!(known, unknown);
-    assert_eq!(app.events("users.password_reset_requested").await.len(), 1, "only the real account gets a request");
+    let requested = app.await_events("users.password_reset_requested", 1).await;
+    assert_eq!(requested.len(), 1, "only the real account gets a request");
 }
 
 #[tokio::test]
@@ -98,7 +99,7 @@ async fn a_password_reset_works_once_and_ends_every_session() {
     let (_, phone) = app.customer("reset@example.com").await;
     let laptop = app.login("reset@example.com", PASSWORD).await;
     app.post("/api/v1/auth/password-reset", json!({"email": "reset@example.com"})).await;
-    let link = app.link(&app.events("users.password_reset_requested").await[0]["request_id"]).await;
+    let link = app.link(&app.await_events("users.password_reset_requested", 1).await[0]["request_id"]).await;
     assert_eq!(link.purpose, ActionPurpose::ResetPassword);
     assert!(link.url.starts_with("https://shop.example.com/reset-password?token="));
 
@@ -127,7 +128,7 @@ async fn reset_links_expire_after_thirty_minutes() {
     let app = Harness::start().await;
     app.register("slow@example.com").await;
     app.post("/api/v1/auth/password-reset", json!({"email": "slow@example.com"})).await;
-    let link = app.link(&app.events("users.password_reset_requested").await[0]["request_id"]).await;
+    let link = app.link(&app.await_events("users.password_reset_requested", 1).await[0]["request_id"]).await;
     app.advance(TimeDelta::minutes(31));
     let (status, body) = read(
         app.post("/api/v1/auth/password-reset/confirm", json!({"token": link.token, "new_password": NEW_PASSWORD}))
@@ -167,4 +168,27 @@ async fn changing_the_password_needs_the_current_one_and_ends_the_other_sessions
     let (status, _) = read(app.post("/api/v1/auth/refresh", json!({"refresh_token": here.refresh})).await).await;
     assert_eq!(status, StatusCode::OK, "this session stays");
     app.login("change@example.com", NEW_PASSWORD).await;
+}
+
+#[tokio::test]
+async fn guessing_the_current_password_with_a_stolen_token_backs_off_too() {
+    let app = Harness::start().await;
+    let (_, session) = app.customer("guarded@example.com").await;
+    let guess = |n: usize| {
+        app.call(
+            Method::POST,
+            "/api/v1/users/me/password",
+            Some(&session.access),
+            Some(json!({"current_password": format!("guess number {n}"), "new_password": NEW_PASSWORD})),
+        )
+    };
+    for n in 0..5 {
+        assert_eq!(guess(n).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let (status, body) = read(guess(5).await).await;
+    assert_eq!((status, code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+    let closing = app
+        .call(Method::POST, "/api/v1/users/me/deactivate", Some(&session.access), Some(json!({"password": PASSWORD})))
+        .await;
+    assert_eq!(closing.status(), StatusCode::TOO_MANY_REQUESTS, "closing the account is guarded the same way");
 }

@@ -193,3 +193,43 @@ async fn deactivated_users_can_neither_sign_in_nor_refresh() {
         "no status without the password"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_parallel_guesses_gets_no_more_tries_than_one_at_a_time() {
+    let app = Harness::start().await;
+    app.register("burst@example.com").await;
+    let guesses = (0..12).map(|n| {
+        app.post(
+            "/api/v1/auth/login",
+            json!({"email": "burst@example.com", "password": format!("guess number {n:02}")}),
+        )
+    });
+    let statuses: Vec<StatusCode> =
+        futures::future::join_all(guesses).await.iter().map(reqwest::Response::status).collect();
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(checked + refused, 12, "{statuses:?}");
+    assert!(checked <= 5, "only the free attempts were checked: {statuses:?}");
+}
+
+#[tokio::test]
+async fn a_refresh_token_raced_against_itself_is_exchanged_once_and_ends_the_session() {
+    let app = Harness::start().await;
+    let (_, session) = app.customer("race@example.com").await;
+    let refresh = || app.post("/api/v1/auth/refresh", json!({"refresh_token": session.refresh}));
+    let (a, b) = tokio::join!(refresh(), refresh());
+    let (mut outcomes, mut winner) = (Vec::new(), None);
+    for (status, body) in [read(a).await, read(b).await] {
+        if status == StatusCode::OK {
+            winner = Some(body["data"]["refresh_token"].as_str().unwrap().to_owned());
+        }
+        outcomes.push((status, code(&body).to_owned()));
+    }
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        vec![(StatusCode::OK, String::new()), (StatusCode::UNAUTHORIZED, "refresh_token_reused".to_owned())]
+    );
+    let (status, _) = read(app.post("/api/v1/auth/refresh", json!({"refresh_token": winner.unwrap()})).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the second use ended the session");
+}

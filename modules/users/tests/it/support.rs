@@ -156,6 +156,16 @@ impl Harness {
         payloads
     }
 
+    /// Waits until `event_type` has been appended `count` times; returns the payloads.
+    pub async fn await_events(&self, event_type: &str, count: usize) -> Vec<Value> {
+        platform::testing::eventually(std::time::Duration::from_secs(10), || async {
+            let events = self.events(event_type).await;
+            Ok((events.len() >= count).then_some(events))
+        })
+        .await
+        .unwrap()
+    }
+
     /// What the notifications module will do: mint the link of the request an event named.
     pub async fn link(&self, request: &Value) -> ActionLink {
         let id = ActionRequestId(request.as_str().unwrap().parse().unwrap());
