@@ -49,7 +49,7 @@ impl UsersService {
     pub(crate) async fn login(&self, request: LoginRequest, ctx: &RequestContext) -> Result<IssuedTokens, AuthError> {
         let now = self.now();
         let email = Email::parse(&request.email).ok();
-        let client_key = ctx.client_address.map(|ip| ip.to_string());
+        let client_key = ctx.client_address.map(client_bucket);
         let mut db = self.pool.acquire().await?;
         // Count the attempt first: while backing off nothing is checked, not even a right password.
         if let Some(client) = &client_key
@@ -198,5 +198,35 @@ impl UsersService {
             refresh_token,
             refresh_expires_at,
         })
+    }
+}
+
+/// The throttling key of a client address: IPv4 as is, IPv6 by its /64 (one subscriber's
+/// network), so rotating through one's own IPv6 addresses buys no extra attempts.
+fn client_bucket(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_bucket;
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_their_64_bit_prefix() {
+        let a = client_bucket("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = client_bucket("2001:db8:1:2:bbbb::9".parse().unwrap());
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_eq!(client_bucket(std::net::Ipv4Addr::new(192, 0, 2, 7).into()), "192.0.2.7");
+        assert_eq!(client_bucket("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
     }
 }
