@@ -30,16 +30,7 @@ pub(crate) async fn open(
     at: DateTime<Utc>,
     mintable_until: DateTime<Utc>,
 ) -> anyhow::Result<ActionRequestId> {
-    sqlx::query(
-        "UPDATE action_requests SET superseded_at = $3
-          WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL AND superseded_at IS NULL",
-    )
-    .bind(user.0)
-    .bind(purpose_name(purpose))
-    .bind(at)
-    .execute(&mut *db)
-    .await
-    .context("superseding older requests")?;
+    close_all(db, user, purpose, at).await?;
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO action_requests (id, user_id, purpose, requested_at, mintable_until) VALUES ($1, $2, $3, $4, $5)",
@@ -133,7 +124,8 @@ pub(crate) async fn redeem(
     Ok(user.map(UserId))
 }
 
-/// Closes every open request of `purpose` for `user` (e.g. after a successful reset).
+/// Closes every open request of `purpose` for `user` (superseded by a newer one, or after a
+/// successful reset).
 pub(crate) async fn close_all(
     db: &mut PgConnection,
     user: UserId,
