@@ -37,7 +37,6 @@ pub(crate) async fn build(
     if hosts("users") {
         built.push(Arc::new(users_module(config, backing, verifier).await?));
     }
-    let _ = hosts;
     Ok(built)
 }
 
