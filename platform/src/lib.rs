@@ -9,6 +9,7 @@ pub mod db;
 pub mod http;
 pub mod metrics;
 pub mod module;
+pub mod money;
 pub mod port;
 pub mod telemetry;
 #[cfg(feature = "testing")]

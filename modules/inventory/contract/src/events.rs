@@ -1,0 +1,148 @@
+//! The inventory events of the order saga, versioned; each payload has an insta snapshot.
+//! Keyed by order id, so an order's events stay in order.
+
+use chrono::{DateTime, Utc};
+use platform::bus::Event;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! order_keyed {
+    ($type:ty, $name:literal) => {
+        impl Event for $type {
+            const TYPE: &'static str = $name;
+            const VERSION: u32 = 1;
+            fn aggregate_key(&self) -> String {
+                self.order_id.to_string()
+            }
+        }
+    };
+}
+
+/// Units held for one product of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservedLine {
+    pub product_id: Uuid,
+    pub quantity: u32,
+}
+
+/// Every line of an order is reserved (all or nothing) until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockReserved {
+    pub order_id: Uuid,
+    pub reservation_id: Uuid,
+    pub lines: Vec<ReservedLine>,
+    pub expires_at: DateTime<Utc>,
+    pub reserved_at: DateTime<Utc>,
+}
+order_keyed!(StockReserved, "inventory.stock_reserved");
+
+/// Why a line could not be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionCode {
+    InsufficientStock,
+    UnknownProduct,
+    InactiveProduct,
+}
+
+impl RejectionCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientStock => "insufficient_stock",
+            Self::UnknownProduct => "unknown_product",
+            Self::InactiveProduct => "inactive_product",
+        }
+    }
+}
+
+/// One line that could not be reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedLine {
+    pub product_id: Uuid,
+    pub code: RejectionCode,
+    pub requested: u32,
+    pub available: u32,
+}
+
+/// The order's stock could not be reserved; nothing is held for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRejected {
+    pub order_id: Uuid,
+    pub lines: Vec<RejectedLine>,
+    pub rejected_at: DateTime<Utc>,
+}
+order_keyed!(StockRejected, "inventory.stock_rejected");
+
+/// A reservation reached its time-to-live before the order was confirmed; its units are free
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationExpired {
+    pub order_id: Uuid,
+    pub reservation_id: Uuid,
+    pub expired_at: DateTime<Utc>,
+}
+order_keyed!(ReservationExpired, "inventory.reservation_expired");
+
+/// The inventory events orders consumes.
+pub const SAGA_EVENTS: [&str; 3] = [StockReserved::TYPE, StockRejected::TYPE, ReservationExpired::TYPE];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn order() -> Uuid {
+        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_0001)
+    }
+
+    fn product() -> Uuid {
+        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00aa)
+    }
+
+    fn reservation() -> Uuid {
+        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00cc)
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
+    }
+
+    fn wire<E: Event>(event: &E) -> serde_json::Value {
+        serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
+    }
+
+    #[test]
+    fn payloads_keep_their_wire_shape() {
+        insta::assert_json_snapshot!(
+            "stock_reserved",
+            wire(&StockReserved {
+                order_id: order(),
+                reservation_id: reservation(),
+                lines: vec![ReservedLine { product_id: product(), quantity: 2 }],
+                expires_at: at() + chrono::TimeDelta::minutes(30),
+                reserved_at: at(),
+            })
+        );
+        insta::assert_json_snapshot!(
+            "stock_rejected",
+            wire(&StockRejected {
+                order_id: order(),
+                lines: vec![RejectedLine { product_id: product(), code: RejectionCode::InsufficientStock, requested: 2, available: 1 }],
+                rejected_at: at(),
+            })
+        );
+        insta::assert_json_snapshot!(
+            "reservation_expired",
+            wire(&ReservationExpired { order_id: order(), reservation_id: reservation(), expired_at: at() })
+        );
+    }
+
+    #[test]
+    fn product_references_name_their_kind() {
+        let by_sku = serde_json::to_value(crate::ProductRef::Sku("MUG-001".to_owned())).unwrap();
+        assert_eq!(by_sku, serde_json::json!({"sku": "MUG-001"}));
+    }
+}

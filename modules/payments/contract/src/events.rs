@@ -1,0 +1,143 @@
+//! The payment events orders consumes, versioned; each payload has an insta snapshot. Keyed by
+//! order id, so an order's payment events stay in order.
+
+use chrono::{DateTime, Utc};
+use platform::bus::Event;
+use platform::money::Money;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! order_keyed {
+    ($type:ty, $name:literal) => {
+        impl Event for $type {
+            const TYPE: &'static str = $name;
+            const VERSION: u32 = 1;
+            fn aggregate_key(&self) -> String {
+                self.order_id.to_string()
+            }
+        }
+    };
+}
+
+/// The customer's money was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Money,
+    pub captured_at: DateTime<Utc>,
+}
+order_keyed!(PaymentCaptured, "payments.payment_captured");
+
+/// Why a payment failed, as far as the gateway said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    CardDeclined,
+    InsufficientFunds,
+    ExpiredCard,
+    InvalidPaymentMethod,
+    /// The gateway failed for good (after retries).
+    ProcessingError,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CardDeclined => "card_declined",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::ExpiredCard => "expired_card",
+            Self::InvalidPaymentMethod => "invalid_payment_method",
+            Self::ProcessingError => "processing_error",
+        }
+    }
+}
+
+/// The payment failed for good; no money was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub code: FailureCode,
+    /// The gateway's words, for support; not for branching.
+    pub message: Option<String>,
+    pub failed_at: DateTime<Utc>,
+}
+order_keyed!(PaymentFailed, "payments.payment_failed");
+
+/// Money went back to the customer: `amount` now, `total_refunded` in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub refund_id: Uuid,
+    pub amount: Money,
+    pub total_refunded: Money,
+    /// Whether everything captured has been refunded.
+    pub fully_refunded: bool,
+    pub refunded_at: DateTime<Utc>,
+}
+order_keyed!(PaymentRefunded, "payments.payment_refunded");
+
+/// The payment events orders consumes.
+pub const SAGA_EVENTS: [&str; 3] = [PaymentCaptured::TYPE, PaymentFailed::TYPE, PaymentRefunded::TYPE];
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use chrono::TimeZone;
+    use platform::money::Currency;
+
+    use super::*;
+
+    fn order() -> Uuid {
+        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_0001)
+    }
+
+    fn payment() -> Uuid {
+        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00bb)
+    }
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
+    }
+
+    fn eur(amount: i64) -> Money {
+        Money::new(amount, Currency::parse("EUR").unwrap())
+    }
+
+    fn wire<E: Event>(event: &E) -> serde_json::Value {
+        serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
+    }
+
+    #[test]
+    fn payloads_keep_their_wire_shape() {
+        insta::assert_json_snapshot!(
+            "payment_captured",
+            wire(&PaymentCaptured { payment_id: payment(), order_id: order(), amount: eur(2999), captured_at: at() })
+        );
+        insta::assert_json_snapshot!(
+            "payment_failed",
+            wire(&PaymentFailed {
+                payment_id: payment(),
+                order_id: order(),
+                code: FailureCode::CardDeclined,
+                message: Some("Your card was declined.".to_owned()),
+                failed_at: at(),
+            })
+        );
+        insta::assert_json_snapshot!(
+            "payment_refunded",
+            wire(&PaymentRefunded {
+                payment_id: payment(),
+                order_id: order(),
+                refund_id: Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00dd),
+                amount: eur(1000),
+                total_refunded: eur(2999),
+                fully_refunded: true,
+                refunded_at: at(),
+            })
+        );
+    }
+}
