@@ -72,7 +72,10 @@ impl Money {
 
     /// The sum, if the currencies match and it does not overflow.
     pub fn checked_add(self, other: Self) -> Option<Self> {
-        (self.currency == other.currency).then(|| self.amount.checked_add(other.amount)).flatten().map(|amount| Self { amount, currency: self.currency })
+        (self.currency == other.currency)
+            .then(|| self.amount.checked_add(other.amount))
+            .flatten()
+            .map(|amount| Self { amount, currency: self.currency })
     }
 
     /// This amount times `factor`, unless it overflows.

@@ -130,7 +130,12 @@ mod tests {
             "stock_rejected",
             wire(&StockRejected {
                 order_id: order(),
-                lines: vec![RejectedLine { product_id: product(), code: RejectionCode::InsufficientStock, requested: 2, available: 1 }],
+                lines: vec![RejectedLine {
+                    product_id: product(),
+                    code: RejectionCode::InsufficientStock,
+                    requested: 2,
+                    available: 1
+                }],
                 rejected_at: at(),
             })
         );

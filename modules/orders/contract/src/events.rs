@@ -241,14 +241,25 @@ mod tests {
         );
         insta::assert_json_snapshot!(
             "order_confirmed",
-            wire(&OrderConfirmed { order_id: order(), user_id: user(), payment_id: payment(), total: eur(2999), confirmed_at: at() })
+            wire(&OrderConfirmed {
+                order_id: order(),
+                user_id: user(),
+                payment_id: payment(),
+                total: eur(2999),
+                confirmed_at: at()
+            })
         );
         insta::assert_json_snapshot!(
             "order_rejected",
             wire(&OrderRejected {
                 order_id: order(),
                 user_id: user(),
-                lines: vec![RejectedLine { product_id: product(), code: "insufficient_stock".to_owned(), requested: 2, available: 1 }],
+                lines: vec![RejectedLine {
+                    product_id: product(),
+                    code: "insufficient_stock".to_owned(),
+                    requested: 2,
+                    available: 1
+                }],
                 rejected_at: at(),
             })
         );
@@ -284,7 +295,10 @@ mod tests {
                 shipped_at: at(),
             })
         );
-        insta::assert_json_snapshot!("order_delivered", wire(&OrderDelivered { order_id: order(), user_id: user(), delivered_at: at() }));
+        insta::assert_json_snapshot!(
+            "order_delivered",
+            wire(&OrderDelivered { order_id: order(), user_id: user(), delivered_at: at() })
+        );
     }
 
     #[test]
