@@ -5,51 +5,77 @@ use std::sync::Arc;
 use platform::Module;
 use platform::bus::{Bus, DeadLetter};
 use platform::db::{ModuleSchema, migrate};
+use platform::jobs::{FailedJob, failed_jobs};
 use platform::metrics::Metrics;
 
-use crate::config::{BusAction, Config, MigrateAction};
+use crate::config::{BusAction, Config, JobsAction, MigrateAction};
 use crate::database::Backing;
 use crate::modules;
 use crate::server::assemble_bus;
 
-/// `bulkhead migrate up|down|status [--module m]`.
+/// `bulkhead migrate up|down|status [--module m]`. The jobs storage counts as module `jobs`:
+/// it is migrated and listed with the modules, or alone with `--module jobs`.
 ///
 /// # Errors
 /// Unknown module, unreachable database, or a failing migration.
 pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
     let hosted = modules::hosted(&config.modules)?;
     let schemas: Arc<[ModuleSchema]> = hosted.iter().map(|d| d.schema).collect();
-    let selected = |module: Option<&str>| -> anyhow::Result<Vec<ModuleSchema>> {
-        match module {
-            None => Ok(schemas.to_vec()),
-            Some(name) => schemas
-                .iter()
-                .find(|s| s.name == name)
-                .map(|s| vec![*s])
-                .ok_or_else(|| anyhow::anyhow!("no module `{name}` here (hosted: {})", names(&schemas))),
-        }
+    let module = match &action {
+        MigrateAction::Up { module } | MigrateAction::Status { module } => module.as_deref(),
+        MigrateAction::Down { module, .. } => Some(module.as_str()),
     };
-    let targets = match &action {
-        MigrateAction::Up { module } | MigrateAction::Status { module } => selected(module.as_deref())?,
-        MigrateAction::Down { module, .. } => selected(Some(module))?,
+    let targets = match module {
+        None => Targets { schemas: schemas.to_vec(), jobs: true },
+        Some(migrate::JOBS) => Targets { schemas: Vec::new(), jobs: true },
+        Some(name) => Targets {
+            schemas: vec![
+                *schemas
+                    .iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| anyhow::anyhow!("no module `{name}` here (hosted: {})", names(&schemas)))?,
+            ],
+            jobs: false,
+        },
     };
+    if matches!(action, MigrateAction::Down { .. }) {
+        anyhow::ensure!(!targets.jobs, "the jobs schema's migrations (apalis') cannot be reverted");
+    }
     let backing = Backing::connect(config, &schemas).await?;
     let outcome = run(&backing, &targets, action).await;
     backing.close().await?;
     outcome
 }
 
-async fn run(backing: &Backing, targets: &[ModuleSchema], action: MigrateAction) -> anyhow::Result<()> {
+/// What a migrate command works on.
+struct Targets {
+    schemas: Vec<ModuleSchema>,
+    /// The jobs storage too.
+    jobs: bool,
+}
+
+async fn run(backing: &Backing, targets: &Targets, action: MigrateAction) -> anyhow::Result<()> {
+    let databases = &backing.databases;
     match action {
         MigrateAction::Up { .. } => {
-            backing.databases.migrate(targets).await?;
-            for schema in targets {
+            if targets.schemas.is_empty() {
+                databases.jobs_pool()?;
+                databases.migrate_jobs().await?;
+            } else {
+                // Migrates the jobs storage too (where this process has one): every module
+                // role gets the right to enqueue once it exists.
+                databases.migrate(&targets.schemas).await?;
+            }
+            for schema in &targets.schemas {
                 println!("{}: up to date", schema.name);
+            }
+            if targets.jobs && databases.jobs_pool().is_ok() {
+                println!("{}: up to date", migrate::JOBS);
             }
         }
         MigrateAction::Down { steps, .. } => {
-            for schema in targets {
-                let reverted = migrate::down(backing.databases.pool(schema.name)?, schema, steps).await?;
+            for schema in &targets.schemas {
+                let reverted = migrate::down(databases.pool(schema.name)?, schema, steps).await?;
                 if reverted.is_empty() {
                     println!("{}: nothing to revert", schema.name);
                 }
@@ -62,20 +88,30 @@ async fn run(backing: &Backing, targets: &[ModuleSchema], action: MigrateAction)
             }
         }
         MigrateAction::Status { .. } => {
-            println!("{:<16} {:<9} {:>7}  {:<40} APPLIED", "MODULE", "STREAM", "VERSION", "NAME");
-            for schema in targets {
-                for m in migrate::status(backing.databases.pool(schema.name)?, schema).await? {
-                    let applied = m.applied_at.map_or_else(|| "pending".to_owned(), |t| t.to_rfc3339());
-                    println!(
-                        "{:<16} {:<9} {:>7}  {:<40} {applied}",
-                        m.module,
-                        m.stream,
-                        format!("{:04}", m.version),
-                        m.description
-                    );
+            println!("{:<16} {:<9} {:>14}  {:<40} APPLIED", "MODULE", "STREAM", "VERSION", "NAME");
+            let mut states = Vec::new();
+            for schema in &targets.schemas {
+                states.extend(migrate::status(databases.pool(schema.name)?, schema).await?);
+            }
+            if targets.jobs {
+                // Alone (`--module jobs`), a missing jobs database is the error to report.
+                match databases.jobs_pool() {
+                    Ok(jobs) => states.extend(migrate::jobs_status(jobs).await?),
+                    Err(error) if targets.schemas.is_empty() => return Err(error),
+                    Err(_) => {}
                 }
             }
-            if targets.is_empty() {
+            for m in &states {
+                let applied = m.applied_at.map_or_else(|| "pending".to_owned(), |t| t.to_rfc3339());
+                println!(
+                    "{:<16} {:<9} {:>14}  {:<40} {applied}",
+                    m.module,
+                    m.stream,
+                    format!("{:04}", m.version),
+                    m.description
+                );
+            }
+            if states.is_empty() {
                 println!("(no modules compiled in or selected)");
             }
         }
@@ -179,5 +215,55 @@ fn print_dead_letter(letter: &DeadLetter) {
         letter.dead_lettered_at.to_rfc3339(),
         letter.replayed_at.map_or_else(String::new, |t| format!("  replayed {}", t.to_rfc3339())),
         letter.error
+    );
+}
+
+/// `bulkhead jobs failed [--queue q]`: the same list as the admin API.
+///
+/// # Errors
+/// No jobs database, or an unreachable one.
+pub async fn jobs(config: &Config, action: JobsAction) -> anyhow::Result<()> {
+    let hosted = modules::hosted(&config.modules)?;
+    let schemas: Arc<[ModuleSchema]> = hosted.iter().map(|d| d.schema).collect();
+    let backing = Backing::connect(config, &schemas).await?;
+    let outcome = async {
+        let pool = backing.databases.jobs_pool()?;
+        anyhow::ensure!(
+            migrate::jobs_is_current(pool).await?,
+            "the jobs schema has pending migrations; run `bulkhead migrate up` first"
+        );
+        match action {
+            JobsAction::Failed { queue } => {
+                const SHOWN: usize = 1000;
+                let failed = failed_jobs(pool, queue.as_deref(), None, SHOWN + 1).await?;
+                for job in failed.iter().take(SHOWN) {
+                    print_failed_job(job);
+                }
+                if failed.len() > SHOWN {
+                    println!("(the oldest {SHOWN} shown; use the admin API to page through the rest)");
+                } else {
+                    println!("{} failed job(s)", failed.len());
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    backing.close().await?;
+    outcome
+}
+
+fn print_failed_job(job: &FailedJob) {
+    println!(
+        "{}  {}  {}  attempts {}/{}  at {}{}\n    {}\n    {}",
+        job.id,
+        job.queue,
+        job.status,
+        job.attempts,
+        job.max_attempts,
+        job.failed_at.to_rfc3339(),
+        job.idempotency_key.as_deref().map_or_else(String::new, |key| format!("  key {key}")),
+        job.error.as_deref().unwrap_or("-"),
+        job.payload
     );
 }

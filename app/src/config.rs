@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 use clap::{Args, Parser, Subcommand};
 use platform::bus::{BusConfig, RewindTarget};
+use platform::jobs::JobsConfig;
 use platform::telemetry::LogFormat;
 use secrecy::SecretString;
 
@@ -40,6 +41,21 @@ pub enum Command {
     Bus {
         #[command(subcommand)]
         action: BusAction,
+    },
+    /// Inspect background jobs: the ones that failed for good.
+    Jobs {
+        #[command(subcommand)]
+        action: JobsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsAction {
+    /// Jobs that will not run again (aborted, or out of attempts), with their last error.
+    Failed {
+        /// Only this queue's, e.g. `orders.payment_timeout`.
+        #[arg(long)]
+        queue: Option<String>,
     },
 }
 
@@ -78,7 +94,7 @@ pub enum MigrateAction {
         #[arg(long)]
         module: Option<String>,
     },
-    /// Revert the most recent migrations of one module.
+    /// Revert the most recent migrations of one module (the jobs schema's cannot be).
     Down {
         #[arg(long)]
         module: String,
@@ -108,6 +124,11 @@ pub struct Config {
     /// PostgreSQL URL with the right to create roles (admin). Unset: an embedded server.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true, value_parser = |v: &str| parse_postgres_url(v, "DATABASE_URL"))]
     pub database_url: Option<SecretString>,
+
+    /// PostgreSQL URL of the jobs storage (schema `apalis`), for deployments without
+    /// DATABASE_URL; its role owns the schema or may create it.
+    #[arg(long, env = "BULKHEAD_JOBS_DATABASE_URL", global = true, hide_env_values = true, value_parser = |v: &str| parse_postgres_url(v, "BULKHEAD_JOBS_DATABASE_URL"))]
+    pub jobs_database_url: Option<SecretString>,
 
     /// Directory holding `initdb` and `postgres` for the embedded server (else searched).
     #[arg(long, env = "BULKHEAD_PG_BIN_DIR", global = true)]
@@ -174,6 +195,11 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_BUS_RETENTION", default_value = "7d", global = true, value_parser = parse_bus_retention)]
     pub bus_retention: Duration,
 
+    /// How often published events past the retention are deleted, e.g. `1h` (once per period
+    /// across all processes, as a job).
+    #[arg(long, env = "BULKHEAD_BUS_RETENTION_INTERVAL", default_value = "1h", global = true, value_parser = parse_bus_retention_interval)]
+    pub bus_retention_interval: Duration,
+
     /// Longest time the bus waits before looking for work when notifications are lost.
     #[arg(long, env = "BULKHEAD_BUS_POLL_INTERVAL", default_value = "1s", global = true, value_parser = parse_bus_poll_interval)]
     pub bus_poll_interval: Duration,
@@ -203,7 +229,17 @@ impl Config {
 
     /// The event bus's tuning.
     pub fn bus(&self) -> BusConfig {
-        BusConfig { retention: self.bus_retention, poll_interval: self.bus_poll_interval, ..BusConfig::default() }
+        BusConfig {
+            retention: self.bus_retention,
+            retention_every: self.bus_retention_interval,
+            poll_interval: self.bus_poll_interval,
+            ..BusConfig::default()
+        }
+    }
+
+    /// The jobs runtime's tuning: running jobs get the shutdown timeout to finish.
+    pub fn jobs(&self) -> JobsConfig {
+        JobsConfig { shutdown_timeout: self.shutdown_timeout, ..JobsConfig::default() }
     }
 
     pub fn rate_limit(&self) -> Option<(NonZeroU32, NonZeroU32)> {
@@ -272,6 +308,10 @@ fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
 
 fn parse_bus_retention(value: &str) -> Result<Duration, String> {
     parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_RETENTION: {e}"))
+}
+
+fn parse_bus_retention_interval(value: &str) -> Result<Duration, String> {
+    parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_RETENTION_INTERVAL: {e}"))
 }
 
 fn parse_bus_poll_interval(value: &str) -> Result<Duration, String> {
@@ -365,6 +405,8 @@ mod tests {
         for (args, variable) in [
             (&["--addr", "localhost"][..], "BULKHEAD_ADDR"),
             (&["--database-url", "mysql://x"][..], "DATABASE_URL"),
+            (&["--jobs-database-url", "mysql://x"][..], "BULKHEAD_JOBS_DATABASE_URL"),
+            (&["--bus-retention-interval", "often"][..], "BULKHEAD_BUS_RETENTION_INTERVAL"),
             (&["--admin-password", "short"][..], "BULKHEAD_ADMIN_PASSWORD"),
             (&["--admin-email", "nobody"][..], "BULKHEAD_ADMIN_EMAIL"),
             (&["--body-limit", "lots"][..], "BULKHEAD_BODY_LIMIT"),
@@ -403,6 +445,24 @@ mod tests {
             Some(Command::Bus { action: BusAction::Rewind { to: RewindTarget::Time(_), .. } })
         ));
         assert!(parse(&["bus", "rewind", "x", "--to", "yesterday"]).is_err());
+    }
+
+    #[test]
+    fn jobs_subcommands_parse() {
+        let cli = parse(&["jobs", "failed", "--queue", "orders.payment_timeout"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Jobs { action: JobsAction::Failed { queue: Some(ref q) } }) if q == "orders.payment_timeout"
+        ));
+        assert!(parse(&["jobs"]).is_err(), "an action is required");
+    }
+
+    #[test]
+    fn the_bus_retention_interval_reaches_the_bus_and_the_shutdown_timeout_the_jobs() {
+        let cli = parse(&["--bus-retention-interval", "15m", "--shutdown-timeout", "5s"]).unwrap();
+        assert_eq!(cli.config.bus().retention_every, Duration::from_secs(900));
+        assert_eq!(cli.config.jobs().shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(parse(&[]).unwrap().config.bus().retention_every, Duration::from_secs(3600));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! no `DATABASE_URL` is given, else the configured server(s).
 
 use anyhow::Context;
-use platform::db::{AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, ModuleSchema};
+use platform::db::{
+    AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase, ModuleSchema,
+};
 use sqlx::{Connection, PgConnection};
 
 use crate::config::Config;
@@ -27,6 +29,15 @@ impl Backing {
         let names: Vec<&str> = schemas.iter().map(|s| s.name).collect();
         let module_urls = config.module_database_urls(&names)?;
         let every_module_has_its_own = !schemas.is_empty() && names.iter().all(|n| module_urls.contains_key(*n));
+        // Its own URL wins, as a module's does; else the admin connection provisions it.
+        let jobs = match &config.jobs_database_url {
+            Some(url) => JobsDatabase::Url(Box::new(
+                secrecy::ExposeSecret::expose_secret(url)
+                    .parse()
+                    .context("BULKHEAD_JOBS_DATABASE_URL is not a PostgreSQL URL")?,
+            )),
+            None => JobsDatabase::Provisioned,
+        };
 
         let (admin, embedded) = match &config.database_url {
             Some(url) => (Some(AdminAccess::from_url(url)?), None),
@@ -46,7 +57,7 @@ impl Backing {
                 .with_context(|| format!("BULKHEAD_{}_DATABASE_URL is not a PostgreSQL URL", module.to_uppercase()))?;
             parsed_urls.insert(module, options);
         }
-        let setup = DatabaseSetup { admin, module_urls: parsed_urls, pool_size: config.db_pool_size };
+        let setup = DatabaseSetup { admin, module_urls: parsed_urls, pool_size: config.db_pool_size, jobs };
         let databases = match Databases::connect(&setup, schemas).await {
             Ok(databases) => databases,
             Err(error) => {

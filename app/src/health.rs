@@ -18,6 +18,8 @@ pub struct HealthState {
     pub databases: Databases,
     pub schemas: Arc<[ModuleSchema]>,
     pub bus: Bus,
+    /// The jobs pool.
+    pub jobs: sqlx::PgPool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -39,13 +41,13 @@ pub struct Readiness {
     #[schema(example = "ready")]
     pub status: &'static str,
     /// Each check and its outcome (`ok` or what failed).
-    #[schema(value_type = Object, example = json!({"database": "ok", "migrations": "ok"}))]
+    #[schema(value_type = Object, example = json!({"database": "ok", "users.database_and_migrations": "ok", "jobs": "ok", "bus": "ok"}))]
     pub checks: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Readiness: every hosted module's database answers and its migrations are all applied.
-/// The bus is reported too; lost notifications only slow it down (it polls), so they do not
-/// make the process unready.
+/// Readiness: every hosted module's database answers and its migrations are all applied, and
+/// so do the jobs storage's (`jobs`). The bus is reported too; lost notifications only slow it
+/// down (it polls), so they do not make the process unready.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve traffic", body = inline(platform::http::Envelope<Readiness>)),
@@ -77,6 +79,11 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         };
         record(format!("{}.database_and_migrations", schema.name), outcome);
     }
+    let jobs = match ping(&state.jobs).await {
+        Ok(()) => jobs_migrations_current(&state.jobs).await,
+        Err(error) => Err(error),
+    };
+    record("jobs".to_owned(), jobs);
     let bus = if state.bus.is_empty() {
         "idle (no module hosted)"
     } else if state.bus.notifications_connected() {
@@ -102,6 +109,10 @@ async fn ping(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 
 async fn migrations_current(pool: &sqlx::PgPool, schema: &ModuleSchema) -> anyhow::Result<()> {
     if migrate::is_current(pool, schema).await? { Ok(()) } else { Err(anyhow::anyhow!("migrations pending")) }
+}
+
+async fn jobs_migrations_current(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    if migrate::jobs_is_current(pool).await? { Ok(()) } else { Err(anyhow::anyhow!("migrations pending")) }
 }
 
 /// Prometheus metrics in the OpenMetrics text format.

@@ -12,6 +12,7 @@ async fn main() -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Migrate { action } => cli::migrate(&config, action).await,
         Command::Bus { action } => cli::bus(&config, action).await,
+        Command::Jobs { action } => cli::jobs(&config, action).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

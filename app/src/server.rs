@@ -15,6 +15,8 @@ use platform::bus::{Bus, BusBuilder};
 use platform::db::ModuleSchema;
 use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
 use platform::http::{ApiError, HttpSettings, stack};
+use platform::jobs::JobsRuntime;
+use platform::jobs::admin::{self as jobs_admin, JobsAdminState};
 use platform::metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +44,7 @@ use crate::modules;
     tags(
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "bus", description = "Event bus administration: subscriptions, dead letters, replay, rewind (admins)"),
+        (name = "jobs", description = "Background jobs administration: failed jobs (admins)"),
         (name = "auth", description = "Registration, sign-in, tokens, email verification, password reset, signing keys"),
         (name = "users", description = "Accounts: your own profile and preferences; listing and administering users (admins)")
     )
@@ -71,6 +74,7 @@ pub struct Application {
     config: Config,
     verifier: JwtVerifier,
     bus: Bus,
+    jobs: JobsRuntime,
 }
 
 impl Application {
@@ -89,15 +93,18 @@ impl Application {
             let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
             let modules = modules::build(&hosted, &config, &backing, &verifier).await?;
             let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics)?;
-            let router = router(&config, &backing, schemas.clone(), &modules, metrics, verifier.clone(), bus.clone());
+            let jobs = assemble_jobs(&config, &backing, &modules, &bus, &metrics)?;
+            let router = router(&config, &backing, schemas.clone(), &modules, metrics, verifier.clone(), bus.clone())?;
             let listener = TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
-            anyhow::Ok((router, listener, verifier, bus))
+            anyhow::Ok((router, listener, verifier, bus, jobs))
         }
         .await;
         match built {
-            Ok((router, listener, verifier, bus)) => Ok(Self { listener, router, backing, config, verifier, bus }),
+            Ok((router, listener, verifier, bus, jobs)) => {
+                Ok(Self { listener, router, backing, config, verifier, bus, jobs })
+            }
             Err(error) => {
                 backing.close().await.ok();
                 Err(error)
@@ -120,18 +127,26 @@ impl Application {
     }
 
     /// Serves until `shutdown` fires, then stops accepting, drains in-flight requests (up to
-    /// the shutdown timeout), closes the pools and stops the embedded database.
+    /// the shutdown timeout), stops the bus and lets running jobs finish (each up to the
+    /// shutdown timeout), closes the pools and stops the embedded database.
     ///
     /// # Errors
     /// A server failure, or a database that does not stop cleanly.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, router, backing, config, bus, .. } = self;
-        let bus_stop = CancellationToken::new();
-        let bus_tasks = match bus.start(bus_stop.clone()).await {
-            Ok(tasks) => tasks,
+        let Self { listener, router, backing, config, bus, jobs, .. } = self;
+        let background = CancellationToken::new();
+        let started = async {
+            let bus = bus.start(background.clone()).await.context("starting the event bus")?;
+            let jobs = jobs.start(background.clone()).await.context("starting the jobs runtime")?;
+            anyhow::Ok((bus, jobs))
+        }
+        .await;
+        let (bus_tasks, jobs) = match started {
+            Ok(started) => started,
             Err(error) => {
+                background.cancel();
                 backing.close().await.ok();
-                return Err(error.context("starting the event bus"));
+                return Err(error);
             }
         };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -148,12 +163,16 @@ impl Application {
                 Ok(())
             }
         };
-        // In-flight handlers finish their batch (or roll back); nothing is lost either way.
-        tracing::info!("HTTP server stopped; stopping the event bus");
-        bus_stop.cancel();
-        if tokio::time::timeout(config.shutdown_timeout, bus_tasks.join()).await.is_err() {
-            tracing::warn!("event bus tasks still running after the shutdown timeout");
-        }
+        // In-flight handlers finish their batch (or roll back), running jobs finish (or run
+        // again elsewhere later); nothing is lost either way.
+        tracing::info!("HTTP server stopped; stopping the event bus and the jobs runtime");
+        background.cancel();
+        let bus_stopped = async {
+            if tokio::time::timeout(config.shutdown_timeout, bus_tasks.join()).await.is_err() {
+                tracing::warn!("event bus tasks still running after the shutdown timeout");
+            }
+        };
+        tokio::join!(bus_stopped, jobs.join());
         tracing::info!("closing databases");
         let closed = backing.close().await;
         served.and(closed)
@@ -182,6 +201,25 @@ pub(crate) fn assemble_bus(
     Ok(builder.build())
 }
 
+/// The jobs runtime of this process: the queues of every hosted module, and the bus's
+/// retention sweeps of the modules it publishes for. Started with the bus.
+pub(crate) fn assemble_jobs(
+    config: &Config,
+    backing: &Backing,
+    modules: &[Arc<dyn Module>],
+    bus: &Bus,
+    metrics: &Metrics,
+) -> anyhow::Result<JobsRuntime> {
+    let pool = backing.databases.jobs_pool()?.clone();
+    // The pod's name in Kubernetes, which makes worker names easy to trace to a replica.
+    let instance = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "bulkhead".to_owned());
+    Ok(JobsRuntime::new(pool, metrics)
+        .instance(&instance)
+        .config(config.jobs())
+        .queues(modules.iter().flat_map(|module| module.jobs()))
+        .queues(bus.retention_jobs()))
+}
+
 fn router(
     config: &Config,
     backing: &Backing,
@@ -190,11 +228,14 @@ fn router(
     metrics: Metrics,
     verifier: JwtVerifier,
     bus: Bus,
-) -> Router {
+) -> anyhow::Result<Router> {
     // The public API of every hosted module, under /api/v1. Module routes are merged here,
     // before the layers below, which wrap only routes already present. The API's own fallback
     // keeps unknown API paths inside its middleware (rate limiting) too.
-    let mut api = OpenApiRouter::<()>::new().merge(admin::router(AdminState { bus: bus.clone(), verifier }));
+    let jobs = backing.databases.jobs_pool()?.clone();
+    let mut api = OpenApiRouter::<()>::new()
+        .merge(admin::router(AdminState { bus: bus.clone(), verifier: verifier.clone() }))
+        .merge(jobs_admin::router(JobsAdminState { pool: jobs.clone(), verifier }));
     let mut root = OpenApiRouter::new();
     for module in modules {
         api = api.merge(module.public_routes());
@@ -206,7 +247,7 @@ fn router(
         api = api.layer(from_fn_with_state(ClientRateLimit::new(per_second, burst), limit_by_client));
     }
 
-    let health_state = HealthState { databases: backing.databases.clone(), schemas, bus };
+    let health_state = HealthState { databases: backing.databases.clone(), schemas, bus, jobs };
     let (operations, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
@@ -221,5 +262,5 @@ fn router(
         request_timeout: config.request_timeout,
         cors_origins: config.cors_origins.clone(),
     };
-    stack::apply(router, &settings, metrics)
+    Ok(stack::apply(router, &settings, metrics))
 }

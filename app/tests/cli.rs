@@ -189,6 +189,31 @@ fn migrate_status_and_up_run_against_the_embedded_database_and_stop_it() {
     let output = bulkhead(data_dir.path()).args(["migrate", "down", "--module", "nothing"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no module `nothing`"));
+
+    // The jobs storage is migrated and listed with the modules, and alone as `jobs`.
+    let output = bulkhead(data_dir.path()).args(["migrate", "status", "--module", "jobs"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = stdout.lines().filter(|line| line.starts_with("jobs ")).collect();
+    assert!(
+        rows.len() >= 20 && rows.iter().all(|row| row.contains(" apalis ") && !row.ends_with("pending")),
+        "{stdout}"
+    );
+    assert!(!stdout.lines().any(|line| line.starts_with("users ")), "only the jobs schema: {stdout}");
+    let output = bulkhead(data_dir.path()).args(["migrate", "down", "--module", "jobs"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be reverted"));
+}
+
+#[test]
+fn jobs_failed_lists_nothing_on_a_fresh_database() {
+    let data_dir = tempfile::tempdir().unwrap();
+    assert!(bulkhead(data_dir.path()).args(["migrate", "up"]).output().unwrap().status.success());
+    let output =
+        bulkhead(data_dir.path()).args(["jobs", "failed", "--queue", "orders.payment_timeout"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("0 failed job(s)"));
+    assert!(postmaster_pid(data_dir.path()).is_none(), "the command leaves no server running");
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use platform::bus::{BusBuilder, BusConfig, Event, Metadata, StartFrom, Subscription, handler_fn};
-use platform::db::{AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, ModuleSchema};
+use platform::db::{
+    AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase, ModuleSchema,
+};
 use platform::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
@@ -110,6 +112,8 @@ async fn run(
         }),
         module_urls: Default::default(),
         pool_size: 16,
+        // The bus alone is measured.
+        jobs: JobsDatabase::Disabled,
     };
     let databases = Databases::connect(&setup, &schemas).await?;
     databases.migrate(&schemas).await?;

@@ -8,6 +8,8 @@
 //!   cursor advance, so effects happen exactly once.
 //! - **Failures** are retried with backoff while the partition waits, then dead-lettered;
 //!   dead letters can be replayed and subscriptions rewound.
+//! - **Retention** deletes old sequenced events, as a recurring job per publishing module
+//!   (`bus.retention.<module>`).
 //!
 //! `docs/bus.md` states the guarantees and what they rest on.
 
@@ -17,6 +19,7 @@ mod consumer;
 pub mod event;
 pub mod listener;
 mod metrics;
+mod retention;
 mod runtime;
 pub mod sequencer;
 pub mod subscription;

@@ -8,7 +8,12 @@ pub mod provision;
 
 pub use embedded::{ClusterAddress, EmbeddedOptions, EmbeddedPostgres};
 pub use migrate::{MigrationState, ModuleSchema};
-pub use provision::{AdminAccess, DatabaseSetup, Databases};
+pub use provision::{AdminAccess, DatabaseSetup, Databases, JobsDatabase};
+
+/// The role the jobs runtime logs in as; it owns [`JOBS_SCHEMA`] (ADR 0010).
+pub const JOBS_ROLE: &str = "bulkhead_jobs";
+/// The one schema shared by every module: apalis' queues (ADR 0010). apalis hard-codes it.
+pub const JOBS_SCHEMA: &str = "apalis";
 
 /// The role a module's pool logs in as: `bulkhead_<module>`.
 pub fn role_name(module: &str) -> String {

@@ -7,6 +7,7 @@ pub mod bus;
 pub mod clock;
 pub mod db;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod module;
 pub mod money;

@@ -5,6 +5,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::bus::Subscription;
 use crate::db::ModuleSchema;
+use crate::jobs::JobQueue;
 
 /// A module as the composition root sees it. Built by `app` from the module's own pool and
 /// the ports it needs; it never reaches for globals.
@@ -30,6 +31,13 @@ pub trait Module: Send + Sync + 'static {
     /// The module's durable subscriptions to other modules' events; their cursors live in
     /// the module's schema.
     fn subscriptions(&self) -> Vec<Subscription> {
+        Vec::new()
+    }
+
+    /// The module's background work: its job queues and their handlers. Jobs are enqueued
+    /// with `platform::jobs::enqueue` in the module's own transactions; the app runs these
+    /// queues in the jobs runtime of every process that hosts the module.
+    fn jobs(&self) -> Vec<JobQueue> {
         Vec::new()
     }
 

@@ -5,7 +5,8 @@
 //! The shared cluster lives in `$BULKHEAD_TEST_PG_DIR` (default: a per-user directory in the
 //! system temp dir), is started by whichever test process needs it first (under a file lock),
 //! and keeps running between runs so later runs start in milliseconds. Templates are keyed by
-//! a digest of every migration, so a changed migration builds a new template.
+//! a digest of every migration (the jobs schema's included), so a changed migration builds a
+//! new template.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,11 +18,18 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
-use crate::db::{AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, ModuleSchema};
+use crate::db::{
+    AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase, ModuleSchema, migrate,
+};
+use crate::jobs::{JobsConfig, JobsRuntime};
+use crate::metrics::Metrics;
 
 /// Test databases are dropped by a later process once they are this old.
 const TEST_DATABASE_MAX_AGE: Duration = Duration::from_secs(3 * 3600);
 const TEST_DATABASE_PREFIX: &str = "bulkhead_test_";
+/// Part of every template's digest: changed whenever what a template holds besides the
+/// migrations changes (3: the jobs schema, its role, its grants and its row-level security).
+const TEMPLATE_LAYOUT: &[u8] = b"bulkhead-template-3";
 
 /// The server tests run against: admin options on its `postgres` database.
 #[derive(Debug, Clone)]
@@ -63,8 +71,8 @@ async fn server() -> anyhow::Result<&'static TestServer> {
         .await
 }
 
-/// A fresh database of its own for one test, with every module schema provisioned and
-/// migrated. Dropped by a later test process after a few hours, so a failed test's data can
+/// A fresh database of its own for one test, with every module schema and the jobs schema
+/// provisioned and migrated. Dropped by a later test process after a few hours, so a failed test's data can
 /// still be inspected.
 #[derive(Debug, Clone)]
 pub struct TestDatabase {
@@ -101,7 +109,12 @@ impl TestDatabase {
 
     /// The setup the app would get from `DATABASE_URL` pointing at this database.
     pub fn setup(&self) -> DatabaseSetup {
-        DatabaseSetup { admin: Some(self.admin.clone()), module_urls: Default::default(), pool_size: 5 }
+        DatabaseSetup {
+            admin: Some(self.admin.clone()),
+            module_urls: Default::default(),
+            pool_size: 5,
+            jobs: JobsDatabase::Provisioned,
+        }
     }
 
     /// A `postgres://` URL for this database with admin rights, for the app's `DATABASE_URL`.
@@ -131,9 +144,11 @@ impl TestDatabase {
 /// half-made template behind.
 async fn ensure_template(server: &TestServer, schemas: &[ModuleSchema]) -> anyhow::Result<String> {
     let mut digest = Sha256::new();
+    digest.update(TEMPLATE_LAYOUT);
     for schema in schemas {
         schema.fingerprint(&mut digest);
     }
+    migrate::jobs_fingerprint(&mut digest);
     let hash = hex::encode(digest.finalize());
     let template = format!("bulkhead_template_{}", &hash[..16]);
     let lock_key = i64::from_be_bytes(hex::decode(&hash[..16])?.try_into().unwrap_or_default());
@@ -158,6 +173,7 @@ async fn ensure_template(server: &TestServer, schemas: &[ModuleSchema]) -> anyho
             }),
             module_urls: Default::default(),
             pool_size: 2,
+            jobs: JobsDatabase::Provisioned,
         };
         let databases = Databases::connect(&setup, schemas).await?;
         let migrated = databases.migrate(schemas).await;
@@ -250,6 +266,25 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A jobs runtime on the jobs pool of `databases` (a [`TestDatabase`]'s), tuned for tests:
+/// it polls every 100 ms, so jobs scheduled for later start promptly, and stops within 5 s.
+/// Add the queues under test and start it:
+///
+/// ```ignore
+/// let handle = testing::jobs_runtime(&databases, &Metrics::new())?.queues(module.jobs()).start(stop.clone()).await?;
+/// ```
+///
+/// # Errors
+/// When `databases` has no jobs pool.
+pub fn jobs_runtime(databases: &Databases, metrics: &Metrics) -> anyhow::Result<JobsRuntime> {
+    let config = JobsConfig {
+        poll_interval: Duration::from_millis(100),
+        shutdown_timeout: Duration::from_secs(5),
+        ..JobsConfig::default()
+    };
+    Ok(JobsRuntime::new(databases.jobs_pool()?.clone(), metrics).instance("test").config(config))
 }
 
 /// The superuser password of the shared test cluster, for tests that connect by hand.

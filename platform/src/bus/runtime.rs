@@ -1,6 +1,6 @@
 //! The bus of one process: the sequencers of the modules it hosts, the consumers of their
-//! subscriptions, the listener that wakes them, retention, lag metrics, and the operator
-//! operations (status, dead letters, replay, rewind).
+//! subscriptions, the listener that wakes them, lag metrics, and the operator operations
+//! (status, dead letters, replay, rewind). Retention runs as jobs (`bus/retention.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub struct BusConfig {
     pub poll_interval: Duration,
     /// Sequenced events older than this are deleted (Kafka's `retention.ms`).
     pub retention: Duration,
-    /// How often the retention sweep runs.
+    /// How often the retention sweep runs (as the `bus.retention.<module>` jobs).
     pub retention_every: Duration,
     /// How often lag and dead-letter gauges are refreshed.
     pub gauges_every: Duration,
@@ -285,7 +285,8 @@ pub enum RewindError {
 
 impl Bus {
     /// Prepares every subscription's cursors and starts the listener, the sequencers, the
-    /// consumers (one task per partition), retention and the gauges.
+    /// consumers (one task per partition) and the gauges. Retention is not among them: it runs
+    /// as jobs ([`Bus::retention_jobs`]).
     ///
     /// # Errors
     /// When a subscription's cursors cannot be prepared.
@@ -319,9 +320,6 @@ impl Bus {
                 tasks.spawn(consumer.clone().run_partition(partition, cancel.clone()));
             }
         }
-        let bus = self.clone();
-        let stop = cancel.clone();
-        tasks.spawn(async move { bus.sweep_periodically(stop).await });
         let bus = self.clone();
         tasks.spawn(async move { bus.refresh_gauges_periodically(cancel).await });
         Ok(BusTasks { tasks })
@@ -563,7 +561,7 @@ impl Bus {
     }
 
     /// Deletes sequenced events older than the retention window from every hosted outbox,
-    /// always keeping the newest (it carries the head position), and the module's expired
+    /// always keeping the newest (it carries the head position), and the modules' expired
     /// idempotency records. Unsequenced rows stay. A module another process is sweeping right
     /// now is skipped (a transaction-scoped advisory lock per module).
     ///
@@ -571,47 +569,54 @@ impl Bus {
     /// Database failures.
     pub async fn sweep_retention(&self) -> anyhow::Result<u64> {
         let mut deleted = 0;
-        for (module, pool) in &self.inner.publishers {
-            let mut tx = pool.begin().await?;
-            let mine: bool = sqlx::query_scalar(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended('bulkhead.retention.' || current_schema(), 0))",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            if !mine {
-                continue;
-            }
-            let done = sqlx::query(
-                "DELETE FROM outbox
-                  WHERE position IS NOT NULL AND sequenced_at < now() - $1::interval
-                    AND position < (SELECT max(position) FROM outbox)",
-            )
-            .bind(self.inner.config.retention)
-            .execute(&mut *tx)
-            .await
-            .with_context(|| format!("sweeping the outbox of {module}"))?;
-            sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < now()").execute(&mut *tx).await?;
-            tx.commit().await?;
-            deleted += done.rows_affected();
+        for (module, _) in &self.inner.publishers {
+            deleted += self.sweep_retention_of(module).await?;
         }
         Ok(deleted)
     }
 
-    /// Sweeps shortly after start (at a random moment within a minute, so replicas started
-    /// together do not collide) and then on schedule.
-    async fn sweep_periodically(&self, cancel: CancellationToken) {
-        let mut wait = Duration::from_millis(rand::random::<u64>() % 60_000).min(self.inner.config.retention_every);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
-            }
-            wait = self.inner.config.retention_every;
-            match self.sweep_retention().await {
-                Ok(deleted) => tracing::info!(deleted, "retention sweep done"),
-                Err(error) => tracing::warn!("retention sweep failed: {error:#}"),
-            }
+    /// [`Bus::sweep_retention`] for one hosted module; returns the events deleted.
+    ///
+    /// # Errors
+    /// A module not hosted here, or database failures.
+    pub async fn sweep_retention_of(&self, module: &str) -> anyhow::Result<u64> {
+        let pool = self
+            .inner
+            .publishers
+            .iter()
+            .find(|(name, _)| *name == module)
+            .map(|(_, pool)| pool)
+            .with_context(|| format!("module `{module}` is not hosted here"))?;
+        let mut tx = pool.begin().await?;
+        let mine: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('bulkhead.retention.' || current_schema(), 0))",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !mine {
+            return Ok(0);
         }
+        let done = sqlx::query(
+            "DELETE FROM outbox
+              WHERE position IS NOT NULL AND sequenced_at < now() - $1::interval
+                AND position < (SELECT max(position) FROM outbox)",
+        )
+        .bind(self.inner.config.retention)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("sweeping the outbox of {module}"))?;
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at < now()").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The modules whose outboxes this bus sequences and sweeps.
+    pub fn publishers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.inner.publishers.iter().map(|(module, _)| *module)
+    }
+
+    pub(crate) fn config(&self) -> &BusConfig {
+        &self.inner.config
     }
 
     async fn refresh_gauges_periodically(&self, cancel: CancellationToken) {

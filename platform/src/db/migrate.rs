@@ -5,6 +5,10 @@
 //! the outbox, …) at the bottom, recorded in `<m>._platform_migrations`, and the module's own
 //! `migrations/<m>/`, recorded in `<m>._sqlx_migrations`. `up` applies the kit, then the
 //! module; `down` peels the module's migrations first and the kit's once those are gone.
+//!
+//! The jobs storage is the one schema outside that pattern (ADR 0010): apalis' own
+//! migrations, applied by role `bulkhead_jobs` and recorded in `apalis._sqlx_migrations`,
+//! where apalis' own `PostgresStorage::setup` records them too. They are not reversible.
 
 use std::collections::HashMap;
 
@@ -15,6 +19,9 @@ use sqlx::postgres::PgPool;
 
 /// The platform kit's tables, created in every module's schema.
 static KIT: Migrator = sqlx::migrate!("./migrations");
+
+/// How `migrate status` and readiness name the jobs storage.
+pub const JOBS: &str = "jobs";
 
 /// What a module persists: its schema name and its embedded migrations
 /// (`sqlx::migrate!("../../migrations/<m>")`).
@@ -49,6 +56,60 @@ struct Stream {
     label: &'static str,
     migrator: Migrator,
     table: String,
+}
+
+/// apalis' migrations, recorded where apalis records them. Unlike `PostgresStorage::setup`,
+/// this does not run `CREATE SCHEMA IF NOT EXISTS apalis` on every start (PostgreSQL checks
+/// that against `CREATE` on the database even when the schema exists): the schema is
+/// provisioned beforehand.
+fn jobs_stream() -> Stream {
+    Stream::new("apalis", &apalis_postgres::PostgresStorage::<()>::migrations(), super::JOBS_SCHEMA, "_sqlx_migrations")
+}
+
+/// A digest of the jobs storage's migrations, for test templates (see
+/// [`ModuleSchema::fingerprint`]).
+pub fn jobs_fingerprint(hasher: &mut impl sha2::digest::Update) {
+    hasher.update(JOBS.as_bytes());
+    for migration in jobs_stream().migrator.iter() {
+        hasher.update(&migration.version.to_be_bytes());
+        hasher.update(&migration.checksum);
+    }
+}
+
+/// Applies apalis' pending migrations with the jobs pool.
+///
+/// # Errors
+/// A failing migration, or a changed, already-applied one.
+pub async fn jobs_up(pool: &PgPool) -> anyhow::Result<()> {
+    jobs_stream().migrator.run(pool).await.context("applying the migrations of the jobs schema (apalis)")?;
+    Ok(())
+}
+
+/// Every migration of the jobs storage and whether it is applied.
+///
+/// # Errors
+/// When the history table cannot be read.
+pub async fn jobs_status(pool: &PgPool) -> anyhow::Result<Vec<MigrationState>> {
+    let stream = jobs_stream();
+    let applied = stream.applied(pool).await?;
+    Ok(stream
+        .up_migrations()
+        .map(|m| MigrationState {
+            module: JOBS,
+            stream: stream.label,
+            version: m.version,
+            description: m.description.to_string(),
+            applied_at: applied.get(&m.version).copied(),
+        })
+        .collect())
+}
+
+/// Whether every migration of the jobs storage is applied (the readiness check).
+///
+/// # Errors
+/// When the history table cannot be read.
+pub async fn jobs_is_current(pool: &PgPool) -> anyhow::Result<bool> {
+    Ok(jobs_status(pool).await?.iter().all(|m| m.applied_at.is_some()))
 }
 
 impl Stream {
@@ -129,7 +190,7 @@ pub async fn down(pool: &PgPool, schema: &ModuleSchema, steps: usize) -> anyhow:
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MigrationState {
     pub module: &'static str,
-    /// `platform` (the kit's tables) or `module`.
+    /// `platform` (the kit's tables), `module`, or `apalis` (the jobs storage).
     pub stream: &'static str,
     pub version: i64,
     pub description: String,

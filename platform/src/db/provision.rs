@@ -5,6 +5,10 @@
 //! password is derived from the admin secret (HMAC), so every replica computes the same one and
 //! nothing needs storing. Without admin rights, a module connects through its own URL
 //! (`BULKHEAD_<M>_DATABASE_URL`), which is also how a module moves to a database of its own.
+//!
+//! The jobs runtime gets the same treatment (ADR 0010): role `bulkhead_jobs` owns the one
+//! shared schema, `apalis`, or `BULKHEAD_JOBS_DATABASE_URL` points at it. Every module role may
+//! enqueue there (`INSERT` on `apalis.jobs`, into its own queues only) and nothing more.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use super::migrate::{self, ModuleSchema};
-use super::{has_sqlstate, role_name};
+use super::{JOBS_ROLE, JOBS_SCHEMA, has_sqlstate, role_name};
 
 /// A connection with the right to create roles and schemas.
 #[derive(Debug, Clone)]
@@ -55,15 +59,30 @@ pub struct DatabaseSetup {
     pub admin: Option<AdminAccess>,
     /// Modules that connect through their own URL instead of a provisioned role.
     pub module_urls: BTreeMap<String, PgConnectOptions>,
-    /// Connections per module pool.
+    /// Connections per module pool (and of the jobs pool).
     pub pool_size: u32,
+    /// Where the jobs runtime keeps its queues.
+    pub jobs: JobsDatabase,
 }
 
-/// The pools of the modules this process hosts.
+/// Where the jobs storage (schema `apalis`, ADR 0010) is reached from.
+#[derive(Debug, Clone, Default)]
+pub enum JobsDatabase {
+    /// Role `bulkhead_jobs`, provisioned with the admin connection; none without one.
+    #[default]
+    Provisioned,
+    /// A URL of its own (`BULKHEAD_JOBS_DATABASE_URL`), for deployments without admin rights.
+    Url(Box<PgConnectOptions>),
+    /// No jobs storage: tools and tests that run no jobs.
+    Disabled,
+}
+
+/// The pools of the modules this process hosts, and of the jobs storage.
 #[derive(Debug, Clone)]
 pub struct Databases {
     admin: Option<PgPool>,
     modules: BTreeMap<&'static str, PgPool>,
+    jobs: Option<PgPool>,
 }
 
 impl Databases {
@@ -101,7 +120,8 @@ impl Databases {
             let options = match (setup.module_urls.get(schema.name), &setup.admin, &admin) {
                 (Some(own), _, _) => {
                     let options = own.clone().options([("search_path", schema.name)]);
-                    ensure_own_schema(&options, schema.name).await?;
+                    let variable = format!("BULKHEAD_{}_DATABASE_URL", schema.name.to_uppercase());
+                    ensure_own_schema(&options, schema.name, &variable).await?;
                     options
                 }
                 (None, Some(access), Some(pool)) => provision(pool, access, schema.name).await?,
@@ -115,11 +135,25 @@ impl Databases {
             let pool = pool_options().connect_lazy_with(options);
             modules.insert(schema.name, pool);
         }
-        Ok(Self { admin, modules })
+        let jobs = match &setup.jobs {
+            JobsDatabase::Disabled => None,
+            JobsDatabase::Url(own) => {
+                let options = (**own).clone().options([("search_path", JOBS_SCHEMA)]);
+                ensure_own_schema(&options, JOBS_SCHEMA, "BULKHEAD_JOBS_DATABASE_URL").await?;
+                Some(options)
+            }
+            JobsDatabase::Provisioned => match (&setup.admin, &admin) {
+                (Some(access), Some(pool)) => Some(provision_jobs(pool, access).await?),
+                _ => None,
+            },
+        };
+        let jobs = jobs.map(|options| pool_options().connect_lazy_with(options.application_name("bulkhead:jobs")));
+        Ok(Self { admin, modules, jobs })
     }
 
     /// Applies pending migrations of every module with its own role, then grants every other
-    /// module's role read access to each module's outbox.
+    /// module's role read access to each module's outbox, then migrates the jobs storage (see
+    /// [`Databases::migrate_jobs`]).
     ///
     /// # Errors
     /// A failing migration or grant.
@@ -127,7 +161,22 @@ impl Databases {
         for schema in schemas {
             migrate::up(self.pool(schema.name)?, schema).await?;
         }
-        self.grant_outbox_reads(schemas).await
+        self.grant_outbox_reads(schemas).await?;
+        self.migrate_jobs().await
+    }
+
+    /// Applies the jobs storage's pending migrations (where this process has one), keeps
+    /// module roles to their own queues, and grants every module role the right to enqueue,
+    /// where missing.
+    ///
+    /// # Errors
+    /// A failing migration or grant.
+    pub async fn migrate_jobs(&self) -> anyhow::Result<()> {
+        if let Some(jobs) = &self.jobs {
+            migrate::jobs_up(jobs).await?;
+            confine_enqueue(jobs).await?;
+        }
+        self.grant_enqueue().await
     }
 
     /// The pool of a hosted module.
@@ -136,6 +185,18 @@ impl Databases {
     /// When `module` is not hosted here.
     pub fn pool(&self, module: &str) -> anyhow::Result<&PgPool> {
         self.modules.get(module).with_context(|| format!("module `{module}` has no database pool in this process"))
+    }
+
+    /// The pool of the jobs storage (role `bulkhead_jobs`, `search_path=apalis`): what the
+    /// jobs runtime runs on.
+    ///
+    /// # Errors
+    /// When this process has no jobs storage (neither admin rights nor
+    /// `BULKHEAD_JOBS_DATABASE_URL`, or disabled).
+    pub fn jobs_pool(&self) -> anyhow::Result<&PgPool> {
+        self.jobs.as_ref().context(
+            "no jobs database: set DATABASE_URL (with the right to create roles) or BULKHEAD_JOBS_DATABASE_URL",
+        )
     }
 
     /// The admin pool, when this process has admin rights.
@@ -150,6 +211,9 @@ impl Databases {
     pub async fn close(&self) {
         for pool in self.modules.values() {
             pool.close().await;
+        }
+        if let Some(jobs) = &self.jobs {
+            jobs.close().await;
         }
         if let Some(admin) = &self.admin {
             admin.close().await;
@@ -181,6 +245,84 @@ impl Databases {
         }
         Ok(())
     }
+
+    async fn grant_enqueue(&self) -> anyhow::Result<()> {
+        match (&self.jobs, &self.admin) {
+            (Some(jobs), _) => grant_enqueue_with(jobs).await,
+            (None, Some(admin)) => {
+                if let Err(error) = grant_enqueue_with(admin).await {
+                    tracing::warn!("could not grant module roles the right to enqueue jobs: {error:#}");
+                }
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Every module role may enqueue jobs inside its own transactions (DESIGN §4), so each gets
+/// `USAGE` on schema `apalis` and `INSERT` on `apalis.jobs`, granted directly: the roles are
+/// `NOINHERIT`, a group role would pass nothing on. Roles created after the jobs schema
+/// get theirs when a process that hosts them migrates. Granted by the schema's owner (the
+/// jobs pool) where this process has one, else by the admin.
+async fn grant_enqueue_with(pool: &PgPool) -> anyhow::Result<()> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('apalis.jobs') IS NOT NULL").fetch_one(pool).await?;
+    if !exists {
+        return Ok(());
+    }
+    let missing: Vec<String> = sqlx::query_scalar(
+        "SELECT rolname::text FROM pg_roles
+          WHERE rolname LIKE 'bulkhead\\_%' AND rolname <> $1
+            AND NOT (has_schema_privilege(oid, 'apalis', 'USAGE') AND has_table_privilege(oid, 'apalis.jobs', 'INSERT'))",
+    )
+    .bind(JOBS_ROLE)
+    .fetch_all(pool)
+    .await
+    .context("checking which module roles may enqueue jobs")?;
+    for role in missing {
+        let mut tx = pool.begin().await?;
+        for sql in [
+            format!("GRANT USAGE ON SCHEMA {JOBS_SCHEMA} TO {role}"),
+            format!("GRANT INSERT ON {JOBS_SCHEMA}.jobs TO {role}"),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *tx).await?;
+        }
+        tx.commit().await.with_context(|| format!("granting {role} the right to enqueue jobs"))?;
+    }
+    Ok(())
+}
+
+/// The policy that keeps each module to its own queues.
+const ENQUEUE_POLICY: &str = "bulkhead_enqueue_own_queues";
+
+/// A module role may insert jobs only into its own queues (`<module>.*`): the queue table is
+/// shared, and a job in another module's queue would run that module's handler on a payload
+/// it did not write. Row-level security on `apalis.jobs`; its owner (the jobs runtime, and
+/// the platform's own recurring jobs) is not subject to it.
+async fn confine_enqueue(jobs: &PgPool) -> anyhow::Result<()> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = 'apalis' AND tablename = 'jobs' AND policyname = $1)",
+    )
+    .bind(ENQUEUE_POLICY)
+    .fetch_one(jobs)
+    .await?;
+    if exists {
+        return Ok(());
+    }
+    let create = format!(
+        "CREATE POLICY {ENQUEUE_POLICY} ON {JOBS_SCHEMA}.jobs FOR INSERT
+         WITH CHECK (starts_with(job_type, substr(current_user::text, length('bulkhead_') + 1) || '.'))"
+    );
+    let mut tx = jobs.begin().await?;
+    match sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut *tx).await {
+        Ok(_) => {}
+        // Another process created it first.
+        Err(e) if has_sqlstate(&e, "42710") || has_sqlstate(&e, super::UNIQUE_VIOLATION) => return Ok(()),
+        Err(e) => return Err(e).context("keeping module roles to their own job queues"),
+    }
+    let enable = format!("ALTER TABLE {JOBS_SCHEMA}.jobs ENABLE ROW LEVEL SECURITY");
+    sqlx::query(sqlx::AssertSqlSafe(enable)).execute(&mut *tx).await?;
+    tx.commit().await.context("keeping module roles to their own job queues")
 }
 
 /// Grants every other module role read access to `owner`'s outbox, where missing.
@@ -188,11 +330,12 @@ async fn grant_outbox(pool: &PgPool, owner: &str) -> anyhow::Result<()> {
     validate_identifier(owner)?;
     let missing: Vec<String> = sqlx::query_scalar(
         "SELECT rolname::text FROM pg_roles
-          WHERE rolname LIKE 'bulkhead\\_%' AND rolname <> $1
+          WHERE rolname LIKE 'bulkhead\\_%' AND rolname <> $1 AND rolname <> $3
             AND NOT has_table_privilege(oid, $2::regclass, 'SELECT')",
     )
     .bind(role_name(owner))
     .bind(format!("{owner}.outbox"))
+    .bind(JOBS_ROLE)
     .fetch_all(pool)
     .await
     .with_context(|| format!("checking who may read {owner}.outbox"))?;
@@ -212,9 +355,36 @@ async fn grant_outbox(pool: &PgPool, owner: &str) -> anyhow::Result<()> {
 /// Creates (or repairs) the module's role and schema and returns its connection options.
 async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow::Result<PgConnectOptions> {
     validate_identifier(module)?;
+    anyhow::ensure!(
+        role_name(module) != JOBS_ROLE,
+        "`{module}` cannot be a module's name: its role would be the jobs runtime's"
+    );
     let role = role_name(module);
-    let password = access.role_password(&role);
-    let options = access.options.clone().username(&role).password(&password).options([("search_path", module)]);
+    let options = ensure_role(admin, access, &role).await?.options([("search_path", module)]);
+    ensure_schema_owner(admin, module, &role).await?;
+    Ok(options)
+}
+
+/// Creates (or repairs) role `bulkhead_jobs` and its schema `apalis`, and lets it create
+/// what apalis' migrations create: their first one runs `CREATE SCHEMA IF NOT EXISTS apalis`
+/// (which PostgreSQL checks against `CREATE` on the database even when the schema exists),
+/// and they install the trusted extensions `pgcrypto` and `hstore` (ADR 0010).
+async fn provision_jobs(admin: &PgPool, access: &AdminAccess) -> anyhow::Result<PgConnectOptions> {
+    let options = ensure_role(admin, access, JOBS_ROLE).await?.options([("search_path", JOBS_SCHEMA)]);
+    ensure_schema_owner(admin, JOBS_SCHEMA, JOBS_ROLE).await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()::text").fetch_one(admin).await?;
+    let sql = format!("GRANT CREATE ON DATABASE \"{}\" TO {JOBS_ROLE}", database.replace('"', "\"\""));
+    if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
+        tracing::warn!("could not let {JOBS_ROLE} create the jobs schema's extensions: {error}");
+    }
+    Ok(options)
+}
+
+/// Creates login role `role` with its derived password, or repairs the password of an
+/// existing one, and returns options to log in as it.
+async fn ensure_role(admin: &PgPool, access: &AdminAccess, role: &str) -> anyhow::Result<PgConnectOptions> {
+    let password = access.role_password(role);
+    let options = access.options.clone().username(role).password(&password);
 
     // Roles are cluster-wide and several processes may provision at once (replicas, tests):
     // create only when missing, tolerate losing the race, and touch the password only when
@@ -223,7 +393,7 @@ async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow
         "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1),
                 (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
     )
-    .bind(&role)
+    .bind(role)
     .fetch_one(admin)
     .await
     .context("reading roles")?;
@@ -232,7 +402,7 @@ async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow
             "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION PASSWORD '{password}'"
         );
         match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
-            Ok(_) => tracing::info!(%role, "created the module's database role"),
+            Ok(_) => tracing::info!(%role, "created a database role"),
             Err(e) if has_sqlstate(&e, "42710") || has_sqlstate(&e, super::UNIQUE_VIOLATION) => {}
             Err(e) => {
                 return Err(e)
@@ -254,50 +424,51 @@ async fn provision(admin: &PgPool, access: &AdminAccess, module: &str) -> anyhow
     if !superuser {
         let sql = format!("GRANT {role} TO CURRENT_USER");
         if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
-            tracing::debug!(%role, "could not join the module role: {error}");
+            tracing::debug!(%role, "could not join the role: {error}");
         }
-    }
-
-    let owner: Option<String> =
-        sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1")
-            .bind(module)
-            .fetch_optional(admin)
-            .await?;
-    match owner {
-        None => {
-            let sql = format!("CREATE SCHEMA IF NOT EXISTS {module} AUTHORIZATION {role}");
-            match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
-                Ok(_) => {}
-                Err(e) if has_sqlstate(&e, super::UNIQUE_VIOLATION) || has_sqlstate(&e, "42P06") => {}
-                Err(e) => return Err(e).with_context(|| format!("creating schema {module}")),
-            }
-        }
-        Some(owner) if owner != role => {
-            let sql = format!("ALTER SCHEMA {module} OWNER TO {role}");
-            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await?;
-        }
-        Some(_) => {}
     }
     Ok(options)
 }
 
-/// With a per-module URL, the module's role creates its schema itself when it may.
-async fn ensure_own_schema(options: &PgConnectOptions, module: &str) -> anyhow::Result<()> {
-    validate_identifier(module)?;
-    let mut connection = PgConnection::connect_with(options)
-        .await
-        .with_context(|| format!("connecting with BULKHEAD_{}_DATABASE_URL", module.to_uppercase()))?;
+/// Creates schema `schema` owned by `role`, or hands an existing one to it.
+async fn ensure_schema_owner(admin: &PgPool, schema: &str, role: &str) -> anyhow::Result<()> {
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = $1")
+            .bind(schema)
+            .fetch_optional(admin)
+            .await?;
+    match owner {
+        None => {
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}");
+            match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await {
+                Ok(_) => {}
+                Err(e) if has_sqlstate(&e, super::UNIQUE_VIOLATION) || has_sqlstate(&e, "42P06") => {}
+                Err(e) => return Err(e).with_context(|| format!("creating schema {schema}")),
+            }
+        }
+        Some(owner) if owner != role => {
+            let sql = format!("ALTER SCHEMA {schema} OWNER TO {role}");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin).await?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// With a URL of its own (`variable`), a module's role (or the jobs role) creates its schema
+/// itself when it may.
+async fn ensure_own_schema(options: &PgConnectOptions, schema: &str, variable: &str) -> anyhow::Result<()> {
+    validate_identifier(schema)?;
+    let mut connection =
+        PgConnection::connect_with(options).await.with_context(|| format!("connecting with {variable}"))?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(module)
+        .bind(schema)
         .fetch_one(&mut connection)
         .await?;
     if !exists {
-        let sql = format!("CREATE SCHEMA {module} AUTHORIZATION CURRENT_USER");
+        let sql = format!("CREATE SCHEMA {schema} AUTHORIZATION CURRENT_USER");
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut connection).await.with_context(|| {
-            format!(
-                "schema `{module}` does not exist and the role of BULKHEAD_{}_DATABASE_URL may not create it",
-                module.to_uppercase()
-            )
+            format!("schema `{schema}` does not exist and the role of {variable} may not create it")
         })?;
     }
     connection.close().await.ok();

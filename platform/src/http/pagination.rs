@@ -114,6 +114,15 @@ impl<T> Page<T> {
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page { items: self.items.into_iter().map(f).collect(), next_cursor: self.next_cursor, limit: self.limit }
     }
+
+    /// [`Page::map`] with a conversion that can fail.
+    ///
+    /// # Errors
+    /// The first item that does not convert.
+    pub fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        let items = self.items.into_iter().map(f).collect::<Result<Vec<_>, E>>()?;
+        Ok(Page { items, next_cursor: self.next_cursor, limit: self.limit })
+    }
 }
 
 /// The `meta` of a list response.

@@ -1,6 +1,6 @@
 //! Roles, schemas, grants and migrations against real PostgreSQL.
 
-use platform::db::{self, DatabaseSetup, Databases, ModuleSchema, migrate};
+use platform::db::{self, DatabaseSetup, Databases, JobsDatabase, ModuleSchema, migrate};
 use sqlx::PgPool;
 
 use crate::support::{ALPHA, BETA, SCHEMAS};
@@ -117,7 +117,12 @@ async fn a_module_with_its_own_url_creates_its_schema_and_migrates_without_admin
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
     }
     let own = database.admin.options.clone().username(&role).password("gamma-secret");
-    let setup = DatabaseSetup { admin: None, module_urls: [("gamma".to_owned(), own)].into(), pool_size: 2 };
+    let setup = DatabaseSetup {
+        admin: None,
+        module_urls: [("gamma".to_owned(), own)].into(),
+        pool_size: 2,
+        jobs: JobsDatabase::Disabled,
+    };
 
     let databases = Databases::connect(&setup, &[GAMMA]).await.unwrap();
     databases.migrate(&[GAMMA]).await.unwrap();
@@ -133,7 +138,8 @@ async fn a_module_with_its_own_url_creates_its_schema_and_migrates_without_admin
 
 #[tokio::test]
 async fn a_module_without_admin_access_or_its_own_url_is_a_clear_error() {
-    let setup = DatabaseSetup { admin: None, module_urls: Default::default(), pool_size: 1 };
+    let setup =
+        DatabaseSetup { admin: None, module_urls: Default::default(), pool_size: 1, jobs: JobsDatabase::Disabled };
     let error = Databases::connect(&setup, &[BETA]).await.unwrap_err().to_string();
     assert!(error.contains("BULKHEAD_BETA_DATABASE_URL"), "{error}");
     assert!(error.contains("DATABASE_URL"), "{error}");
@@ -171,7 +177,13 @@ async fn an_admin_with_createrole_but_not_superuser_can_provision_modules() {
         options: database.admin.options.clone().username(&operator).password("operator-secret"),
         role_secret: secrecy::SecretString::from("delta-operator"),
     };
-    let setup = DatabaseSetup { admin: Some(access), module_urls: Default::default(), pool_size: 2 };
+    // No jobs role: it is cluster-wide, and this admin's secret would derive it another password.
+    let setup = DatabaseSetup {
+        admin: Some(access),
+        module_urls: Default::default(),
+        pool_size: 2,
+        jobs: JobsDatabase::Disabled,
+    };
     let databases = Databases::connect(&setup, &[DELTA]).await.unwrap();
     databases.migrate(&[DELTA]).await.unwrap();
     let delta = databases.pool("delta").unwrap();

@@ -7,4 +7,5 @@ mod database;
 mod embedded;
 mod http_errors;
 mod idempotency;
+mod jobs;
 mod support;
