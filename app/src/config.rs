@@ -204,6 +204,10 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_BUS_POLL_INTERVAL", default_value = "1s", global = true, value_parser = parse_bus_poll_interval)]
     pub bus_poll_interval: Duration,
 
+    /// How long an order whose stock is reserved waits for payment before it is cancelled.
+    #[arg(long, env = "BULKHEAD_ORDERS_PAYMENT_TIMEOUT", default_value = "15m", global = true, value_parser = parse_payment_timeout)]
+    pub orders_payment_timeout: Duration,
+
     /// Origins allowed to call the API from a browser, comma-separated (default: none).
     #[arg(long, env = "BULKHEAD_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<HeaderValue>,
@@ -312,6 +316,14 @@ fn parse_bus_retention(value: &str) -> Result<Duration, String> {
 
 fn parse_bus_retention_interval(value: &str) -> Result<Duration, String> {
     parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_RETENTION_INTERVAL: {e}"))
+}
+
+fn parse_payment_timeout(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(timeout) if timeout >= Duration::from_secs(1) => Ok(timeout),
+        Ok(_) => Err("BULKHEAD_ORDERS_PAYMENT_TIMEOUT must be at least 1s".to_owned()),
+        Err(e) => Err(format!("BULKHEAD_ORDERS_PAYMENT_TIMEOUT: {e}")),
+    }
 }
 
 fn parse_bus_poll_interval(value: &str) -> Result<Duration, String> {

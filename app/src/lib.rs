@@ -5,6 +5,7 @@ pub mod config;
 mod database;
 mod health;
 pub mod modules;
+mod ports;
 mod server;
 
 pub use config::{Cli, Command, Config};

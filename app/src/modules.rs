@@ -15,6 +15,8 @@ pub fn compiled() -> Vec<ModuleDescriptor> {
     vec![
         #[cfg(feature = "users")]
         users::DESCRIPTOR,
+        #[cfg(feature = "orders")]
+        orders::DESCRIPTOR,
     ]
 }
 
@@ -23,7 +25,7 @@ pub fn compiled() -> Vec<ModuleDescriptor> {
 ///
 /// # Errors
 /// A module that cannot start, with the reason.
-#[cfg_attr(not(feature = "users"), expect(unused_variables, reason = "no module compiled in"))]
+#[cfg_attr(not(any(feature = "users", feature = "orders")), expect(unused_variables, reason = "no module compiled in"))]
 pub(crate) async fn build(
     hosted: &[ModuleDescriptor],
     config: &Config,
@@ -31,11 +33,18 @@ pub(crate) async fn build(
     verifier: &JwtVerifier,
 ) -> anyhow::Result<Vec<Arc<dyn Module>>> {
     let hosts = |name: &str| hosted.iter().any(|d| d.schema.name == name);
-    #[cfg_attr(not(feature = "users"), expect(unused_mut, reason = "no module compiled in"))]
+    #[cfg_attr(not(any(feature = "users", feature = "orders")), expect(unused_mut, reason = "no module compiled in"))]
     let mut built: Vec<Arc<dyn Module>> = Vec::new();
     #[cfg(feature = "users")]
     if hosts("users") {
         built.push(Arc::new(users_module(config, backing, verifier).await?));
+    }
+    #[cfg(feature = "orders")]
+    if hosts("orders") {
+        let settings =
+            orders::OrdersConfig { payment_timeout: config.orders_payment_timeout, ..orders::OrdersConfig::default() };
+        let pool = backing.databases.pool("orders")?.clone();
+        built.push(Arc::new(orders::OrdersModule::new(pool, crate::ports::inventory(), verifier.clone(), settings)));
     }
     Ok(built)
 }

@@ -46,7 +46,8 @@ use crate::modules;
         (name = "bus", description = "Event bus administration: subscriptions, dead letters, replay, rewind (admins)"),
         (name = "jobs", description = "Background jobs administration: failed jobs (admins)"),
         (name = "auth", description = "Registration, sign-in, tokens, email verification, password reset, signing keys"),
-        (name = "users", description = "Accounts: your own profile and preferences; listing and administering users (admins)")
+        (name = "users", description = "Accounts: your own profile and preferences; listing and administering users (admins)"),
+        (name = "orders", description = "Placing orders and following them through the order saga (docs/saga.md)")
     )
 )]
 struct ApiDoc;

@@ -110,6 +110,12 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        // The bus and the jobs runtime start before the server accepts: wait until it does, so
+        // a test that then disturbs the database does not disturb the start instead.
+        let health = format!("http://{address}/health");
+        eventually(Duration::from_secs(30), || async { Ok(client.get(&health).send().await.is_ok().then_some(())) })
+            .await
+            .expect("the app never started serving");
         Self { address, client, database, signing, shutdown, server, _data_dir: data_dir }
     }
 

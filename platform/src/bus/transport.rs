@@ -4,6 +4,9 @@
 //! `outbox` directly; a Kafka log reads the topic the publisher's relay feeds, with the same
 //! positions-per-partition bookkeeping in the subscriber's `bus_cursors`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -63,14 +66,35 @@ pub trait EventLog: Send + Sync + 'static {
 }
 
 /// Reads the publisher's `outbox` in the same database (the subscriber's role has `SELECT`).
+///
+/// A publisher whose schema does not exist yet (its module is not deployed, or its process
+/// has not started) reads as an empty log: subscribers wait for it instead of failing, so
+/// processes can start in any order.
 #[derive(Debug, Clone)]
 pub struct PostgresLog {
     wakeups: Wakeups,
+    /// Sources whose outbox has been seen; an outbox never goes away once there.
+    present: Arc<Mutex<HashSet<String>>>,
 }
 
 impl PostgresLog {
     pub fn new(wakeups: Wakeups) -> Self {
-        Self { wakeups }
+        Self { wakeups, present: Arc::default() }
+    }
+
+    /// Whether `source`'s outbox exists (asked of the database until it does).
+    async fn exists(&self, conn: &mut PgConnection, source: &str) -> anyhow::Result<bool> {
+        if self.present.lock().is_ok_and(|present| present.contains(source)) {
+            return Ok(true);
+        }
+        let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(outbox(source)?)
+            .fetch_one(&mut *conn)
+            .await?;
+        if found && let Ok(mut present) = self.present.lock() {
+            present.insert(source.to_owned());
+        }
+        Ok(found)
     }
 }
 
@@ -93,6 +117,9 @@ impl EventLog for PostgresLog {
         after: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<EventEnvelope>> {
+        if !self.exists(tx, source).await? {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "SELECT id, position, event_type, event_version, aggregate_key, payload, metadata, occurred_at
                FROM {} WHERE position > $1 AND key_hash % $2 = $3 ORDER BY position LIMIT $4",
@@ -123,6 +150,9 @@ impl EventLog for PostgresLog {
     }
 
     async fn head(&self, conn: &mut PgConnection, source: &str, _partition: Partition) -> anyhow::Result<i64> {
+        if !self.exists(conn, source).await? {
+            return Ok(0);
+        }
         let sql = format!("SELECT coalesce(max(position), 0) FROM {}", outbox(source)?);
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(conn).await?)
     }
@@ -135,6 +165,9 @@ impl EventLog for PostgresLog {
         after: i64,
         cap: i64,
     ) -> anyhow::Result<i64> {
+        if !self.exists(conn, source).await? {
+            return Ok(0);
+        }
         let sql = format!(
             "SELECT count(*) FROM (SELECT 1 FROM {} WHERE position > $1 AND key_hash % $2 = $3 LIMIT $4) behind",
             outbox(source)?
@@ -155,6 +188,9 @@ impl EventLog for PostgresLog {
         partition: Partition,
         time: DateTime<Utc>,
     ) -> anyhow::Result<Option<i64>> {
+        if !self.exists(conn, source).await? {
+            return Ok(None);
+        }
         let sql = format!(
             "SELECT min(position) FROM {} WHERE position IS NOT NULL AND sequenced_at >= $1 AND key_hash % $2 = $3",
             outbox(source)?

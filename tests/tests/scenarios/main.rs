@@ -3,4 +3,5 @@
 
 mod architecture;
 mod operations;
+mod orders;
 mod users;

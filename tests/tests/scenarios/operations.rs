@@ -55,12 +55,12 @@ async fn readiness_fails_with_503_when_the_database_goes_away() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_template() {
     let app = TestApp::spawn().await;
-    app.get("/health").await;
+    app.get("/health/ready").await;
     app.get("/no/such/page").await;
     let response = app.get("/metrics").await;
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = response.text().await.unwrap();
-    assert!(text.contains(r#"http_requests_total{method="GET",route="/health",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/health/ready",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
     assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
 }

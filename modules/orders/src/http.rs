@@ -1,0 +1,55 @@
+//! The orders HTTP API under `/api/v1/orders`.
+
+mod dto;
+mod orders;
+mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use axum::middleware::from_fn_with_state;
+use platform::auth::{JwtVerifier, Principal};
+use platform::http::{ApiError, Idempotency, idempotency};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::service::OrdersService;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct OrdersState {
+    pub(crate) service: Arc<OrdersService>,
+    pub(crate) verifier: JwtVerifier,
+}
+
+impl FromRef<OrdersState> for JwtVerifier {
+    fn from_ref(state: &OrdersState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// The public routes, relative to `/api/v1`.
+pub(crate) fn router(service: Arc<OrdersService>, verifier: JwtVerifier) -> OpenApiRouter {
+    // Placing an order takes an Idempotency-Key, scoped to the caller: a retry gets the same order.
+    let idempotent = Idempotency::new(service.pool.clone()).required().scoped_by(verifier.clone());
+    let state = OrdersState { service, verifier };
+    let placing = OpenApiRouter::new()
+        .routes(routes!(orders::place_order))
+        .route_layer(from_fn_with_state(idempotent, idempotency::middleware))
+        .with_state(state.clone());
+    OpenApiRouter::new()
+        .routes(routes!(orders::list_orders))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(orders::cancel_order))
+        .routes(routes!(orders::ship_order))
+        .routes(routes!(orders::deliver_order))
+        .routes(routes!(stream::order_events))
+        .with_state(state)
+        .merge(placing)
+}
+
+/// The caller's user id (the token subject), if it is one.
+pub(crate) fn user_of(principal: &Principal) -> Result<Uuid, ApiError> {
+    principal.subject.parse().map_err(|_| ApiError::forbidden())
+}

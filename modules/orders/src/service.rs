@@ -1,0 +1,32 @@
+//! The orders use cases: placing an order, moving it through the saga (on events, jobs and
+//! requests), and reading orders.
+
+mod place_order;
+mod saga;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use inventory_contract::InventoryApi;
+use platform::clock::Clock;
+use sqlx::PgPool;
+
+pub(crate) use place_order::{LineRequest, PlaceOrder, PlaceOrderError};
+pub(crate) use saga::SagaError;
+
+use crate::OrdersConfig;
+
+/// Everything the use cases share.
+#[derive(Debug)]
+pub(crate) struct OrdersService {
+    pub(crate) pool: PgPool,
+    pub(crate) inventory: Arc<dyn InventoryApi>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: OrdersConfig,
+}
+
+impl OrdersService {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,124 @@
+//! Placing an order: prices from inventory's quote (never from the client), totals by the
+//! shipping rule, the order stored `pending` and `orders.order_placed` appended in one
+//! transaction.
+
+use std::time::Duration;
+
+use inventory_contract::{InventoryError, LineProblem, ProductRef, QuoteLine};
+use orders_contract::events::OrderPlaced;
+use orders_contract::{OrderId, OrderLine, ShippingAddress};
+use platform::bus;
+use platform::http::RequestContext;
+use uuid::Uuid;
+
+use super::OrdersService;
+use crate::domain::price;
+use crate::store::orders::{self, Cause, NewOrder};
+
+/// One requested line.
+#[derive(Debug, Clone)]
+pub(crate) struct LineRequest {
+    pub(crate) product: ProductRef,
+    pub(crate) quantity: u32,
+}
+
+/// A validated order request.
+#[derive(Debug, Clone)]
+pub(crate) struct PlaceOrder {
+    pub(crate) user_id: Uuid,
+    pub(crate) lines: Vec<LineRequest>,
+    pub(crate) shipping_address: ShippingAddress,
+    pub(crate) payment_method: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PlaceOrderError {
+    /// Lines inventory cannot sell as asked (unknown, inactive, short, other currency).
+    #[error("some lines cannot be ordered")]
+    Lines(Vec<LineProblem>),
+    /// Inventory could not be asked; nothing was written.
+    #[error("the inventory module is unavailable")]
+    InventoryUnavailable { retry_after: Duration },
+    #[error("the order's amounts overflow")]
+    TooLarge,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl OrdersService {
+    /// # Errors
+    /// [`PlaceOrderError`]: per-line problems, inventory unavailable (nothing written).
+    #[tracing::instrument(skip_all, fields(user_id = %request.user_id, lines = request.lines.len()), err(level = "info"))]
+    pub(crate) async fn place_order(
+        &self,
+        request: PlaceOrder,
+        ctx: &RequestContext,
+    ) -> Result<OrderId, PlaceOrderError> {
+        let quote_lines: Vec<QuoteLine> =
+            request.lines.iter().map(|l| QuoteLine { product: l.product.clone(), quantity: l.quantity }).collect();
+        let call = ctx.call(Some(request.user_id.to_string())).with_timeout(self.config.quote_timeout);
+        let quote =
+            match tokio::time::timeout(self.config.quote_timeout, self.inventory.quote(&call, &quote_lines)).await {
+                Ok(Ok(quote)) => quote,
+                Ok(Err(InventoryError::Unavailable(reason) | InventoryError::Unexpected(reason))) => {
+                    tracing::warn!(%reason, "inventory could not quote");
+                    return Err(PlaceOrderError::InventoryUnavailable { retry_after: Duration::from_secs(5) });
+                }
+                Ok(Err(InventoryError::Timeout)) | Err(_) => {
+                    tracing::warn!("inventory did not quote in time");
+                    return Err(PlaceOrderError::InventoryUnavailable { retry_after: Duration::from_secs(5) });
+                }
+            };
+        if !quote.problems.is_empty() {
+            return Err(PlaceOrderError::Lines(quote.problems));
+        }
+        let currency = quote.currency.ok_or_else(|| anyhow::anyhow!("a quote without problems has no currency"))?;
+        if quote.lines.len() != request.lines.len() {
+            return Err(
+                anyhow::anyhow!("the quote has {} lines for {} asked", quote.lines.len(), request.lines.len()).into()
+            );
+        }
+        let lines = quote
+            .lines
+            .into_iter()
+            .map(|q| {
+                let line_total = q.unit_price.checked_mul(i64::from(q.quantity)).ok_or(PlaceOrderError::TooLarge)?;
+                Ok(OrderLine {
+                    product_id: q.product_id,
+                    sku: q.sku,
+                    name: q.name,
+                    quantity: q.quantity,
+                    unit_price: q.unit_price,
+                    line_total,
+                })
+            })
+            .collect::<Result<Vec<_>, PlaceOrderError>>()?;
+        let totals = price(&lines, currency).ok_or(PlaceOrderError::TooLarge)?;
+        let now = self.now();
+        let order = NewOrder {
+            id: OrderId(Uuid::now_v7()),
+            user_id: request.user_id,
+            lines,
+            totals,
+            shipping_address: request.shipping_address,
+            payment_method: request.payment_method,
+            placed_at: now,
+        };
+        let placed = OrderPlaced {
+            order_id: order.id,
+            user_id: order.user_id,
+            lines: order.lines.clone(),
+            subtotal: totals.subtotal,
+            shipping: totals.shipping,
+            total: totals.total,
+            shipping_address: order.shipping_address.clone(),
+            placed_at: now,
+        };
+        let mut tx = self.pool.begin().await.map_err(anyhow::Error::from)?;
+        orders::insert(&mut tx, &order, &Cause::Request(ctx.request_id.clone())).await?;
+        bus::append(&mut tx, &placed, &ctx.metadata(Some(request.user_id.to_string()))).await?;
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        tracing::info!(order_id = %order.id, total = %totals.total, "order placed");
+        Ok(order.id)
+    }
+}
