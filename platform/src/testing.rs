@@ -337,3 +337,83 @@ impl Drop for Served {
         self.stop.cancel();
     }
 }
+
+/// Signs access tokens with a throwaway Ed25519 key, for tests that need a caller the app
+/// trusts without signing in (add its key to the verifier with [`TestSigner::trust`]).
+pub struct TestSigner {
+    kid: String,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl std::fmt::Debug for TestSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSigner").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl TestSigner {
+    /// A fresh key with a random key id.
+    pub fn new() -> Self {
+        Self::generate(&format!("test-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// A fresh key named `kid`.
+    pub fn generate(kid: &str) -> Self {
+        Self { kid: kid.to_owned(), key: ed25519_dalek::SigningKey::from_bytes(&rand::random()) }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> serde_json::Value {
+        use base64::Engine;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public_bytes());
+        serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": x })
+    }
+
+    /// Makes `verifier` (and its clones) accept tokens of this key.
+    pub fn trust(&self, verifier: &crate::auth::JwtVerifier) {
+        verifier.add_ed25519_key(&self.kid, &self.public_bytes());
+    }
+
+    /// Signs `claims` as they are.
+    ///
+    /// # Panics
+    /// Never with a generated key.
+    #[expect(clippy::expect_used, reason = "test support fails loudly")]
+    pub fn sign(&self, claims: &crate::auth::Claims) -> String {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let der = self.key.to_pkcs8_der().expect("an Ed25519 key encodes");
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()))
+            .expect("claims encode")
+    }
+
+    /// A 15-minute token for `subject` with `roles`, for `verifier`'s issuer and audience.
+    pub fn token(&self, verifier: &crate::auth::JwtVerifier, subject: &str, roles: &[crate::auth::Role]) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(&crate::auth::Claims {
+            sub: subject.to_owned(),
+            roles: roles.to_vec(),
+            iss: verifier.issuer().to_owned(),
+            aud: verifier.audience().to_owned(),
+            exp: now + 900,
+            iat: now,
+            jti: Some(uuid::Uuid::now_v7().to_string()),
+            sid: None,
+        })
+    }
+}
+
+impl Default for TestSigner {
+    fn default() -> Self {
+        Self::new()
+    }
+}

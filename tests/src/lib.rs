@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bulkhead::{Application, Cli, Config};
 use clap::Parser;
-use platform::testing::TestDatabase;
+use platform::testing::{TestDatabase, TestSigner};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -19,47 +19,6 @@ pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "operator passphrase 42";
 pub use platform::testing::eventually;
 
-/// Signs access tokens with a throwaway Ed25519 key.
-struct TestSigner {
-    kid: String,
-    key: ed25519_dalek::SigningKey,
-    issuer: String,
-    audience: String,
-}
-
-impl std::fmt::Debug for TestSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestSigner").field("kid", &self.kid).finish_non_exhaustive()
-    }
-}
-
-impl TestSigner {
-    fn new(issuer: String, audience: String) -> Self {
-        let kid = format!("test-{}", uuid::Uuid::new_v4().simple());
-        Self { kid, key: ed25519_dalek::SigningKey::from_bytes(&rand::random()), issuer, audience }
-    }
-
-    fn sign(&self, subject: &str, roles: &[Role]) -> String {
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
-        let now = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs())
-            .unwrap();
-        let claims = platform::auth::Claims {
-            sub: subject.to_owned(),
-            roles: roles.to_vec(),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-            exp: now + 900,
-            iat: now,
-            jti: Some(uuid::Uuid::new_v4().to_string()),
-            sid: None,
-        };
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        let der = self.key.to_pkcs8_der().unwrap();
-        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes())).unwrap()
-    }
-}
-
 /// The application running in this process.
 #[derive(Debug)]
 pub struct TestApp {
@@ -67,6 +26,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub database: TestDatabase,
     signing: TestSigner,
+    verifier: platform::auth::JwtVerifier,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
     _data_dir: tempfile::TempDir,
@@ -102,10 +62,10 @@ impl TestApp {
         ];
         args.extend_from_slice(flags);
         let config: Config = Cli::try_parse_from(args).unwrap().config;
-        let issuer = (config.jwt_issuer.clone(), config.jwt_audience.clone());
         let application = Application::build(config).await.unwrap();
-        let signing = TestSigner::new(issuer.0, issuer.1);
-        application.jwt_verifier().add_ed25519_key(&signing.kid, &signing.key.verifying_key().to_bytes());
+        let signing = TestSigner::new();
+        let verifier = application.jwt_verifier();
+        signing.trust(&verifier);
         let address = application.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
@@ -116,13 +76,13 @@ impl TestApp {
         eventually(Duration::from_secs(30), || async { Ok(client.get(&health).send().await.is_ok().then_some(())) })
             .await
             .expect("the app never started serving");
-        Self { address, client, database, signing, shutdown, server, _data_dir: data_dir }
+        Self { address, client, database, signing, verifier, shutdown, server, _data_dir: data_dir }
     }
 
     /// An access token the app accepts, for `subject` with `roles`, signed by a key the test
     /// added to the app's verifier (the users module signs real ones).
     pub fn token(&self, subject: &str, roles: &[Role]) -> String {
-        self.signing.sign(subject, roles)
+        self.signing.token(&self.verifier, subject, roles)
     }
 
     pub fn admin_token(&self) -> String {

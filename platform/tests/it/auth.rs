@@ -23,31 +23,7 @@ pub const ISSUER: &str = "bulkhead";
 pub const AUDIENCE: &str = "bulkhead-api";
 
 /// A signing key as the users module will hold one.
-pub struct TestKey {
-    pub kid: String,
-    signing: SigningKey,
-}
-
-impl TestKey {
-    pub fn generate(kid: &str) -> Self {
-        Self { kid: kid.to_owned(), signing: SigningKey::from_bytes(&rand::random()) }
-    }
-
-    pub fn public_bytes(&self) -> [u8; 32] {
-        self.signing.verifying_key().to_bytes()
-    }
-
-    pub fn jwk(&self) -> Value {
-        json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": URL_SAFE_NO_PAD.encode(self.public_bytes()) })
-    }
-
-    pub fn sign(&self, claims: &Claims) -> String {
-        let der = self.signing.to_pkcs8_der().unwrap();
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
-    }
-}
+pub use platform::testing::TestSigner as TestKey;
 
 fn now() -> i64 {
     i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
@@ -68,7 +44,7 @@ pub fn claims(subject: &str, roles: &[Role]) -> Claims {
 
 pub fn verifier_trusting(key: &TestKey) -> JwtVerifier {
     let verifier = JwtVerifier::new(ISSUER, AUDIENCE);
-    verifier.add_ed25519_key(&key.kid, &key.public_bytes());
+    key.trust(&verifier);
     verifier
 }
 

@@ -2,7 +2,6 @@
 //! (404, as if it did not exist) and anonymous callers (401); and the status stream.
 
 use futures::StreamExt;
-use platform::auth::Role;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -13,7 +12,7 @@ use crate::support::{Harness, code, order_body, read};
 async fn an_order_is_visible_to_its_customer_and_admins_only() {
     let app = Harness::start().await;
     let (order, _) = app.order(&[("MUG-001", 1)]).await;
-    let stranger = app.signer.token(Uuid::now_v7(), &[Role::Customer]);
+    let (_, stranger) = app.stranger();
     let path = format!("/api/v1/orders/{order}");
     for (who, token, expected) in [
         ("owner", Some(app.customer_token.as_str()), StatusCode::OK),
@@ -66,8 +65,7 @@ async fn customers_list_their_own_orders_and_admins_filter_everyone_s() {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let other = Uuid::now_v7();
-    let other_token = app.signer.token(other, &[Role::Customer]);
+    let (other, other_token) = app.stranger();
     let (status, theirs) = app.place_with_key("other-1", &other_token, order_body(&[("TEE-002", 2)])).await;
     assert_eq!(status, StatusCode::ACCEPTED);
 

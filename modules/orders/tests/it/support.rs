@@ -11,14 +11,14 @@ use inventory_contract::{
 };
 use orders::{OrdersConfig, OrdersModule};
 use platform::Module;
-use platform::auth::{Claims, JwtVerifier, Role};
+use platform::auth::{JwtVerifier, Role};
 use platform::bus::{BusBuilder, BusConfig, Event, Metadata};
 use platform::db::{Databases, ModuleSchema};
 use platform::http::{HttpSettings, stack};
 use platform::metrics::Metrics;
 use platform::money::{Currency, Money};
 use platform::port::CallContext;
-use platform::testing::{Served, TestDatabase, eventually};
+use platform::testing::{Served, TestDatabase, TestSigner, eventually};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
@@ -115,47 +115,14 @@ pub fn product(sku: &str) -> Uuid {
     catalogue().into_iter().find(|p| p.sku == sku).unwrap().id
 }
 
-/// Signs access tokens the module's verifier trusts.
-pub struct Signer {
-    kid: String,
-    key: jsonwebtoken::EncodingKey,
-}
-
-impl Signer {
-    fn new(verifier: &JwtVerifier) -> Self {
-        use ed25519_dalek::pkcs8::EncodePrivateKey;
-        let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
-        let kid = format!("test-{}", Uuid::new_v4().simple());
-        verifier.add_ed25519_key(&kid, &key.verifying_key().to_bytes());
-        let der = key.to_pkcs8_der().unwrap();
-        Self { kid, key: jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()) }
-    }
-
-    pub fn token(&self, user: Uuid, roles: &[Role]) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: user.to_string(),
-            roles: roles.to_vec(),
-            iss: "bulkhead".to_owned(),
-            aud: "bulkhead-api".to_owned(),
-            exp: now + 900,
-            iat: now,
-            jti: None,
-            sid: None,
-        };
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-    }
-}
-
 pub struct Harness {
     pub served: Served,
     pub client: reqwest::Client,
     pub database: TestDatabase,
     pub databases: Databases,
     pub inventory: Arc<FakeInventory>,
-    pub signer: Signer,
+    pub signer: TestSigner,
+    pub verifier: JwtVerifier,
     pub customer: Uuid,
     pub customer_token: String,
     pub admin_token: String,
@@ -200,10 +167,11 @@ impl Harness {
         let (api, _) = module.public_routes().split_for_parts();
         let router = stack::apply(Router::new().nest("/api/v1", api), &HttpSettings::default(), metrics);
         let served = Served::start(router).await.unwrap();
-        let signer = Signer::new(&verifier);
+        let signer = TestSigner::new();
+        signer.trust(&verifier);
         let customer = Uuid::now_v7();
-        let customer_token = signer.token(customer, &[Role::Customer]);
-        let admin_token = signer.token(Uuid::now_v7(), &[Role::Admin, Role::Customer]);
+        let customer_token = signer.token(&verifier, &customer.to_string(), &[Role::Customer]);
+        let admin_token = signer.token(&verifier, &Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Self {
             served,
@@ -212,6 +180,7 @@ impl Harness {
             databases,
             inventory,
             signer,
+            verifier,
             customer,
             customer_token,
             admin_token,
@@ -358,5 +327,13 @@ impl Harness {
         })
         .await
         .unwrap();
+    }
+}
+
+impl Harness {
+    /// A token for another customer.
+    pub fn stranger(&self) -> (Uuid, String) {
+        let user = Uuid::now_v7();
+        (user, self.signer.token(&self.verifier, &user.to_string(), &[Role::Customer]))
     }
 }
