@@ -32,7 +32,9 @@ pub struct QuotedLine {
     pub name: String,
     pub quantity: u32,
     pub unit_price: Money,
-    /// Units available now (on hand minus reserved); advisory, reservation decides.
+    /// Units available now (on hand minus reserved). Advisory: a quote does not refuse a
+    /// line for stock; the reservation decides, so a shortfall rejects the placed order with
+    /// its reasons (docs/saga.md).
     pub available: u32,
 }
 
@@ -44,8 +46,6 @@ pub enum LineProblemKind {
     UnknownProduct,
     /// The product is archived or not for sale.
     InactiveProduct,
-    /// Fewer units available than asked for.
-    InsufficientStock,
     /// Priced in another currency than the rest of the order.
     CurrencyMismatch,
 }
@@ -55,8 +55,6 @@ pub enum LineProblemKind {
 pub struct LineProblem {
     pub line: usize,
     pub kind: LineProblemKind,
-    /// Units available, for `insufficient_stock`.
-    pub available: Option<u32>,
 }
 
 /// The answer to a quote: every line priced, in one currency, or the problems. An order can

@@ -122,10 +122,11 @@ fn place_error(error: PlaceOrderError) -> ApiError {
                     let (code, message) = match p.kind {
                         LineProblemKind::UnknownProduct => ("unknown_product", "No such product."),
                         LineProblemKind::InactiveProduct => ("inactive_product", "This product is not for sale."),
-                        LineProblemKind::InsufficientStock => ("insufficient_stock", "Not enough units available."),
-                        LineProblemKind::CurrencyMismatch => ("currency_mismatch", "Priced in another currency than the rest of the order."),
+                        LineProblemKind::CurrencyMismatch => {
+                            ("currency_mismatch", "Priced in another currency than the rest of the order.")
+                        }
                     };
-                    serde_json::json!({ "field": format!("lines[{}]", p.line), "code": code, "message": message, "available": p.available })
+                    serde_json::json!({ "field": format!("lines[{}]", p.line), "code": code, "message": message })
                 })
                 .collect();
             ApiError::unprocessable("unorderable_lines", "Some lines cannot be ordered as asked.").with_details(details)

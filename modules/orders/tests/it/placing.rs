@@ -43,6 +43,7 @@ async fn an_order_is_priced_by_the_catalogue_stored_pending_and_announced() {
 #[tokio::test]
 async fn lines_the_catalogue_cannot_sell_are_named_one_by_one() {
     let app = Harness::start().await;
+    // BAG-004 has 1 unit for 2 asked: not a quote problem; the reservation will decide.
     let body = order_body(&[("MUG-001", 1), ("NOPE-999", 1), ("CAP-003", 1), ("BAG-004", 2), ("HAT-005", 1)]);
     let (status, answer) = app.place(body).await;
     assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "unorderable_lines"), "{answer}");
@@ -57,11 +58,9 @@ async fn lines_the_catalogue_cannot_sell_are_named_one_by_one() {
         vec![
             ("lines[1]".to_owned(), "unknown_product".to_owned()),
             ("lines[2]".to_owned(), "inactive_product".to_owned()),
-            ("lines[3]".to_owned(), "insufficient_stock".to_owned()),
             ("lines[4]".to_owned(), "currency_mismatch".to_owned()),
         ]
     );
-    assert_eq!(answer["error"]["details"][2]["available"], 1);
     let mut db = app.database.admin_connection().await.unwrap();
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap();
     assert_eq!(count, 0);

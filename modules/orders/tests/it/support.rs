@@ -65,18 +65,16 @@ impl InventoryApi for FakeInventory {
                 ProductRef::Id(id) => p.id == *id,
                 ProductRef::Sku(sku) => p.sku == sku,
             });
-            let problem = |kind, available| LineProblem { line: index, kind, available };
+            let problem = |kind| LineProblem { line: index, kind };
             let Some(product) = found else {
-                quote.problems.push(problem(LineProblemKind::UnknownProduct, None));
+                quote.problems.push(problem(LineProblemKind::UnknownProduct));
                 continue;
             };
             let currency = Currency::parse(product.currency).unwrap();
             if !product.active {
-                quote.problems.push(problem(LineProblemKind::InactiveProduct, None));
-            } else if product.available < line.quantity {
-                quote.problems.push(problem(LineProblemKind::InsufficientStock, Some(product.available)));
+                quote.problems.push(problem(LineProblemKind::InactiveProduct));
             } else if quote.currency.is_some_and(|c| c != currency) {
-                quote.problems.push(problem(LineProblemKind::CurrencyMismatch, None));
+                quote.problems.push(problem(LineProblemKind::CurrencyMismatch));
             }
             quote.currency.get_or_insert(currency);
             quote.lines.push(QuotedLine {
