@@ -25,9 +25,14 @@ CREATE TABLE orders (
     cancel_detail    text,
     carrier          text,
     tracking_number  text,
+    -- The customer's Idempotency-Key and a digest of what was asked, stored with the order
+    -- itself, so a retry finds the order even if the HTTP-level record was lost.
+    idempotency_key  text NOT NULL,
+    request_digest   bytea NOT NULL,
     created_at       timestamptz NOT NULL,
     updated_at       timestamptz NOT NULL
 );
+CREATE UNIQUE INDEX orders_idempotency_key ON orders (user_id, idempotency_key);
 CREATE INDEX orders_by_user_idx ON orders (user_id, created_at, id);
 CREATE INDEX orders_by_created_idx ON orders (created_at, id);
 CREATE INDEX orders_by_status_idx ON orders (status, created_at, id);
@@ -47,15 +52,15 @@ CREATE TABLE order_lines (
 -- Payments captured for an order: one row per payment, so a capture delivered twice is
 -- seen once, and a second or late capture is refunded once.
 CREATE TABLE order_payments (
-    payment_id       uuid PRIMARY KEY,
     order_id         uuid NOT NULL REFERENCES orders (id) ON DELETE CASCADE,
+    payment_id       uuid NOT NULL,
     amount           bigint NOT NULL,
     currency         text NOT NULL,
     refund_requested boolean NOT NULL DEFAULT false,
     refunded         bigint NOT NULL DEFAULT 0,
-    captured_at      timestamptz NOT NULL
+    captured_at      timestamptz NOT NULL,
+    PRIMARY KEY (order_id, payment_id)
 );
-CREATE INDEX order_payments_by_order_idx ON order_payments (order_id);
 
 -- The status history: every status an order took, when, and what caused it.
 CREATE TABLE order_timeline (

@@ -30,6 +30,19 @@ impl Job for PaymentTimeout {
     const QUEUE: &'static str = Self::QUEUE_NAME;
 }
 
+/// Attempts of one payment timeout: enough to outlast a database failover or a clock that
+/// runs the job a little early (each retry waits longer, up to five minutes).
+pub(crate) const ATTEMPTS: u32 = 30;
+
+/// The backoff between those attempts.
+pub(crate) fn retry_policy() -> platform::bus::RetryPolicy {
+    platform::bus::RetryPolicy {
+        max_attempts: ATTEMPTS,
+        base_delay: std::time::Duration::from_secs(1),
+        max_delay: std::time::Duration::from_secs(300),
+    }
+}
+
 /// Runs [`PaymentTimeout`] jobs.
 #[derive(Debug, Clone)]
 pub(crate) struct PaymentTimeoutHandler(pub(crate) Arc<OrdersService>);
@@ -49,7 +62,7 @@ impl JobHandler<PaymentTimeout> for PaymentTimeoutHandler {
             Ok(order) => {
                 // A job may start a moment early (its time has second precision): try again.
                 if order.status == orders_contract::OrderStatus::AwaitingPayment
-                    && order.captures.is_empty()
+                    && order.paying_capture().is_none()
                     && order.pay_by.is_some_and(|pay_by| pay_by > service.now())
                 {
                     return Err(JobError::Retry(anyhow::anyhow!("the payment deadline of {id} is not due yet")));

@@ -83,7 +83,7 @@ impl Module for OrdersModule {
     }
 
     fn jobs(&self) -> Vec<JobQueue> {
-        vec![JobQueue::new(jobs::PaymentTimeoutHandler(self.service.clone()))]
+        vec![JobQueue::new(jobs::PaymentTimeoutHandler(self.service.clone())).retry(jobs::retry_policy())]
     }
 
     fn manifest(&self) -> Manifest {

@@ -11,7 +11,7 @@ use inventory_contract::InventoryApi;
 use platform::clock::Clock;
 use sqlx::PgPool;
 
-pub(crate) use place_order::{LineRequest, PlaceOrder, PlaceOrderError};
+pub(crate) use place_order::{LineRequest, PlaceOrder, PlaceOrderError, Placed};
 pub(crate) use saga::SagaError;
 
 use crate::OrdersConfig;

@@ -409,6 +409,16 @@ impl Consumer {
                         return Box::pin(self.after_lost_transaction(index, i, event, cause)).await;
                     }
                     let cause = format!("{error:#}");
+                    if is_contention(&error) {
+                        // A deadlock or serialisation failure says nothing about the event: commit
+                        // what went before (freeing its locks) and try again soon, uncounted.
+                        let delay = std::time::Duration::from_millis(50 + u64::from(rand::random::<u8>()));
+                        tracing::info!(subscription = self.name(), event_id = %event.id, "lock contention; retrying: {cause}");
+                        cursor.last_error = Some(cause);
+                        cursor.retry_at = Some(Utc::now() + delay);
+                        counts.retried += 1;
+                        break;
+                    }
                     if !self.fail(&mut tx, index, event, cursor.attempts + 1, &cause, &mut cursor, &mut counts).await? {
                         break; // the partition waits for the retry
                     }
@@ -610,4 +620,13 @@ impl Consumer {
         tracing::error!(subscription = self.name(), event_id = %event.id, attempts, "event dead-lettered: {cause}");
         Ok(())
     }
+}
+
+/// Whether a handler failed only because it met another transaction: a deadlock (40P01) or a
+/// serialisation failure (40001). Retrying succeeds once the other side has committed.
+fn is_contention(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(cause.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+    })
 }

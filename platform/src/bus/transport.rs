@@ -75,11 +75,13 @@ pub struct PostgresLog {
     wakeups: Wakeups,
     /// Sources whose outbox has been seen; an outbox never goes away once there.
     present: Arc<Mutex<HashSet<String>>>,
+    /// Sources already reported missing, so the warning is logged once, not on every poll.
+    reported: Arc<Mutex<HashSet<String>>>,
 }
 
 impl PostgresLog {
     pub fn new(wakeups: Wakeups) -> Self {
-        Self { wakeups, present: Arc::default() }
+        Self { wakeups, present: Arc::default(), reported: Arc::default() }
     }
 
     /// Whether `source`'s outbox exists (asked of the database until it does).
@@ -93,6 +95,9 @@ impl PostgresLog {
             .await?;
         if found && let Ok(mut present) = self.present.lock() {
             present.insert(source.to_owned());
+        } else if !found && self.reported.lock().is_ok_and(|mut reported| reported.insert(source.to_owned())) {
+            // Expected while the publisher has not started; a typo in a subscription shows here.
+            tracing::warn!(source, "no outbox for this source yet; its subscribers wait for it");
         }
         Ok(found)
     }

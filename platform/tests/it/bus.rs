@@ -708,3 +708,39 @@ mod admin_api {
         running.stop().await;
     }
 }
+
+#[tokio::test]
+async fn lock_contention_is_retried_without_counting_toward_the_dead_letter() {
+    let (_db, databases) = setup().await;
+    let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
+    let conflicts_left = Arc::new(std::sync::atomic::AtomicU32::new(5));
+    let left = conflicts_left.clone();
+    let handler = handler_fn(move |ctx, event: WidgetMade| {
+        let left = left.clone();
+        Box::pin(async move {
+            if left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                // What a deadlock victim sees: SQLSTATE 40001/40P01 from PostgreSQL itself.
+                sqlx::query("DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END $$")
+                    .execute(&mut *ctx.tx)
+                    .await?;
+            }
+            record(ctx, &event, "beta").await
+        })
+    });
+    // Fewer attempts than conflicts: counted, they would dead-letter the event.
+    let retry =
+        RetryPolicy { max_attempts: 2, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1) };
+    let running = Running::start(
+        &databases,
+        Subscription::new("beta.contended", "alpha").retry(retry).on::<WidgetMade>(handler),
+        test_config(),
+    )
+    .await;
+    publish(alpha, &[made("w", 1)]).await;
+
+    let handled = wait_for_effects(beta, 1).await;
+    assert_eq!(handled[0].1, 1);
+    assert_eq!(conflicts_left.load(Ordering::SeqCst), 0, "it met every conflict");
+    assert!(running.bus.dead_letters(Some("beta.contended"), true, None, 10).await.unwrap().is_empty());
+    running.stop().await;
+}

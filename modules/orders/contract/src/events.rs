@@ -117,6 +117,9 @@ pub enum RefundReason {
     LateCapture,
     /// A second payment was captured for an order already paid.
     DuplicateCapture,
+    /// A capture did not match the order's total (amount or currency); the order still
+    /// awaits a payment that does.
+    AmountMismatch,
 }
 
 /// Payments should refund `amount` of `payment_id`.

@@ -195,7 +195,12 @@ impl Order {
                 if self.captures.iter().any(|c| c.payment_id == payment_id) {
                     return Ok(Transition::unchanged("this capture is already known"));
                 }
-                let first = self.captures.is_empty();
+                if amount != self.total {
+                    // Not this order's price: give it back and keep waiting for one that is.
+                    self.captures.push(Capture { payment_id, amount, refund_requested: false, refunded: 0 });
+                    return Ok(self.refund_one(payment_id, RefundReason::AmountMismatch));
+                }
+                let first = self.paying_capture().is_none();
                 self.captures.push(Capture { payment_id, amount, refund_requested: false, refunded: 0 });
                 match self.status {
                     S::Pending => Transition::unchanged("captured before the stock was reserved; kept for later"),
@@ -213,7 +218,7 @@ impl Order {
                 self.failure = Some((payment_id, code.clone()));
                 match self.status {
                     S::Pending => Transition::unchanged("failed before the stock was reserved; kept for later"),
-                    S::AwaitingPayment if self.captures.is_empty() => {
+                    S::AwaitingPayment if self.paying_capture().is_none() => {
                         self.cancel(CancellationReason::PaymentFailed, Some(code))
                     }
                     _ => Transition::unchanged("a payment failed for an order no longer awaiting payment"),
@@ -231,7 +236,7 @@ impl Order {
             }
             SagaInput::PaymentDeadlinePassed => {
                 let due = self.pay_by.is_some_and(|pay_by| pay_by <= now);
-                if self.status == S::AwaitingPayment && self.captures.is_empty() && due {
+                if self.status == S::AwaitingPayment && self.paying_capture().is_none() && due {
                     self.cancel(CancellationReason::PaymentTimeout, None)
                 } else {
                     Transition::unchanged("the payment deadline no longer applies")
@@ -257,9 +262,14 @@ impl Order {
         })
     }
 
+    /// The capture that pays for the order: the first of its total not given back.
+    pub(crate) fn paying_capture(&self) -> Option<&Capture> {
+        self.captures.iter().find(|c| c.amount == self.total && !c.refund_requested)
+    }
+
     /// The order is pending and its stock is now reserved: facts kept from earlier decide.
     fn after_reservation(&mut self, now: DateTime<Utc>, payment_window: TimeDelta) -> Transition {
-        if let Some(capture) = self.captures.first() {
+        if let Some(capture) = self.paying_capture() {
             let payment_id = capture.payment_id;
             return self.move_to(OrderStatus::Confirmed, Effect::Confirm { payment_id });
         }

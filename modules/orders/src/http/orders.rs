@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use inventory_contract::{LineProblemKind, ProductRef};
 use orders_contract::OrderId;
 use platform::auth::{AdminOnly, Authenticated, Principal, Role};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 use super::dto::{LineInput, ListOrdersQuery, OrderSummary, OrderView, PlaceOrderRequest, ShipRequest};
 use super::{OrdersState, user_of};
 use crate::domain::SagaInput;
-use crate::service::{LineRequest, PlaceOrder, PlaceOrderError, SagaError};
+use crate::service::{LineRequest, PlaceOrder, PlaceOrderError, Placed, SagaError};
 use crate::store::orders::Cause;
 use crate::store::reads::{self, ListFilter, ListKey, SORTABLE};
 
@@ -45,18 +46,21 @@ pub(crate) async fn place_order(
     Authenticated(principal): Authenticated,
     State(state): State<OrdersState>,
     ctx: RequestContext,
+    headers: HeaderMap,
     Json(body): Json<PlaceOrderRequest>,
 ) -> Result<Created<OrderView>, ApiError> {
     if !principal.roles.contains(&Role::Customer) {
         return Err(ApiError::forbidden());
     }
-    let request = validate(user_of(&principal)?, body)?;
-    let id = state.service.place_order(request, &ctx).await.map_err(place_error)?;
+    // The middleware has already refused requests without a key.
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let request = validate(user_of(&principal)?, key, body)?;
+    let (Placed::New(id) | Placed::Again(id)) = state.service.place_order(request, &ctx).await.map_err(place_error)?;
     let order = read(&state, id.0).await?;
     Ok(Created::accepted(format!("/api/v1/orders/{id}"), order))
 }
 
-fn validate(user_id: Uuid, body: PlaceOrderRequest) -> Result<PlaceOrder, ApiError> {
+fn validate(user_id: Uuid, idempotency_key: String, body: PlaceOrderRequest) -> Result<PlaceOrder, ApiError> {
     let mut errors = Vec::new();
     let mut field = |field: String, code: &str, message: &str| {
         errors.push(FieldError { field, code: code.to_owned(), message: message.to_owned() });
@@ -104,7 +108,7 @@ fn validate(user_id: Uuid, body: PlaceOrderRequest) -> Result<PlaceOrder, ApiErr
     let address = body.shipping_address.parse("shipping_address").map_err(|fields| errors.extend(fields)).ok();
     match address {
         Some(shipping_address) if errors.is_empty() => {
-            Ok(PlaceOrder { user_id, lines, shipping_address, payment_method: method })
+            Ok(PlaceOrder { user_id, lines, shipping_address, payment_method: method, idempotency_key })
         }
         _ => {
             errors.sort_by(|a, b| a.field.cmp(&b.field));
@@ -137,6 +141,10 @@ fn place_error(error: PlaceOrderError) -> ApiError {
             retry_after,
         ),
         PlaceOrderError::TooLarge => ApiError::unprocessable("order_too_large", "The order's amounts are too large."),
+        PlaceOrderError::KeyReused => ApiError::unprocessable(
+            "idempotency_key_reused",
+            "This Idempotency-Key was used for a different order; use a new key for a new order.",
+        ),
         PlaceOrderError::Unexpected(error) => ApiError::internal(error),
     }
 }
@@ -188,8 +196,20 @@ pub(crate) async fn list_orders(
             .with_details(serde_json::json!({ "allowed": SORTABLE })));
     }
     let by_total = page.sort.keys().first().is_some_and(|k| k.field == "total");
-    if matches!((&page.after, by_total), (Some(ListKey::CreatedAt(..)), true) | (Some(ListKey::Total(..)), false)) {
+    let cursor_out_of_range =
+        matches!(&page.after, Some(ListKey::CreatedAt(at, _)) if !(1..=9999).contains(&chrono::Datelike::year(at)));
+    if cursor_out_of_range
+        || matches!((&page.after, by_total), (Some(ListKey::CreatedAt(..)), true) | (Some(ListKey::Total(..)), false))
+    {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor was issued for a different sort order."));
+    }
+    for (name, time) in [("created_from", query.created_from), ("created_before", query.created_before)] {
+        if time.is_some_and(|t| !(1..=9999).contains(&chrono::Datelike::year(&t))) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`{name}` must be a time between the years 1 and 9999."),
+            ));
+        }
     }
     let user_id = if principal.is_admin() {
         query.user_id
@@ -252,9 +272,13 @@ async fn act(
 }
 
 /// Cancels an order that has not shipped: its stock is released, and a paid order is
-/// refunded. For its customer or an admin.
+/// refunded. For its customer or an admin. With an `Idempotency-Key`, a retry gets the first
+/// answer instead of a 409.
 #[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders",
-    params(("id" = Uuid, Path, description = "Order id")),
+    params(
+        ("id" = Uuid, Path, description = "Order id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry replay the first answer"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Cancelled", body = inline(platform::http::Envelope<OrderView>)),

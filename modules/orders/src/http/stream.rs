@@ -20,6 +20,9 @@ use crate::store::reads;
 
 /// How often an open stream looks for new statuses.
 const POLL_EVERY: Duration = Duration::from_millis(500);
+/// A stream ends after this long; clients reconnect with `Last-Event-ID` (EventSource does so
+/// by itself), which bounds what a forgotten tab costs.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// Streams the order's status changes (`event: status`, `id`: position in its history, data:
 /// a timeline entry). Reconnect with `Last-Event-ID` to resume. For its customer or an admin.
@@ -53,6 +56,7 @@ pub(crate) async fn order_events(
         Some(owner) if principal.is_admin() || principal.subject == owner.to_string() => {}
         _ => return Err(ApiError::not_found("The order")),
     }
+    let deadline = tokio::time::Instant::now() + MAX_LIFETIME;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -68,18 +72,22 @@ pub(crate) async fn order_events(
             if !first {
                 tokio::time::sleep(POLL_EVERY).await;
             }
-            let entries = match pool.acquire().await {
-                Ok(mut db) => reads::timeline_after(&mut db, id, after).await.unwrap_or_else(|error| {
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            let (entries, settled) = match pool.acquire().await {
+                Ok(mut db) => read_since(&mut db, id, after).await.unwrap_or_else(|error| {
                     tracing::warn!(error = %format!("{error:#}"), "reading an order's timeline for its stream");
-                    Vec::new()
+                    (Vec::new(), false)
                 }),
                 Err(error) => {
                     tracing::warn!(%error, "no connection for an order's stream");
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             };
             let last = entries.last().map_or(after, |e| e.seq);
-            let done = entries.iter().any(|e| OrderStatus::parse(&e.status).is_some_and(OrderStatus::is_final));
+            // Final, and nothing left to send (also when reconnecting after the end).
+            let done = settled;
             let events: Vec<Result<Event, Infallible>> = entries
                 .iter()
                 .filter_map(|entry| Event::default().event("status").id(entry.seq.to_string()).json_data(entry).ok())
@@ -89,4 +97,19 @@ pub(crate) async fn order_events(
         }
     });
     Ok(Sse::new(futures::StreamExt::flatten(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Timeline entries after `after`, and whether the order is in a final state. The status is
+/// read first: a final status commits with its timeline entry, so the entries read after it
+/// include that entry (or it was sent before, when `after` is past it).
+async fn read_since(
+    db: &mut sqlx::PgConnection,
+    order: Uuid,
+    after: i64,
+) -> anyhow::Result<(Vec<reads::TimelineEntry>, bool)> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM orders WHERE id = $1").bind(order).fetch_optional(&mut *db).await?;
+    let settled = status.as_deref().and_then(OrderStatus::parse).is_some_and(OrderStatus::is_final);
+    let entries = reads::timeline_after(db, order, after).await?;
+    Ok((entries, settled))
 }

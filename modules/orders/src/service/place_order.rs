@@ -9,6 +9,7 @@ use orders_contract::events::OrderPlaced;
 use orders_contract::{OrderId, OrderLine, ShippingAddress};
 use platform::bus;
 use platform::http::RequestContext;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::OrdersService;
@@ -29,6 +30,26 @@ pub(crate) struct PlaceOrder {
     pub(crate) lines: Vec<LineRequest>,
     pub(crate) shipping_address: ShippingAddress,
     pub(crate) payment_method: String,
+    /// The client's Idempotency-Key: the same key places one order, whatever happens to the
+    /// answer on its way back.
+    pub(crate) idempotency_key: String,
+}
+
+impl PlaceOrder {
+    /// A digest of what was asked, to tell a retry from another order under the same key.
+    fn digest(&self) -> Vec<u8> {
+        let lines: Vec<(&ProductRef, u32)> = self.lines.iter().map(|l| (&l.product, l.quantity)).collect();
+        let canonical = serde_json::json!([lines, self.shipping_address, self.payment_method]);
+        Sha256::digest(canonical.to_string().as_bytes()).to_vec()
+    }
+}
+
+/// What placing came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    New(OrderId),
+    /// The key was used before for this same request: that order.
+    Again(OrderId),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +62,9 @@ pub(crate) enum PlaceOrderError {
     InventoryUnavailable { retry_after: Duration },
     #[error("the order's amounts overflow")]
     TooLarge,
+    /// The key was used before for a different request.
+    #[error("the Idempotency-Key was used for another order")]
+    KeyReused,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -53,7 +77,11 @@ impl OrdersService {
         &self,
         request: PlaceOrder,
         ctx: &RequestContext,
-    ) -> Result<OrderId, PlaceOrderError> {
+    ) -> Result<Placed, PlaceOrderError> {
+        let digest = request.digest();
+        if let Some(placed) = self.placed_before(&request, &digest).await? {
+            return Ok(placed);
+        }
         let quote_lines: Vec<QuoteLine> =
             request.lines.iter().map(|l| QuoteLine { product: l.product.clone(), quantity: l.quantity }).collect();
         let call = ctx.call(Some(request.user_id.to_string())).with_timeout(self.config.quote_timeout);
@@ -100,8 +128,10 @@ impl OrdersService {
             user_id: request.user_id,
             lines,
             totals,
-            shipping_address: request.shipping_address,
-            payment_method: request.payment_method,
+            shipping_address: request.shipping_address.clone(),
+            payment_method: request.payment_method.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            request_digest: digest.clone(),
             placed_at: now,
         };
         let placed = OrderPlaced {
@@ -115,10 +145,27 @@ impl OrdersService {
             placed_at: now,
         };
         let mut tx = self.pool.begin().await.map_err(anyhow::Error::from)?;
-        orders::insert(&mut tx, &order, &Cause::Request(ctx.request_id.clone())).await?;
+        match orders::insert(&mut tx, &order, &Cause::Request(ctx.request_id.clone())).await {
+            // A concurrent request with the same key won: answer as it did.
+            Err(error) if orders::is_duplicate_key(&error) => {
+                drop(tx);
+                return self.placed_before(&request, &digest).await?.ok_or(PlaceOrderError::Unexpected(error));
+            }
+            other => other?,
+        }
         bus::append(&mut tx, &placed, &ctx.metadata(Some(request.user_id.to_string()))).await?;
         tx.commit().await.map_err(anyhow::Error::from)?;
         tracing::info!(order_id = %order.id, total = %totals.total, "order placed");
-        Ok(order.id)
+        Ok(Placed::New(order.id))
+    }
+
+    /// The order this customer already placed with this key, if any.
+    async fn placed_before(&self, request: &PlaceOrder, digest: &[u8]) -> Result<Option<Placed>, PlaceOrderError> {
+        let mut db = self.pool.acquire().await.map_err(anyhow::Error::from)?;
+        match orders::find_by_key(&mut db, request.user_id, &request.idempotency_key).await? {
+            Some((id, stored)) if stored == digest => Ok(Some(Placed::Again(id))),
+            Some(_) => Err(PlaceOrderError::KeyReused),
+            None => Ok(None),
+        }
     }
 }

@@ -87,7 +87,7 @@ impl OrdersService {
                 let schedule = Schedule {
                     run_at: Some(pay_by),
                     idempotency_key: Some(format!("{}:{order_id}", PaymentTimeout::QUEUE_NAME)),
-                    max_attempts: None,
+                    max_attempts: Some(crate::jobs::ATTEMPTS),
                 };
                 jobs::enqueue(tx, &PaymentTimeout { order_id: order_id.0, metadata: metadata.clone() }, schedule)
                     .await?;

@@ -42,15 +42,33 @@ pub(crate) struct NewOrder {
     pub(crate) totals: Totals,
     pub(crate) shipping_address: ShippingAddress,
     pub(crate) payment_method: String,
+    pub(crate) idempotency_key: String,
+    pub(crate) request_digest: Vec<u8>,
     pub(crate) placed_at: DateTime<Utc>,
+}
+
+/// The order a customer placed with an Idempotency-Key, and the digest of what was asked.
+pub(crate) async fn find_by_key(
+    db: &mut PgConnection,
+    user: Uuid,
+    key: &str,
+) -> anyhow::Result<Option<(OrderId, Vec<u8>)>> {
+    let row: Option<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT id, request_digest FROM orders WHERE user_id = $1 AND idempotency_key = $2")
+            .bind(user)
+            .bind(key)
+            .fetch_optional(db)
+            .await
+            .context("finding an order by its idempotency key")?;
+    Ok(row.map(|(id, digest)| (OrderId(id), digest)))
 }
 
 pub(crate) async fn insert(db: &mut PgConnection, order: &NewOrder, cause: &Cause) -> anyhow::Result<()> {
     let Totals { subtotal, shipping, total } = order.totals;
     sqlx::query(
         "INSERT INTO orders (id, user_id, status, currency, subtotal, shipping, total, shipping_address, payment_method,
-                             created_at, updated_at)
-         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9)",
+                             idempotency_key, request_digest, created_at, updated_at)
+         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $10, $11, $9, $9)",
     )
     .bind(order.id.0)
     .bind(order.user_id)
@@ -61,6 +79,8 @@ pub(crate) async fn insert(db: &mut PgConnection, order: &NewOrder, cause: &Caus
     .bind(Json(&order.shipping_address))
     .bind(&order.payment_method)
     .bind(order.placed_at)
+    .bind(&order.idempotency_key)
+    .bind(&order.request_digest)
     .execute(&mut *db)
     .await
     .context("storing an order")?;
@@ -87,6 +107,14 @@ pub(crate) async fn insert(db: &mut PgConnection, order: &NewOrder, cause: &Caus
     .await
     .context("storing order lines")?;
     record_status(db, order.id, order.placed_at, OrderStatus::Pending, cause, None).await
+}
+
+/// Whether `error` is the unique violation of an order placed twice with one key.
+pub(crate) fn is_duplicate_key(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(cause.downcast_ref::<sqlx::Error>(), Some(sqlx::Error::Database(db))
+            if db.is_unique_violation() && db.constraint() == Some("orders_idempotency_key"))
+    })
 }
 
 /// Adds a timeline entry.
@@ -251,7 +279,7 @@ pub(crate) async fn save(db: &mut PgConnection, order: &Order, at: DateTime<Utc>
         sqlx::query(
             "INSERT INTO order_payments (payment_id, order_id, amount, currency, refund_requested, refunded, captured_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (payment_id) DO UPDATE SET refund_requested = EXCLUDED.refund_requested, refunded = EXCLUDED.refunded",
+             ON CONFLICT (order_id, payment_id) DO UPDATE SET refund_requested = EXCLUDED.refund_requested, refunded = EXCLUDED.refunded",
         )
         .bind(capture.payment_id)
         .bind(order.id.0)

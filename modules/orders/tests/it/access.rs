@@ -70,7 +70,7 @@ async fn customers_list_their_own_orders_and_admins_filter_everyone_s() {
     assert_eq!(status, StatusCode::ACCEPTED);
 
     let app = &app;
-    let list = |token: String, query: &'static str| async move {
+    let list = |token: String, query: String| async move {
         let (status, body) =
             read(app.call(Method::GET, format!("/api/v1/orders{query}"), Some(&token), None).await).await;
         assert_eq!(status, StatusCode::OK, "{query}: {body}");
@@ -81,17 +81,17 @@ async fn customers_list_their_own_orders_and_admins_filter_everyone_s() {
             .map(|o| o["id"].as_str().unwrap().parse::<Uuid>().unwrap())
             .collect::<Vec<_>>()
     };
-    let seen = list(app.customer_token.clone(), "").await;
+    let seen = list(app.customer_token.clone(), "".to_owned()).await;
     let mut newest_first = mine.clone();
     newest_first.sort();
     newest_first.reverse();
     assert_eq!(seen, newest_first, "only mine, newest first");
-    assert_eq!(list(app.admin_token.clone(), "").await.len(), 4);
+    assert_eq!(list(app.admin_token.clone(), "".to_owned()).await.len(), 4);
     let (status, _) =
         read(app.call(Method::GET, format!("/api/v1/orders?user_id={other}"), Some(&app.customer_token), None).await)
             .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let filtered = list(app.admin_token.clone(), "?sort=-total&limit=1").await;
+    let filtered = list(app.admin_token.clone(), "?sort=-total&limit=1".to_owned()).await;
     assert_eq!(
         filtered,
         vec![theirs["data"]["id"].as_str().unwrap().parse::<Uuid>().unwrap()],
@@ -187,6 +187,23 @@ async fn the_event_stream_sends_the_history_then_each_new_status() {
         })
         .collect();
     assert_eq!(statuses, vec!["awaiting_payment", "cancelled"], "the stream ends after the final status");
+
+    // Reconnecting after the end (as EventSource does) ends at once instead of polling forever.
+    let after_the_end = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.client
+            .get(app.served.url(&format!("/api/v1/orders/{order}/events")))
+            .bearer_auth(&app.customer_token)
+            .header("last-event-id", i64::MAX.to_string())
+            .send(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(!after_the_end.contains("data:"), "{after_the_end}");
 }
 
 async fn first_seq(app: &Harness, order: Uuid) -> i64 {

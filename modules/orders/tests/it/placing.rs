@@ -159,3 +159,37 @@ async fn read_without_key(app: &Harness) -> (StatusCode, serde_json::Value) {
         .unwrap();
     crate::support::read(response).await
 }
+
+#[tokio::test]
+async fn a_retry_finds_its_order_even_when_the_stored_answer_was_lost() {
+    let app = Harness::start().await;
+    let body = order_body(&[("MUG-001", 1)]);
+    let (_, first) = app.place_with_key("lost-1", &app.customer_token, body.clone()).await;
+    // As if the answer never made it back and the HTTP-level record went with it.
+    let mut db = app.database.admin_connection().await.unwrap();
+    sqlx::query("DELETE FROM orders.idempotency_keys").execute(&mut db).await.unwrap();
+    let (status, again) = app.place_with_key("lost-1", &app.customer_token, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["data"]["id"], first["data"]["id"]);
+    let (status, answer) = app.place_with_key("lost-1", &app.customer_token, order_body(&[("TEE-002", 1)])).await;
+    sqlx::query("DELETE FROM orders.idempotency_keys").execute(&mut db).await.unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let (status, answer) = app.place_with_key("lost-1", &app.customer_token, order_body(&[("TEE-002", 1)])).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(
+        app.events("orders.order_placed", first["data"]["id"].as_str().unwrap().parse().unwrap()).await.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn two_customers_may_use_the_same_key() {
+    let app = Harness::start().await;
+    let (_, other) = app.stranger();
+    let (a, first) = app.place_with_key("shared", &app.customer_token, order_body(&[("MUG-001", 1)])).await;
+    let (b, second) = app.place_with_key("shared", &other, order_body(&[("MUG-001", 1)])).await;
+    assert_eq!((a, b), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_ne!(first["data"]["id"], second["data"]["id"]);
+}

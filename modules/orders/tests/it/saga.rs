@@ -130,13 +130,21 @@ async fn a_declined_payment_cancels_the_order_and_releases_its_stock() {
 async fn an_unpaid_order_is_cancelled_by_its_payment_deadline_job() {
     let config = OrdersConfig { payment_timeout: Duration::from_secs(2), ..OrdersConfig::default() };
     let app = Harness::start_with(config).await;
-    let (order, _) = app.order(&[("MUG-001", 1)]).await;
+    let (order, total) = app.order(&[("MUG-001", 1)]).await;
     app.publish("inventory", &reserved(order, Uuid::now_v7())).await;
-    app.await_status(order, "awaiting_payment").await;
+    // Not waiting for `awaiting_payment` on its own: two seconds pass quickly on a busy machine.
     let cancelled = app.await_status(order, "cancelled").await;
+    assert_eq!(crate::support::timeline(&cancelled), vec!["pending", "awaiting_payment", "cancelled"]);
     assert_eq!(cancelled["cancellation"]["reason"], "payment_timeout");
     assert_eq!(cancelled["timeline"][2]["cause_kind"], "job");
-    assert_eq!(app.events("orders.order_cancelled", order).await[0]["reason"], "payment_timeout");
+    let event = &app.events("orders.order_cancelled", order).await[0];
+    assert_eq!(
+        (event["reason"].as_str(), event["cancelled_from"].as_str()),
+        (Some("payment_timeout"), Some("awaiting_payment"))
+    );
+    // The payment arrives after all: it is given back.
+    app.publish("payments", &captured(order, Uuid::now_v7(), total)).await;
+    assert_eq!(app.await_events("orders.refund_requested", order, 1).await[0]["reason"], "late_capture");
 }
 
 #[tokio::test]
@@ -238,6 +246,24 @@ async fn a_second_capture_for_a_paid_order_is_refunded() {
 }
 
 #[tokio::test]
+async fn a_capture_of_the_wrong_amount_is_refunded_and_the_order_waits_for_the_right_one() {
+    let app = Harness::start().await;
+    let (order, total) = app.order(&[("MUG-001", 1)]).await;
+    app.publish("inventory", &reserved(order, Uuid::now_v7())).await;
+    app.await_status(order, "awaiting_payment").await;
+    let short = Uuid::now_v7();
+    app.publish("payments", &captured(order, short, total - 1)).await;
+    let refund = &app.await_events("orders.refund_requested", order, 1).await[0];
+    assert_eq!(
+        (refund["reason"].as_str(), refund["amount"]["amount"].as_i64()),
+        (Some("amount_mismatch"), Some(total - 1))
+    );
+    assert_eq!(app.get(order).await["status"], "awaiting_payment");
+    app.publish("payments", &captured(order, Uuid::now_v7(), total)).await;
+    app.await_status(order, "confirmed").await;
+}
+
+#[tokio::test]
 async fn every_event_delivered_twice_changes_the_order_once() {
     let app = Harness::start().await;
     let (order, total) = app.order(&[("MUG-001", 1)]).await;
@@ -328,6 +354,7 @@ fn the_saga_document_names_every_state_and_event() {
         "customer_request",
         "late_capture",
         "duplicate_capture",
+        "amount_mismatch",
         "order_cancelled",
     ] {
         assert!(

@@ -191,3 +191,18 @@ fn requests_that_do_not_fit_the_status_are_errors() {
     let error = o.apply(SagaInput::CancelRequested, Utc::now(), WINDOW).err();
     assert_eq!(error.map(|e| e.to_string()), Some("An order that is shipped cannot be cancelled".to_owned()));
 }
+
+#[test]
+fn a_capture_of_the_wrong_amount_is_refunded_and_the_order_keeps_waiting() {
+    let mut o = order();
+    apply(&mut o, reserved(Uuid::now_v7()));
+    let short = Uuid::now_v7();
+    let effects = apply(&mut o, SagaInput::PaymentCaptured { payment_id: short, amount: eur(100) });
+    assert_eq!(
+        effects,
+        vec![Effect::Refund { payment_id: short, amount: eur(100), reason: RefundReason::AmountMismatch }]
+    );
+    assert_eq!(o.status, OrderStatus::AwaitingPayment);
+    let good = Uuid::now_v7();
+    assert_eq!(apply(&mut o, captured(good)), vec![Effect::Confirm { payment_id: good }]);
+}
