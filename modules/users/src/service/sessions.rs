@@ -51,11 +51,16 @@ impl UsersService {
         let email = Email::parse(&request.email).ok();
         let client_key = ctx.client_address.map(client_bucket);
         let mut db = self.pool.acquire().await?;
-        // Count the attempt first: while backing off nothing is checked, not even a right password.
+        // Per account, the attempt is counted before the password is checked (in one statement
+        // with the backoff test), so parallel guesses at one account get no more tries than
+        // serial ones; a right password takes the count back. Per client address only
+        // failures count: many people may sign in at once behind one address, and the
+        // per-account count already bounds the guesses at each account.
         if let Some(client) = &client_key
-            && let Some(wait) = self.count_attempt(&mut db, Scope::Client, client, now).await?
+            && let Some(failures) = login_failures::read(&mut db, Scope::Client, client).await?
+            && let Some(until) = self.config.throttle.client.blocked_until(failures, now)
         {
-            return Err(AuthError::Throttled(wait));
+            return Err(AuthError::Throttled(wait_until(until, now)));
         }
         if let Some(email) = &email
             && let Some(wait) = self.count_attempt(&mut db, Scope::Account, email.as_str(), now).await?
@@ -68,15 +73,16 @@ impl UsersService {
         };
         drop(db);
         let matched = self.hashing.verify(&request.password, account.as_ref().map(|a| a.password_hash.as_str())).await;
+        let mut db = self.pool.acquire().await?;
         let Some(account) = account.filter(|_| matched) else {
+            if let Some(client) = &client_key {
+                let decay = self.config.throttle.client.decay;
+                login_failures::record(&mut db, Scope::Client, client, now, decay).await?;
+            }
             return Err(AuthError::InvalidCredentials);
         };
         // The password was right: this attempt was no failure.
-        let mut db = self.pool.acquire().await?;
         login_failures::clear(&mut db, Scope::Account, &account.email).await?;
-        if let Some(client) = &client_key {
-            login_failures::uncount(&mut db, Scope::Client, client).await?;
-        }
         if !account.is_active() {
             return Err(AuthError::Deactivated);
         }
@@ -114,10 +120,10 @@ impl UsersService {
             Scope::Account => self.config.throttle.account,
             Scope::Client => self.config.throttle.client,
         };
-        Ok(login_failures::count_attempt(db, scope, key, now, &backoff).await?.err().map(|until| {
-            let wait = (until - now).to_std().unwrap_or_default();
-            Duration::from_secs(wait.as_secs() + 1)
-        }))
+        Ok(login_failures::count_attempt(db, scope, key, now, &backoff)
+            .await?
+            .err()
+            .map(|until| wait_until(until, now)))
     }
 
     /// Exchanges a refresh token for a new access token and a new refresh token.
@@ -199,6 +205,11 @@ impl UsersService {
             refresh_expires_at,
         })
     }
+}
+
+/// Whole seconds until `until`, rounded up, for `Retry-After`.
+fn wait_until(until: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    Duration::from_secs((until - now).to_std().unwrap_or_default().as_secs() + 1)
 }
 
 /// The throttling key of a client address: IPv4 as is, IPv6 by its /64 (one subscriber's

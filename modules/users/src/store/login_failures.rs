@@ -76,14 +76,26 @@ pub(crate) async fn count_attempt(
     Ok(Err(until.unwrap_or(at + TimeDelta::seconds(1))))
 }
 
-/// Takes back the count of an attempt that succeeded.
-pub(crate) async fn uncount(db: &mut PgConnection, scope: Scope, key: &str) -> anyhow::Result<()> {
-    sqlx::query("UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE scope = $1 AND key = $2")
-        .bind(scope.as_str())
-        .bind(key)
-        .execute(db)
-        .await
-        .context("uncounting a sign-in attempt")?;
+/// Counts one failure after the fact (the count starts again after `decay`).
+pub(crate) async fn record(
+    db: &mut PgConnection,
+    scope: Scope,
+    key: &str,
+    at: DateTime<Utc>,
+    decay: TimeDelta,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO login_failures AS f (scope, key, failures, last_failure_at) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (scope, key) DO UPDATE
+            SET failures = CASE WHEN f.last_failure_at < $4 THEN 1 ELSE f.failures + 1 END, last_failure_at = $3",
+    )
+    .bind(scope.as_str())
+    .bind(key)
+    .bind(at)
+    .bind(at - decay)
+    .execute(db)
+    .await
+    .context("recording a failed sign-in")?;
     Ok(())
 }
 

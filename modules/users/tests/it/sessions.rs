@@ -233,3 +233,20 @@ async fn a_refresh_token_raced_against_itself_is_exchanged_once_and_ends_the_ses
     let (status, _) = read(app.post("/api/v1/auth/refresh", json!({"refresh_token": winner.unwrap()})).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the second use ended the session");
 }
+
+#[tokio::test]
+async fn many_people_signing_in_at_once_from_one_address_are_not_throttled() {
+    let app = Harness::start_with(|config| config.throttle.client.free = 5).await;
+    let emails: Vec<String> = (0..12).map(|n| format!("office{n}@example.com")).collect();
+    for email in &emails {
+        app.register(email).await;
+    }
+    let sign_ins =
+        emails.iter().map(|email| app.post("/api/v1/auth/login", json!({"email": email, "password": PASSWORD})));
+    let statuses: Vec<StatusCode> =
+        futures::future::join_all(sign_ins).await.iter().map(reqwest::Response::status).collect();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "right passwords never count against the address: {statuses:?}"
+    );
+}
