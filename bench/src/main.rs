@@ -1,25 +1,16 @@
-//! `cargo run --release -p bench -- bus --json`: the event bus on a fresh embedded
-//! PostgreSQL cluster, plus `pgbench` on the same cluster for scale. Prints figures; asserts
-//! nothing.
+//! `cargo run --release -p bench -- <benchmark> [--json]`: figures, never assertions.
+//!
+//! - `bus`: the event bus on a fresh embedded PostgreSQL cluster, plus `pgbench` for scale.
+//! - `users`: sign-ins against the real application (argon2id verification per request).
+//! - `orders`: order placement and the order saga through the bus, in the real application.
 
-use std::collections::HashMap;
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod app;
+mod bus;
+mod measure;
+mod orders;
+mod users;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use platform::bus::{BusBuilder, BusConfig, Event, Metadata, StartFrom, Subscription, handler_fn};
-use platform::db::{
-    AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase, ModuleSchema,
-};
-use platform::metrics::Metrics;
-use serde::{Deserialize, Serialize};
-use sqlx::migrate::Migrator;
-use sqlx::{Connection, PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 #[derive(Parser)]
 #[command(about = "Bulkhead benchmarks")]
@@ -51,220 +42,55 @@ enum Benchmark {
         #[arg(long)]
         batch: Option<i64>,
     },
+    /// Sign-ins (`POST /api/v1/auth/login`) against the real app, and one password hash.
+    Users {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Sign-ins to measure.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+        requests: u64,
+        /// Sign-ins in flight at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+        concurrency: u64,
+    },
+    /// Orders placed against the real app, each followed until its stock is reserved.
+    Orders {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Orders to place (one unit each).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        orders: u64,
+        /// Placements in flight at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+        concurrency: u64,
+    },
 }
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Tick {
-    key: String,
-}
-
-impl Event for Tick {
-    const TYPE: &'static str = "benchpub.tick";
-    const VERSION: u32 = 1;
-
-    fn aggregate_key(&self) -> String {
-        self.key.clone()
-    }
-}
-
-const PUBLISHER: &str = "benchpub";
-const SUBSCRIBER: &str = "benchsub";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli { benchmark: Benchmark::Bus { json, events, rate, seconds, pgbench_seconds, batch } } = Cli::parse();
-    let config = BusConfig { batch_size: batch.unwrap_or(BusConfig::default().batch_size), ..BusConfig::default() };
-    let data_dir = tempfile::tempdir()?;
-    let server = EmbeddedPostgres::start(&EmbeddedOptions::new(data_dir.path())).await?;
-    let outcome = run(&server, &config, events, rate, seconds, pgbench_seconds).await;
-    server.stop().await?;
-    let report = outcome?;
+    let (json, report) = match Cli::parse().benchmark {
+        Benchmark::Bus { json, events, rate, seconds, pgbench_seconds, batch } => {
+            (json, bus::run(events, rate, seconds, pgbench_seconds, batch).await?)
+        }
+        Benchmark::Users { json, requests, concurrency } => (json, users::run(requests, concurrency).await?),
+        Benchmark::Orders { json, orders, concurrency } => (json, orders::run(orders, concurrency).await?),
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for (name, value) in report.as_object().into_iter().flatten() {
-            println!("{name:<32} {value}");
+            match value.as_array() {
+                Some(items) => {
+                    println!("{name}");
+                    for item in items {
+                        println!("  - {}", item.as_str().map_or_else(|| item.to_string(), str::to_owned));
+                    }
+                }
+                None => println!("{name:<32} {value}"),
+            }
         }
     }
     Ok(())
-}
-
-async fn run(
-    server: &EmbeddedPostgres,
-    config: &BusConfig,
-    events: u64,
-    rate: u64,
-    seconds: u64,
-    pgbench_seconds: u64,
-) -> anyhow::Result<serde_json::Value> {
-    let mut admin = PgConnection::connect_with(&server.connect_options("postgres")).await?;
-    sqlx::query("CREATE DATABASE bench").execute(&mut admin).await?;
-    admin.close().await?;
-    let no_migrations: &'static Migrator = Box::leak(Box::new(Migrator::with_migrations(Vec::new())));
-    let schemas = [
-        ModuleSchema { name: PUBLISHER, migrations: no_migrations },
-        ModuleSchema { name: SUBSCRIBER, migrations: no_migrations },
-    ];
-    let setup = DatabaseSetup {
-        admin: Some(AdminAccess {
-            options: server.connect_options("bench"),
-            role_secret: server.address().password.clone(),
-        }),
-        module_urls: Default::default(),
-        pool_size: 16,
-        // The bus alone is measured.
-        jobs: JobsDatabase::Disabled,
-    };
-    let databases = Databases::connect(&setup, &schemas).await?;
-    databases.migrate(&schemas).await?;
-
-    let one = throughput(&databases, config, "benchsub.one", 1, events).await?;
-    let four = throughput(&databases, config, "benchsub.four", 4, events).await?;
-    let (p50, p99, measured) = latency(&databases, config, rate, seconds).await?;
-    databases.close().await;
-
-    let mut report = serde_json::json!({
-        "events_per_sec_1_partition": one.round(),
-        "events_per_sec_4_partitions": four.round(),
-        "latency_p50_ms": (p50 * 100.0).round() / 100.0,
-        "latency_p99_ms": (p99 * 100.0).round() / 100.0,
-        "throughput_events": events,
-        "latency_events": measured,
-        "latency_rate_per_sec": rate,
-        "batch_size": config.batch_size,
-    });
-    match pgbench(server, pgbench_seconds) {
-        Ok(tps) => report["pgbench_tps"] = tps.round().into(),
-        Err(error) => report["pgbench_note"] = format!("pgbench not run: {error:#}").into(),
-    }
-    Ok(report)
-}
-
-/// Appends `events` as fast as four producers can (100 per transaction) while a trivial
-/// handler consumes them; events per second from the first append to the last handling.
-async fn throughput(
-    databases: &Databases,
-    config: &BusConfig,
-    name: &'static str,
-    partitions: u16,
-    events: u64,
-) -> anyhow::Result<f64> {
-    let handled = Arc::new(AtomicU64::new(0));
-    let counter = handled.clone();
-    let subscription =
-        Subscription::new(name, PUBLISHER).partitions(partitions).on::<Tick>(handler_fn(move |_, _: Tick| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            Box::pin(async { Ok(()) })
-        }));
-    let (stop, tasks, _) = start_bus(databases, subscription, config.clone()).await?;
-    let publisher = databases.pool(PUBLISHER)?.clone();
-    let started = Instant::now();
-    let producers: Vec<_> = (0..4)
-        .map(|producer| {
-            let pool = publisher.clone();
-            tokio::spawn(async move {
-                for batch in 0..events / 400 {
-                    let ticks: Vec<Tick> =
-                        (0..100).map(|i| Tick { key: format!("k{}", (producer * 7 + batch * 3 + i) % 64) }).collect();
-                    append(&pool, &ticks).await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for producer in producers {
-        producer.await??;
-    }
-    let expected = events / 400 * 400;
-    while handled.load(Ordering::Relaxed) < expected {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the bus did not keep up within 10 minutes");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.cancel();
-    tasks.join().await;
-    Ok(expected as f64 / elapsed)
-}
-
-/// At a low steady rate, the time from an append's commit returning to its handler starting.
-async fn latency(
-    databases: &Databases,
-    config: &BusConfig,
-    rate: u64,
-    seconds: u64,
-) -> anyhow::Result<(f64, f64, usize)> {
-    let started_at: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
-    let record = started_at.clone();
-    let subscription = Subscription::new("benchsub.latency", PUBLISHER).start_from(StartFrom::Latest).on::<Tick>(
-        handler_fn(move |ctx, _: Tick| {
-            record.lock().map(|mut m| m.insert(ctx.envelope.id, Instant::now())).ok();
-            Box::pin(async { Ok(()) })
-        }),
-    );
-    let config = BusConfig { poll_interval: Duration::from_secs(5), ..config.clone() };
-    let (stop, tasks, _) = start_bus(databases, subscription, config).await?;
-    let publisher = databases.pool(PUBLISHER)?.clone();
-    let mut committed: HashMap<Uuid, Instant> = HashMap::new();
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    for i in 0..rate * seconds {
-        ticker.tick().await;
-        let ids = append(&publisher, &[Tick { key: format!("k{}", i % 64) }]).await?;
-        committed.insert(ids[0], Instant::now());
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.cancel();
-    tasks.join().await;
-    let started = started_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    let mut samples: Vec<f64> = committed
-        .iter()
-        .filter_map(|(id, at)| started.get(id).map(|s| s.saturating_duration_since(*at).as_secs_f64() * 1000.0))
-        .collect();
-    anyhow::ensure!(!samples.is_empty(), "no event was handled in the latency run");
-    samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Ok((pick(0.50), pick(0.99), samples.len()))
-}
-
-async fn start_bus(
-    databases: &Databases,
-    subscription: Subscription,
-    config: BusConfig,
-) -> anyhow::Result<(CancellationToken, platform::bus::BusTasks, Metrics)> {
-    let metrics = Metrics::new();
-    let bus = BusBuilder::new(config, &metrics)
-        .publisher(PUBLISHER, databases.pool(PUBLISHER)?.clone())
-        .subscription(SUBSCRIBER, databases.pool(SUBSCRIBER)?.clone(), subscription)?
-        .build();
-    let stop = CancellationToken::new();
-    let tasks = bus.start(stop.clone()).await?;
-    Ok((stop, tasks, metrics))
-}
-
-async fn append(pool: &PgPool, ticks: &[Tick]) -> anyhow::Result<Vec<Uuid>> {
-    let mut tx = pool.begin().await?;
-    let ids = platform::bus::append_all(&mut tx, ticks, &Metadata::system("bench")).await?;
-    tx.commit().await?;
-    Ok(ids)
-}
-
-/// `pgbench -N` (simple updates), 8 clients, on the same cluster.
-fn pgbench(server: &EmbeddedPostgres, seconds: u64) -> anyhow::Result<f64> {
-    let address = server.address();
-    let password = secrecy::ExposeSecret::expose_secret(&address.password).to_owned();
-    let run = |args: &[&str]| -> anyhow::Result<String> {
-        let output = Command::new("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &address.port.to_string(), "-U", platform::db::embedded::SUPERUSER])
-            .args(args)
-            .env("PGPASSWORD", &password)
-            .output()
-            .context("pgbench is not installed (Debian: postgresql-contrib or postgresql-client)")?;
-        anyhow::ensure!(output.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    };
-    run(&["-i", "-q", "-s", "10", "postgres"])?;
-    let report = run(&["-N", "-c", "8", "-j", "2", "-T", &seconds.to_string(), "postgres"])?;
-    report
-        .lines()
-        .find_map(|line| line.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
-        .context("pgbench printed no tps")
 }
