@@ -204,6 +204,15 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_BUS_POLL_INTERVAL", default_value = "1s", global = true, value_parser = parse_bus_poll_interval)]
     pub bus_poll_interval: Duration,
 
+    /// How long a reservation holds an order's units before they are free again (keep it
+    /// longer than the payment timeout, so that one normally wins).
+    #[arg(long, env = "BULKHEAD_INVENTORY_RESERVATION_TTL", default_value = "30m", global = true, value_parser = parse_reservation_ttl)]
+    pub inventory_reservation_ttl: Duration,
+
+    /// Fill an empty catalogue with demo products and stock on start (`false` to start empty).
+    #[arg(long, env = "BULKHEAD_DEMO_DATA", default_value_t = true, global = true, action = clap::ArgAction::Set)]
+    pub demo_data: bool,
+
     /// How long an order whose stock is reserved waits for payment before it is cancelled.
     #[arg(long, env = "BULKHEAD_ORDERS_PAYMENT_TIMEOUT", default_value = "15m", global = true, value_parser = parse_payment_timeout)]
     pub orders_payment_timeout: Duration,
@@ -316,6 +325,14 @@ fn parse_bus_retention(value: &str) -> Result<Duration, String> {
 
 fn parse_bus_retention_interval(value: &str) -> Result<Duration, String> {
     parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_RETENTION_INTERVAL: {e}"))
+}
+
+fn parse_reservation_ttl(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(ttl) if ttl >= Duration::from_secs(1) => Ok(ttl),
+        Ok(_) => Err("BULKHEAD_INVENTORY_RESERVATION_TTL must be at least 1s".to_owned()),
+        Err(e) => Err(format!("BULKHEAD_INVENTORY_RESERVATION_TTL: {e}")),
+    }
 }
 
 fn parse_payment_timeout(value: &str) -> Result<Duration, String> {

@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+#[cfg_attr(not(feature = "inventory"), expect(unused_imports, reason = "only inventory's start needs it"))]
+use anyhow::Context;
+
 use platform::auth::JwtVerifier;
 use platform::{Module, ModuleDescriptor};
 
@@ -15,6 +18,8 @@ pub fn compiled() -> Vec<ModuleDescriptor> {
     vec![
         #[cfg(feature = "users")]
         users::DESCRIPTOR,
+        #[cfg(feature = "inventory")]
+        inventory::DESCRIPTOR,
         #[cfg(feature = "orders")]
         orders::DESCRIPTOR,
     ]
@@ -25,7 +30,10 @@ pub fn compiled() -> Vec<ModuleDescriptor> {
 ///
 /// # Errors
 /// A module that cannot start, with the reason.
-#[cfg_attr(not(any(feature = "users", feature = "orders")), expect(unused_variables, reason = "no module compiled in"))]
+#[cfg_attr(
+    not(any(feature = "users", feature = "inventory", feature = "orders")),
+    expect(unused_variables, reason = "no module compiled in")
+)]
 pub(crate) async fn build(
     hosted: &[ModuleDescriptor],
     config: &Config,
@@ -33,19 +41,45 @@ pub(crate) async fn build(
     verifier: &JwtVerifier,
 ) -> anyhow::Result<Vec<Arc<dyn Module>>> {
     let hosts = |name: &str| hosted.iter().any(|d| d.schema.name == name);
-    #[cfg_attr(not(any(feature = "users", feature = "orders")), expect(unused_mut, reason = "no module compiled in"))]
+    #[cfg_attr(
+        not(any(feature = "users", feature = "inventory", feature = "orders")),
+        expect(unused_mut, reason = "no module compiled in")
+    )]
     let mut built: Vec<Arc<dyn Module>> = Vec::new();
     #[cfg(feature = "users")]
     if hosts("users") {
         built.push(Arc::new(users_module(config, backing, verifier).await?));
+    }
+    #[cfg_attr(not(all(feature = "inventory", feature = "orders")), expect(unused_mut, reason = "no port to wire"))]
+    let mut ports = crate::ports::Ports::default();
+    #[cfg(feature = "inventory")]
+    if hosts("inventory") {
+        let settings = inventory::InventoryConfig { reservation_ttl: config.inventory_reservation_ttl };
+        let pool = backing.databases.pool("inventory")?.clone();
+        let module = inventory::InventoryModule::new(pool, verifier.clone(), settings);
+        if config.demo_data {
+            let seeded = module.seed_demo_catalogue().await.context("seeding the demo catalogue")?;
+            if seeded > 0 {
+                tracing::info!(
+                    products = seeded,
+                    "the catalogue was empty: added demo products (BULKHEAD_DEMO_DATA=false to skip)"
+                );
+            }
+        }
+        #[cfg(feature = "orders")]
+        {
+            ports.inventory = Some(module.api());
+        }
+        built.push(Arc::new(module));
     }
     #[cfg(feature = "orders")]
     if hosts("orders") {
         let settings =
             orders::OrdersConfig { payment_timeout: config.orders_payment_timeout, ..orders::OrdersConfig::default() };
         let pool = backing.databases.pool("orders")?.clone();
-        built.push(Arc::new(orders::OrdersModule::new(pool, crate::ports::inventory(), verifier.clone(), settings)));
+        built.push(Arc::new(orders::OrdersModule::new(pool, ports.inventory(), verifier.clone(), settings)));
     }
+    tracing::debug!(?ports, "ports wired");
     Ok(built)
 }
 

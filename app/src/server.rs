@@ -47,7 +47,9 @@ use crate::modules;
         (name = "jobs", description = "Background jobs administration: failed jobs (admins)"),
         (name = "auth", description = "Registration, sign-in, tokens, email verification, password reset, signing keys"),
         (name = "users", description = "Accounts: your own profile and preferences; listing and administering users (admins)"),
-        (name = "orders", description = "Placing orders and following them through the order saga (docs/saga.md)")
+        (name = "orders", description = "Placing orders and following them through the order saga (docs/saga.md)"),
+        (name = "catalog", description = "Products and prices: public reads, admin writes"),
+        (name = "stock", description = "Stock levels, adjustments and movements (admins)")
     )
 )]
 struct ApiDoc;

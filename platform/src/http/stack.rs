@@ -51,10 +51,12 @@ pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Route
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
             HeaderName::from_static("idempotency-key"),
             request_id::REQUEST_ID_HEADER.clone(),
         ])
-        .expose_headers([header::LOCATION, header::RETRY_AFTER, request_id::REQUEST_ID_HEADER.clone()])
+        .expose_headers([header::LOCATION, header::RETRY_AFTER, header::ETAG, request_id::REQUEST_ID_HEADER.clone()])
         .max_age(Duration::from_secs(600));
     router.layer(
         ServiceBuilder::new()

@@ -83,8 +83,31 @@ pub struct ReservationExpired {
 }
 order_keyed!(ReservationExpired, "inventory.reservation_expired");
 
+/// A product's available units fell to its low-stock threshold. Sent once per crossing:
+/// again only after stock rose above the threshold. Keyed by product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LowStock {
+    pub product_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub available: u32,
+    pub threshold: u32,
+    pub at: DateTime<Utc>,
+}
+
+impl Event for LowStock {
+    const TYPE: &'static str = "inventory.low_stock";
+    const VERSION: u32 = 1;
+    fn aggregate_key(&self) -> String {
+        self.product_id.to_string()
+    }
+}
+
 /// The inventory events orders consumes.
 pub const SAGA_EVENTS: [&str; 3] = [StockReserved::TYPE, StockRejected::TYPE, ReservationExpired::TYPE];
+
+/// Every event type the inventory module publishes.
+pub const PUBLISHED: [&str; 4] = [StockReserved::TYPE, StockRejected::TYPE, ReservationExpired::TYPE, LowStock::TYPE];
 
 #[cfg(test)]
 mod tests {
@@ -137,6 +160,17 @@ mod tests {
                     available: 1
                 }],
                 rejected_at: at(),
+            })
+        );
+        insta::assert_json_snapshot!(
+            "low_stock",
+            wire(&LowStock {
+                product_id: product(),
+                sku: "MUG-001".to_owned(),
+                name: "Enamel mug".to_owned(),
+                available: 3,
+                threshold: 5,
+                at: at(),
             })
         );
         insta::assert_json_snapshot!(

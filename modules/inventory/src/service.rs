@@ -1,0 +1,34 @@
+//! The inventory use cases: the catalogue, stock adjustments, reservations for orders, and
+//! the quote port; one file each.
+
+mod catalog;
+pub(crate) mod levels;
+mod quote;
+pub(crate) mod reservations;
+mod stock;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use platform::clock::Clock;
+use sqlx::PgPool;
+
+pub(crate) use catalog::{CatalogError, IfMatch, NewProductRequest, ProductPatch};
+pub(crate) use levels::{LevelChange, StockError};
+pub(crate) use stock::{Adjusted, AdjustmentError};
+
+use crate::InventoryConfig;
+
+/// Everything the use cases share.
+#[derive(Debug)]
+pub(crate) struct InventoryService {
+    pub(crate) pool: PgPool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: InventoryConfig,
+}
+
+impl InventoryService {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,111 @@
+//! Reservations: one per order, with the units held per product.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Held,
+    Committed,
+    Released,
+    Expired,
+    Restocked,
+    /// The order's stock could not be reserved; nothing was held.
+    Rejected,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Committed => "committed",
+            Self::Released => "released",
+            Self::Expired => "expired",
+            Self::Restocked => "restocked",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    fn parse(raw: &str) -> anyhow::Result<Self> {
+        [Self::Held, Self::Committed, Self::Released, Self::Expired, Self::Restocked, Self::Rejected]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+            .with_context(|| format!("unknown reservation status {raw:?}"))
+    }
+}
+
+/// A reservation with its lines.
+#[derive(Debug, Clone)]
+pub(crate) struct Reservation {
+    pub(crate) id: Uuid,
+    pub(crate) order_id: Uuid,
+    pub(crate) status: Status,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    /// (product, units).
+    pub(crate) lines: Vec<(Uuid, i32)>,
+}
+
+/// The order's reservation, locked until the transaction ends.
+pub(crate) async fn for_order(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Option<Reservation>> {
+    let row: Option<(Uuid, String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT id, status, expires_at FROM reservations WHERE order_id = $1 FOR UPDATE")
+            .bind(order)
+            .fetch_optional(&mut *db)
+            .await
+            .context("reading a reservation")?;
+    let Some((id, status, expires_at)) = row else { return Ok(None) };
+    let lines: Vec<(Uuid, i32)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY product_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await
+    .context("reading reservation lines")?;
+    Ok(Some(Reservation { id, order_id: order, status: Status::parse(&status)?, expires_at, lines }))
+}
+
+/// Records the order's reservation (held with its lines, or rejected without).
+pub(crate) async fn insert(db: &mut PgConnection, reservation: &Reservation, at: DateTime<Utc>) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO reservations (id, order_id, status, expires_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(reservation.id)
+    .bind(reservation.order_id)
+    .bind(reservation.status.as_str())
+    .bind(reservation.expires_at)
+    .bind(at)
+    .execute(&mut *db)
+    .await
+    .context("recording a reservation")?;
+    let products: Vec<Uuid> = reservation.lines.iter().map(|l| l.0).collect();
+    let quantities: Vec<i32> = reservation.lines.iter().map(|l| l.1).collect();
+    sqlx::query(
+        "INSERT INTO reservation_lines (reservation_id, product_id, quantity) SELECT $1, * FROM unnest($2::uuid[], $3::int[])",
+    )
+    .bind(reservation.id)
+    .bind(&products)
+    .bind(&quantities)
+    .execute(db)
+    .await
+    .context("recording reservation lines")?;
+    Ok(())
+}
+
+pub(crate) async fn set_status(
+    db: &mut PgConnection,
+    id: Uuid,
+    status: Status,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE reservations SET status = $2, updated_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(status.as_str())
+        .bind(at)
+        .execute(db)
+        .await
+        .context("changing a reservation")?;
+    Ok(())
+}

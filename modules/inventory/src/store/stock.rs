@@ -1,0 +1,188 @@
+//! Stock levels and movements: the rows every stock change locks and writes.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use platform::http::PageRequest;
+use sqlx::{PgConnection, QueryBuilder};
+use uuid::Uuid;
+
+/// A product's stock as locked for a change.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Levels {
+    pub(crate) id: Uuid,
+    pub(crate) sku: String,
+    pub(crate) name: String,
+    pub(crate) active: bool,
+    pub(crate) archived: bool,
+    pub(crate) on_hand: i32,
+    pub(crate) reserved: i32,
+    pub(crate) low_stock_threshold: i32,
+    pub(crate) low_stock_alerted: bool,
+}
+
+impl Levels {
+    pub(crate) fn available(&self) -> i32 {
+        self.on_hand - self.reserved
+    }
+}
+
+/// Locks the stock rows of `products` until the transaction ends, in id order so that
+/// concurrent reservations of overlapping products cannot deadlock. Missing ids are absent.
+pub(crate) async fn lock(db: &mut PgConnection, products: &[Uuid]) -> anyhow::Result<Vec<Levels>> {
+    let mut ids = products.to_vec();
+    ids.sort();
+    ids.dedup();
+    sqlx::query_as(
+        "SELECT id, sku, name, active, archived_at IS NOT NULL AS archived, on_hand, reserved, low_stock_threshold,
+                low_stock_alerted
+           FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await
+    .context("locking stock")
+}
+
+/// Writes new levels (and the low-stock flag), bumping the product's version.
+pub(crate) async fn write(db: &mut PgConnection, levels: &Levels, at: DateTime<Utc>) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE products SET on_hand = $2, reserved = $3, low_stock_alerted = $4, version = version + 1, updated_at = $5
+          WHERE id = $1",
+    )
+    .bind(levels.id)
+    .bind(levels.on_hand)
+    .bind(levels.reserved)
+    .bind(levels.low_stock_alerted)
+    .bind(at)
+    .execute(db)
+    .await
+    .context("writing stock levels")?;
+    Ok(())
+}
+
+/// Why on_hand changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum MovementKind {
+    /// Goods arrived.
+    Receive,
+    /// A count found more or fewer units than recorded.
+    Correct,
+    /// Units were lost, damaged or expired.
+    WriteOff,
+    /// An order's reserved units left the warehouse.
+    Commit,
+    /// A cancelled order's committed units came back.
+    Restock,
+}
+
+impl MovementKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Receive => "receive",
+            Self::Correct => "correct",
+            Self::WriteOff => "write_off",
+            Self::Commit => "commit",
+            Self::Restock => "restock",
+        }
+    }
+
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
+        [Self::Receive, Self::Correct, Self::WriteOff, Self::Commit, Self::Restock]
+            .into_iter()
+            .find(|k| k.as_str() == raw)
+    }
+}
+
+/// One immutable change of on_hand.
+#[derive(Debug, Clone)]
+pub(crate) struct NewMovement<'a> {
+    pub(crate) product_id: Uuid,
+    pub(crate) kind: MovementKind,
+    /// Signed change of on_hand.
+    pub(crate) quantity: i32,
+    pub(crate) on_hand_after: i32,
+    pub(crate) reason: &'a str,
+    pub(crate) order_id: Option<Uuid>,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) at: DateTime<Utc>,
+}
+
+pub(crate) async fn record_movement(db: &mut PgConnection, movement: &NewMovement<'_>) -> anyhow::Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO stock_movements (id, product_id, kind, quantity, on_hand_after, reason, order_id, actor, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(movement.product_id)
+    .bind(movement.kind.as_str())
+    .bind(movement.quantity)
+    .bind(movement.on_hand_after)
+    .bind(movement.reason)
+    .bind(movement.order_id)
+    .bind(movement.actor)
+    .bind(movement.at)
+    .execute(db)
+    .await
+    .context("recording a stock movement")?;
+    Ok(id)
+}
+
+/// A movement as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct MovementRow {
+    pub(crate) id: Uuid,
+    pub(crate) kind: String,
+    pub(crate) quantity: i32,
+    pub(crate) on_hand_after: i32,
+    pub(crate) reason: String,
+    pub(crate) order_id: Option<Uuid>,
+    pub(crate) actor: Option<String>,
+    pub(crate) at: DateTime<Utc>,
+}
+
+macro_rules! select_movements {
+    ($rest:literal) => {
+        concat!("SELECT id, kind, quantity, on_hand_after, reason, order_id, actor, at FROM stock_movements ", $rest)
+    };
+}
+
+/// One movement, by id.
+pub(crate) async fn movement(db: &mut PgConnection, id: Uuid) -> anyhow::Result<MovementRow> {
+    sqlx::query_as(select_movements!("WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .context("reading a movement")?
+        .context("no such movement")
+}
+
+pub(crate) const MOVEMENTS_SORTABLE: &[&str] = &["at"];
+
+/// The sort key of a listed movement: when, then the id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct MovementKey(pub(crate) DateTime<Utc>, pub(crate) Uuid);
+
+/// One page of a product's movements (`limit + 1` rows fetched), by time then id.
+pub(crate) async fn movements(
+    db: &mut PgConnection,
+    product: Uuid,
+    kind: Option<MovementKind>,
+    page: &PageRequest<MovementKey>,
+) -> anyhow::Result<Vec<MovementRow>> {
+    let descending = page.sort.keys().first().is_none_or(|key| key.descending);
+    let mut query = QueryBuilder::new(select_movements!("WHERE product_id = "));
+    query.push_bind(product);
+    if let Some(kind) = kind {
+        query.push(" AND kind = ").push_bind(kind.as_str());
+    }
+    if let Some(MovementKey(at, id)) = &page.after {
+        let op = if descending { "<" } else { ">" };
+        query.push(format!(" AND (at, id) {op} (")).push_bind(*at).push(", ").push_bind(*id).push(")");
+    }
+    let direction = if descending { "DESC" } else { "ASC" };
+    query.push(format!(" ORDER BY at {direction}, id {direction} LIMIT "));
+    query.push_bind(i64::from(page.limit) + 1);
+    query.build_query_as().fetch_all(db).await.context("listing stock movements")
+}
