@@ -30,11 +30,15 @@ impl FromRef<InventoryState> for JwtVerifier {
 
 /// The public routes, relative to `/api/v1`.
 pub(crate) fn router(service: Arc<InventoryService>, verifier: JwtVerifier) -> OpenApiRouter {
-    // Creating a product and adjusting stock take an Idempotency-Key: a retry gets the first answer.
+    // Creating a product and adjusting stock take an Idempotency-Key: a retry gets the first
+    // answer instead of, say, counting a receipt twice.
     let idempotent = Idempotency::new(service.pool.clone()).scoped_by(verifier.clone());
     let state = InventoryState { service, verifier };
     let creating = OpenApiRouter::new()
         .routes(routes!(products::create_product))
+        .route_layer(from_fn_with_state(idempotent.clone(), idempotency::middleware))
+        .with_state(state.clone());
+    let adjusting = OpenApiRouter::new()
         .routes(routes!(stock::adjust_stock))
         .route_layer(from_fn_with_state(idempotent, idempotency::middleware))
         .with_state(state.clone());
@@ -44,4 +48,5 @@ pub(crate) fn router(service: Arc<InventoryService>, verifier: JwtVerifier) -> O
         .routes(routes!(stock::list_movements))
         .with_state(state)
         .merge(creating)
+        .merge(adjusting)
 }

@@ -39,7 +39,7 @@ impl Adjustment {
                 errors.push(field("quantity", "range", format!("must be between 1 and {max}")));
                 None
             }
-            AdjustmentKind::Correct if quantity == 0 || quantity.abs() > max => {
+            AdjustmentKind::Correct if quantity == 0 || quantity.unsigned_abs() > max.unsigned_abs() => {
                 errors.push(field(
                     "quantity",
                     "range",

@@ -50,7 +50,8 @@ impl InventoryService {
         }
         let mut wanted: BTreeMap<Uuid, i32> = BTreeMap::new();
         for line in &order.lines {
-            *wanted.entry(line.product_id).or_default() += i32::try_from(line.quantity).unwrap_or(i32::MAX);
+            let entry = wanted.entry(line.product_id).or_default();
+            *entry = entry.saturating_add(i32::try_from(line.quantity).unwrap_or(i32::MAX));
         }
         let ids: Vec<Uuid> = wanted.keys().copied().collect();
         let mut locked = stock::lock(tx, &ids).await?;
@@ -231,7 +232,8 @@ impl InventoryService {
         Ok(Expiry::Expired)
     }
 
-    /// Releases held units, or restocks committed ones.
+    /// Releases held units, or restocks committed ones — exactly what the commit took, which
+    /// after a late commit may be less than was reserved.
     async fn give_back(
         &self,
         tx: &mut PgConnection,
@@ -241,8 +243,16 @@ impl InventoryService {
     ) -> anyhow::Result<()> {
         let now = self.now();
         let ids: Vec<Uuid> = reservation.lines.iter().map(|l| l.0).collect();
+        let committed = if restock { stock::committed_for_order(tx, reservation.order_id).await? } else { Vec::new() };
         for mut levels in stock::lock(tx, &ids).await? {
-            let quantity = reservation.lines.iter().find(|l| l.0 == levels.id).map_or(0, |l| l.1);
+            let quantity = if restock {
+                committed.iter().find(|c| c.0 == levels.id).map_or(0, |c| c.1)
+            } else {
+                reservation.lines.iter().find(|l| l.0 == levels.id).map_or(0, |l| l.1)
+            };
+            if quantity == 0 {
+                continue;
+            }
             let change = if restock {
                 LevelChange {
                     on_hand: quantity,

@@ -186,3 +186,15 @@ pub(crate) async fn movements(
     query.push_bind(i64::from(page.limit) + 1);
     query.build_query_as().fetch_all(db).await.context("listing stock movements")
 }
+
+/// Units each product's `commit` movements took for `order` (positive numbers).
+pub(crate) async fn committed_for_order(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Vec<(Uuid, i32)>> {
+    sqlx::query_as(
+        "SELECT product_id, (-sum(quantity))::int FROM stock_movements
+          WHERE order_id = $1 AND kind = 'commit' GROUP BY product_id",
+    )
+    .bind(order)
+    .fetch_all(db)
+    .await
+    .context("reading what an order's commit took")
+}

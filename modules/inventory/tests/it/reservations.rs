@@ -257,7 +257,9 @@ async fn reserving_below_the_threshold_reports_low_stock_once() {
     app.settle().await;
     let low = app.events("inventory.low_stock").await;
     assert_eq!(low.len(), 1, "{low:?}");
-    assert_eq!((low[0]["available"].as_i64(), low[0]["threshold"].as_i64()), (Some(3), Some(3)));
+    // The orders land on different partitions in any order: the crossing is at 3 or 2 left.
+    assert!(matches!(low[0]["available"].as_i64(), Some(2 | 3)), "{low:?}");
+    assert_eq!(low[0]["threshold"].as_i64(), Some(3));
 }
 
 #[tokio::test]
@@ -310,4 +312,24 @@ async fn the_demo_catalogue_fills_an_empty_database_once() {
             .await
             .unwrap();
     assert_eq!((products, stocked), (20, 20));
+}
+
+#[tokio::test]
+async fn cancelling_after_a_late_commit_restocks_only_what_the_commit_took() {
+    let app = Harness::start_with(InventoryConfig { reservation_ttl: Duration::from_secs(2) }).await;
+    let product = app.product("SCARCE", 100, 3).await;
+    let late = Uuid::now_v7();
+    app.publish(&placed(late, &[(product, 3)])).await;
+    app.await_events("inventory.reservation_expired", late, 1).await;
+    // The freed units are sold to someone else before the late confirmation arrives.
+    let other = Uuid::now_v7();
+    app.publish(&placed(other, &[(product, 3)])).await;
+    app.await_reservation(other, "held").await;
+    app.publish(&confirmed(late)).await;
+    app.await_reservation(late, "committed").await;
+    assert_eq!(app.levels(product).await, (3, 3), "nothing could be taken for the late order");
+    app.publish(&cancelled(late, OrderStatus::Confirmed)).await;
+    app.await_reservation(late, "restocked").await;
+    assert_eq!(app.levels(product).await, (3, 3), "nothing was put back that had not left");
+    assert_eq!(movements_sum(&app, product).await, 3);
 }
