@@ -373,7 +373,16 @@ async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_
     for (pair, minimum) in times.windows(2).zip([Duration::from_millis(50), Duration::from_millis(100)]) {
         assert!(pair[1] - pair[0] >= minimum, "retries back off: {:?}", pair[1] - pair[0]);
     }
-    let rendered = running.metrics.render();
+    // Counters are added once the batch's transaction has committed, a moment after the
+    // letter is visible: wait for them rather than race them.
+    let counted = eventually(WAIT, || async {
+        let rendered = running.metrics.render();
+        Ok(rendered
+            .contains(r#"bulkhead_bus_dead_lettered_events_total{subscription="beta.poison"} 1"#)
+            .then_some(rendered))
+    })
+    .await;
+    let rendered = counted.unwrap_or_else(|_| running.metrics.render());
     assert!(
         rendered.contains(r#"bulkhead_bus_dead_lettered_events_total{subscription="beta.poison"} 1"#),
         "{rendered}"
