@@ -1,0 +1,32 @@
+//! The payments use cases: taking the order's payment request, moving a payment along as the
+//! gateway answers (jobs, webhooks, reconciliation), refunds, and the ledger behind them.
+
+pub(crate) mod processing;
+pub(crate) mod reconcile;
+pub(crate) mod refunds;
+pub(crate) mod requests;
+pub(crate) mod webhooks;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use platform::clock::Clock;
+use sqlx::PgPool;
+
+use crate::PaymentsConfig;
+use crate::gateway::Guarded;
+
+/// What every use case shares.
+#[derive(Debug)]
+pub(crate) struct PaymentsService {
+    pub(crate) pool: PgPool,
+    pub(crate) gateway: Guarded,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: PaymentsConfig,
+}
+
+impl PaymentsService {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,29 @@
+//! Webhook calls already applied, so a replay is recognised.
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Records the gateway's event; false if it was recorded before (a replay).
+pub(crate) async fn remember(
+    db: &mut PgConnection,
+    id: &str,
+    event_type: &str,
+    payment_id: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_events (id, event_type, payment_id, received_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(event_type)
+    .bind(payment_id)
+    .bind(now)
+    .execute(db)
+    .await
+    .context("remembering a webhook event")?
+    .rows_affected();
+    Ok(inserted == 1)
+}

@@ -1,0 +1,335 @@
+//! A payments module on a fresh database with a stand-in orders outbox, the real bus and jobs
+//! runtime, the sandbox gateway (short delays) and the module served over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use chrono::Utc;
+use orders_contract::OrderId;
+use orders_contract::OrderStatus;
+use orders_contract::events::{CancellationReason, OrderCancelled, PaymentRequested, RefundReason, RefundRequested};
+use payments::{
+    BreakerSettings, PaymentsConfig, PaymentsModule, SANDBOX_WEBHOOK_PATH, SandboxConfig, SandboxGateway, WebhookTarget,
+};
+use platform::Module;
+use platform::auth::{JwtVerifier, Role};
+use platform::bus::{BusBuilder, BusConfig, Event, Metadata};
+use platform::db::{Databases, ModuleSchema};
+use platform::http::{HttpSettings, stack};
+use platform::metrics::Metrics;
+use platform::money::{Currency, Money};
+use platform::testing::{Served, TestDatabase, TestSigner, eventually};
+use reqwest::{Method, Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::Value;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+static ORDERS_STAND_IN: Migrator = sqlx::migrate!("tests/fixtures/orders");
+
+pub const SCHEMAS: [ModuleSchema; 2] =
+    [payments::DESCRIPTOR.schema, ModuleSchema { name: "orders", migrations: &ORDERS_STAND_IN }];
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_0123456789abcdef";
+
+/// The module's settings in these tests: everything short, so retries, the breaker and
+/// reconciliation play out in seconds.
+pub fn config() -> PaymentsConfig {
+    let mut config = PaymentsConfig::new(SecretString::from(WEBHOOK_SECRET));
+    config.gateway_timeout = Duration::from_millis(800);
+    config.breaker =
+        BreakerSettings { failures: 3, open_for: Duration::from_secs(1), max_open: Duration::from_secs(2) };
+    config.retry_base = Duration::from_millis(100);
+    config.retry_max = Duration::from_millis(500);
+    config.reconcile_after = Duration::from_secs(1);
+    config.reconcile_every = Duration::from_secs(1);
+    config
+}
+
+pub fn sandbox_config() -> SandboxConfig {
+    SandboxConfig {
+        latency: Duration::from_millis(5),
+        slow_latency: Duration::from_millis(400),
+        hang: Duration::from_secs(3600),
+        async_delay: Duration::from_millis(300),
+    }
+}
+
+pub struct Harness {
+    pub served: Served,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+    pub databases: Databases,
+    pub sandbox: SandboxGateway,
+    pub signer: TestSigner,
+    pub verifier: JwtVerifier,
+    pub customer: Uuid,
+    pub customer_token: String,
+    pub admin_token: String,
+    stop: CancellationToken,
+    _jobs: platform::jobs::JobsHandle,
+    _bus: platform::bus::BusTasks,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(config()).await
+    }
+
+    pub async fn start_with(config: PaymentsConfig) -> Self {
+        let database = TestDatabase::create(&SCHEMAS).await.unwrap();
+        let databases = database.connect(&SCHEMAS).await.unwrap();
+        let sandbox = SandboxGateway::new(sandbox_config());
+        let verifier = JwtVerifier::new("bulkhead", "bulkhead-api");
+        let pool = |name| databases.pool(name).unwrap().clone();
+        let metrics = Metrics::new();
+        let module =
+            PaymentsModule::new(pool("payments"), Arc::new(sandbox.clone()), verifier.clone(), config, &metrics);
+
+        let mut bus = BusBuilder::new(BusConfig::default(), &metrics)
+            .publisher("payments", pool("payments"))
+            .publisher("orders", pool("orders"));
+        for subscription in module.subscriptions() {
+            bus = bus.subscription("payments", pool("payments"), subscription).unwrap();
+        }
+        let stop = CancellationToken::new();
+        let bus = bus.build();
+        let bus_tasks = bus.start(stop.clone()).await.unwrap();
+        let jobs = platform::testing::jobs_runtime(&databases, &metrics).unwrap().queues(module.jobs());
+        let jobs = jobs.start(stop.clone()).await.unwrap();
+
+        let (api, _) = module.public_routes().split_for_parts();
+        let router = stack::apply(Router::new().nest("/api/v1", api), &HttpSettings::default(), metrics);
+        let served = Served::start(router).await.unwrap();
+        sandbox.set_webhook_target(WebhookTarget {
+            url: served.url(SANDBOX_WEBHOOK_PATH),
+            secret: SecretString::from(WEBHOOK_SECRET),
+        });
+        let signer = TestSigner::new();
+        signer.trust(&verifier);
+        let customer = Uuid::now_v7();
+        let customer_token = signer.token(&verifier, &customer.to_string(), &[Role::Customer]);
+        let admin_token = signer.token(&verifier, &Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self {
+            served,
+            client,
+            database,
+            databases,
+            sandbox,
+            signer,
+            verifier,
+            customer,
+            customer_token,
+            admin_token,
+            stop,
+            _jobs: jobs,
+            _bus: bus_tasks,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: impl AsRef<str>,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.served.url(path.as_ref()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Appends `event` to the stand-in orders outbox.
+    pub async fn publish<E: Event>(&self, event: &E) {
+        let mut tx = self.databases.pool("orders").unwrap().begin().await.unwrap();
+        platform::bus::append(&mut tx, event, &Metadata::system("test")).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// Orders asks the harness's customer to pay `amount` EUR cents with `method`; returns the
+    /// order id and the request.
+    pub async fn request_payment(&self, method: &str, amount: i64) -> (Uuid, PaymentRequested) {
+        let order_id = Uuid::now_v7();
+        let request = PaymentRequested {
+            order_id: OrderId(order_id),
+            user_id: self.customer,
+            amount: eur(amount),
+            payment_method: method.to_owned(),
+            pay_by: Utc::now() + chrono::TimeDelta::minutes(15),
+            requested_at: Utc::now(),
+        };
+        self.publish(&request).await;
+        (order_id, request)
+    }
+
+    /// Orders cancels the order.
+    pub async fn cancel(&self, order_id: Uuid, from: OrderStatus) {
+        self.publish(&OrderCancelled {
+            order_id: OrderId(order_id),
+            user_id: self.customer,
+            reason: CancellationReason::CustomerRequest,
+            detail: None,
+            cancelled_from: from,
+            cancelled_at: Utc::now(),
+        })
+        .await;
+    }
+
+    /// Orders asks for `amount` of `payment_id` back.
+    pub async fn ask_refund(&self, order_id: Uuid, payment_id: Uuid, amount: i64, reason: RefundReason) {
+        self.publish(&RefundRequested {
+            order_id: OrderId(order_id),
+            user_id: self.customer,
+            payment_id,
+            amount: eur(amount),
+            reason,
+            requested_at: Utc::now(),
+        })
+        .await;
+    }
+
+    /// The order's payment as an admin sees it, once it exists.
+    pub async fn payment_of(&self, order_id: Uuid) -> Value {
+        eventually(Duration::from_secs(15), || async {
+            let (_, page) = read(
+                self.call(Method::GET, format!("/api/v1/payments?order_id={order_id}"), Some(&self.admin_token), None)
+                    .await,
+            )
+            .await;
+            let Some(id) = page["data"][0]["id"].as_str() else { return Ok(None) };
+            Ok(Some(self.payment(id.parse().unwrap()).await))
+        })
+        .await
+        .unwrap_or_else(|_| panic!("order {order_id} never got a payment"))
+    }
+
+    pub async fn payment(&self, id: Uuid) -> Value {
+        let (status, body) =
+            read(self.call(Method::GET, format!("/api/v1/payments/{id}"), Some(&self.admin_token), None).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].clone()
+    }
+
+    /// Waits until the order's payment has `status`; returns it.
+    pub async fn await_status(&self, order_id: Uuid, status: &str) -> Value {
+        eventually(Duration::from_secs(20), || async {
+            let payment = self.payment_of(order_id).await;
+            Ok((payment["status"] == status).then_some(payment))
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the payment of order {order_id} never reached {status}"))
+    }
+
+    /// The payloads of `event_type` in the payments outbox for `order_id`, oldest first.
+    pub async fn events(&self, event_type: &str, order_id: Uuid) -> Vec<Value> {
+        let mut db = self.database.admin_connection().await.unwrap();
+        sqlx::query_scalar(
+            "SELECT payload FROM payments.outbox WHERE event_type = $1 AND aggregate_key = $2 ORDER BY append_seq",
+        )
+        .bind(event_type)
+        .bind(order_id.to_string())
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+    }
+
+    /// Waits until every request in the orders outbox has been handled and no payments job
+    /// is waiting or running, so a test can check that something did *not* happen.
+    pub async fn settle(&self) {
+        eventually(Duration::from_secs(20), || async {
+            let mut db = self.database.admin_connection().await?;
+            let settled: bool = sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM orders.outbox WHERE position IS NULL)
+                    AND NOT EXISTS (SELECT 1 FROM payments.bus_cursors c JOIN orders.outbox o
+                                      ON o.position > c.position AND o.key_hash % c.partitions = c.partition
+                                     WHERE c.source = 'orders')
+                    AND NOT EXISTS (SELECT 1 FROM apalis.jobs
+                                     WHERE job_type LIKE 'payments.%' AND job_type <> 'payments.reconcile'
+                                       AND (status IN ('Pending', 'Queued', 'Running')
+                                            OR (status = 'Failed' AND attempts < max_attempts)))",
+            )
+            .fetch_one(&mut db)
+            .await?;
+            Ok(settled.then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Checks the invariant of the ledger for every payment: the cached totals are the sums of
+    /// the entries, and nothing is refunded beyond what was captured.
+    pub async fn assert_ledger_balances(&self) {
+        let mut db = self.database.admin_connection().await.unwrap();
+        let broken: Vec<(Uuid, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT p.id, p.captured, p.refunded,
+                    COALESCE(sum(e.amount) FILTER (WHERE e.kind = 'capture'), 0)::bigint,
+                    COALESCE(sum(e.amount) FILTER (WHERE e.kind = 'refund'), 0)::bigint
+               FROM payments.payments p LEFT JOIN payments.ledger_entries e ON e.payment_id = p.id
+              GROUP BY p.id
+             HAVING p.captured <> COALESCE(sum(e.amount) FILTER (WHERE e.kind = 'capture'), 0)
+                 OR p.refunded <> COALESCE(sum(e.amount) FILTER (WHERE e.kind = 'refund'), 0)
+                 OR COALESCE(sum(e.amount) FILTER (WHERE e.kind = 'refund'), 0)
+                    > COALESCE(sum(e.amount) FILTER (WHERE e.kind = 'capture'), 0)",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        assert!(broken.is_empty(), "payments whose totals do not match their ledger: {broken:?}");
+    }
+
+    /// A token for another customer.
+    pub fn stranger(&self) -> String {
+        self.signer.token(&self.verifier, &Uuid::now_v7().to_string(), &[Role::Customer])
+    }
+
+    /// An admin refund with a fresh key.
+    pub async fn refund(&self, payment_id: &str, body: Value) -> (StatusCode, Value) {
+        self.refund_with_key(payment_id, &Uuid::now_v7().to_string(), body).await
+    }
+
+    pub async fn refund_with_key(&self, payment_id: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.served.url(&format!("/api/v1/payments/{payment_id}/refunds")))
+            .bearer_auth(&self.admin_token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+}
+
+pub fn eur(amount: i64) -> Money {
+    Money::new(amount, Currency::parse("EUR").unwrap())
+}
+
+pub async fn read(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+}
+
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+/// The kinds of a payment's ledger entries, oldest first.
+pub fn ledger_kinds(payment: &Value) -> Vec<String> {
+    payment["ledger"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+}
