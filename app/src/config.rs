@@ -217,6 +217,34 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_ORDERS_PAYMENT_TIMEOUT", default_value = "15m", global = true, value_parser = parse_payment_timeout)]
     pub orders_payment_timeout: Duration,
 
+    /// The payment gateway payments calls. `sandbox` (the only one built in) behaves like a
+    /// card processor's test mode: the payment method token picks the outcome (docs/payments.md).
+    #[arg(long, env = "BULKHEAD_PAYMENTS_GATEWAY", default_value = "sandbox", global = true, value_enum)]
+    pub payments_gateway: PaymentsGateway,
+
+    /// Time added to every sandbox gateway call, as a real network and processor would.
+    #[arg(long, env = "BULKHEAD_PAYMENTS_SANDBOX_LATENCY", default_value = "50ms", global = true, value_parser = parse_sandbox_latency)]
+    pub payments_sandbox_latency: Duration,
+
+    /// Longest a gateway call may take before it counts as a timeout (and is retried with the
+    /// same idempotency key).
+    #[arg(long, env = "BULKHEAD_PAYMENTS_GATEWAY_TIMEOUT", default_value = "10s", global = true, value_parser = parse_gateway_timeout)]
+    pub payments_gateway_timeout: Duration,
+
+    /// A payment pending or authorized for longer than this is looked up at the gateway and
+    /// settled (reconciliation runs every minute).
+    #[arg(long, env = "BULKHEAD_PAYMENTS_RECONCILE_AFTER", default_value = "5m", global = true, value_parser = parse_reconcile_after)]
+    pub payments_reconcile_after: Duration,
+
+    /// Secret of the gateway's webhook signatures (default: one generated at start, which
+    /// suits one process; replicas must share one).
+    #[arg(long, env = "BULKHEAD_PAYMENTS_WEBHOOK_SECRET", global = true, hide_env_values = true, value_parser = parse_webhook_secret)]
+    pub payments_webhook_secret: Option<SecretString>,
+
+    /// Where the sandbox gateway delivers its webhooks (default: this process's own address).
+    #[arg(long, env = "BULKHEAD_PAYMENTS_WEBHOOK_URL", global = true, value_parser = parse_webhook_url)]
+    pub payments_webhook_url: Option<String>,
+
     /// Origins allowed to call the API from a browser, comma-separated (default: none).
     #[arg(long, env = "BULKHEAD_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<HeaderValue>,
@@ -340,6 +368,50 @@ fn parse_payment_timeout(value: &str) -> Result<Duration, String> {
         Ok(timeout) if timeout >= Duration::from_secs(1) => Ok(timeout),
         Ok(_) => Err("BULKHEAD_ORDERS_PAYMENT_TIMEOUT must be at least 1s".to_owned()),
         Err(e) => Err(format!("BULKHEAD_ORDERS_PAYMENT_TIMEOUT: {e}")),
+    }
+}
+
+/// The payment gateways built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PaymentsGateway {
+    Sandbox,
+}
+
+fn parse_sandbox_latency(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(latency) if latency <= Duration::from_secs(60) => Ok(latency),
+        Ok(_) => Err("BULKHEAD_PAYMENTS_SANDBOX_LATENCY must be at most 60s".to_owned()),
+        Err(e) => Err(format!("BULKHEAD_PAYMENTS_SANDBOX_LATENCY: {e}")),
+    }
+}
+
+fn parse_gateway_timeout(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(timeout) if timeout >= Duration::from_millis(100) => Ok(timeout),
+        Ok(_) => Err("BULKHEAD_PAYMENTS_GATEWAY_TIMEOUT must be at least 100ms".to_owned()),
+        Err(e) => Err(format!("BULKHEAD_PAYMENTS_GATEWAY_TIMEOUT: {e}")),
+    }
+}
+
+fn parse_reconcile_after(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(after) if after >= Duration::from_secs(1) => Ok(after),
+        Ok(_) => Err("BULKHEAD_PAYMENTS_RECONCILE_AFTER must be at least 1s".to_owned()),
+        Err(e) => Err(format!("BULKHEAD_PAYMENTS_RECONCILE_AFTER: {e}")),
+    }
+}
+
+fn parse_webhook_secret(value: &str) -> Result<SecretString, String> {
+    if value.chars().count() < 16 {
+        return Err("BULKHEAD_PAYMENTS_WEBHOOK_SECRET must be at least 16 characters".to_owned());
+    }
+    Ok(SecretString::from(value.to_owned()))
+}
+
+fn parse_webhook_url(value: &str) -> Result<String, String> {
+    match url::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(value.to_owned()),
+        _ => Err(format!("BULKHEAD_PAYMENTS_WEBHOOK_URL must be an http(s) URL, not `{value}`")),
     }
 }
 

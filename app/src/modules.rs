@@ -7,7 +7,10 @@ use std::sync::Arc;
 #[cfg_attr(not(feature = "inventory"), expect(unused_imports, reason = "only inventory's start needs it"))]
 use anyhow::Context;
 
+use std::net::SocketAddr;
+
 use platform::auth::JwtVerifier;
+use platform::metrics::Metrics;
 use platform::{Module, ModuleDescriptor};
 
 use crate::config::Config;
@@ -22,7 +25,19 @@ pub fn compiled() -> Vec<ModuleDescriptor> {
         inventory::DESCRIPTOR,
         #[cfg(feature = "orders")]
         orders::DESCRIPTOR,
+        #[cfg(feature = "payments")]
+        payments::DESCRIPTOR,
     ]
+}
+
+/// What the process offers the modules it builds.
+#[derive(Debug)]
+pub(crate) struct Process<'a> {
+    /// The address the process listens on.
+    #[cfg_attr(not(feature = "payments"), expect(dead_code, reason = "only payments' sandbox webhooks need it"))]
+    pub(crate) addr: SocketAddr,
+    #[cfg_attr(not(feature = "payments"), expect(dead_code, reason = "only payments registers metrics of its own"))]
+    pub(crate) metrics: &'a Metrics,
 }
 
 /// Builds the hosted modules from their pools, in dependency order, and runs their
@@ -31,7 +46,7 @@ pub fn compiled() -> Vec<ModuleDescriptor> {
 /// # Errors
 /// A module that cannot start, with the reason.
 #[cfg_attr(
-    not(any(feature = "users", feature = "inventory", feature = "orders")),
+    not(any(feature = "users", feature = "inventory", feature = "orders", feature = "payments")),
     expect(unused_variables, reason = "no module compiled in")
 )]
 pub(crate) async fn build(
@@ -39,10 +54,12 @@ pub(crate) async fn build(
     config: &Config,
     backing: &Backing,
     verifier: &JwtVerifier,
+    #[cfg_attr(not(feature = "payments"), expect(unused_variables, reason = "only payments needs the process"))]
+    process: &Process<'_>,
 ) -> anyhow::Result<Vec<Arc<dyn Module>>> {
     let hosts = |name: &str| hosted.iter().any(|d| d.schema.name == name);
     #[cfg_attr(
-        not(any(feature = "users", feature = "inventory", feature = "orders")),
+        not(any(feature = "users", feature = "inventory", feature = "orders", feature = "payments")),
         expect(unused_mut, reason = "no module compiled in")
     )]
     let mut built: Vec<Arc<dyn Module>> = Vec::new();
@@ -79,8 +96,50 @@ pub(crate) async fn build(
         let pool = backing.databases.pool("orders")?.clone();
         built.push(Arc::new(orders::OrdersModule::new(pool, ports.inventory(), verifier.clone(), settings)));
     }
+    #[cfg(feature = "payments")]
+    if hosts("payments") {
+        built.push(Arc::new(payments_module(config, backing, verifier, process)?));
+    }
     tracing::debug!(?ports, "ports wired");
     Ok(built)
+}
+
+/// Payments with the configured gateway. The sandbox delivers its webhooks back to this
+/// process unless `BULKHEAD_PAYMENTS_WEBHOOK_URL` says otherwise.
+#[cfg(feature = "payments")]
+fn payments_module(
+    config: &Config,
+    backing: &Backing,
+    verifier: &JwtVerifier,
+    process: &Process<'_>,
+) -> anyhow::Result<payments::PaymentsModule> {
+    use crate::config::PaymentsGateway;
+    let secret = config.payments_webhook_secret.clone().unwrap_or_else(|| {
+        let generated = format!("whsec_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        secrecy::SecretString::from(generated)
+    });
+    let gateway: Arc<dyn payments::PaymentGateway> = match config.payments_gateway {
+        PaymentsGateway::Sandbox => {
+            let sandbox = payments::SandboxGateway::new(payments::SandboxConfig {
+                latency: config.payments_sandbox_latency,
+                ..payments::SandboxConfig::default()
+            });
+            let url = config.payments_webhook_url.clone().unwrap_or_else(|| {
+                let mut addr = process.addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}{}", payments::SANDBOX_WEBHOOK_PATH)
+            });
+            sandbox.set_webhook_target(payments::WebhookTarget { url, secret: secret.clone() });
+            Arc::new(sandbox)
+        }
+    };
+    let mut settings = payments::PaymentsConfig::new(secret);
+    settings.gateway_timeout = config.payments_gateway_timeout;
+    settings.reconcile_after = config.payments_reconcile_after;
+    let pool = backing.databases.pool("payments")?.clone();
+    Ok(payments::PaymentsModule::new(pool, gateway, verifier.clone(), settings, process.metrics))
 }
 
 #[cfg(feature = "users")]

@@ -49,7 +49,8 @@ use crate::modules;
         (name = "users", description = "Accounts: your own profile and preferences; listing and administering users (admins)"),
         (name = "orders", description = "Placing orders and following them through the order saga (docs/saga.md)"),
         (name = "catalog", description = "Products and prices: public reads, admin writes"),
-        (name = "stock", description = "Stock levels, adjustments and movements (admins)")
+        (name = "stock", description = "Stock levels, adjustments and movements (admins)"),
+        (name = "payments", description = "Payments of orders, their ledger and refunds; the gateway's webhook and circuit breaker")
     )
 )]
 struct ApiDoc;
@@ -92,15 +93,18 @@ impl Application {
         let backing = Backing::connect(&config, &schemas).await?;
         let built = async {
             backing.databases.migrate(&schemas).await?;
-            let metrics = Metrics::new();
-            let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
-            let modules = modules::build(&hosted, &config, &backing, &verifier).await?;
-            let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics)?;
-            let jobs = assemble_jobs(&config, &backing, &modules, &bus, &metrics)?;
-            let router = router(&config, &backing, schemas.clone(), &modules, metrics, verifier.clone(), bus.clone())?;
+            // Bound before the modules are built: they may need the address (the sandbox
+            // gateway's webhooks come back to it). Connections wait until serving starts.
             let listener = TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
+            let metrics = Metrics::new();
+            let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
+            let process = modules::Process { addr: listener.local_addr()?, metrics: &metrics };
+            let modules = modules::build(&hosted, &config, &backing, &verifier, &process).await?;
+            let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics)?;
+            let jobs = assemble_jobs(&config, &backing, &modules, &bus, &metrics)?;
+            let router = router(&config, &backing, schemas.clone(), &modules, metrics, verifier.clone(), bus.clone())?;
             anyhow::Ok((router, listener, verifier, bus, jobs))
         }
         .await;

@@ -4,4 +4,6 @@
 mod architecture;
 mod operations;
 mod orders;
+mod payments;
+mod shop;
 mod users;

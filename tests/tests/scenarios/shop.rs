@@ -1,0 +1,75 @@
+//! What shopping scenarios share: a signed-in customer, the demo catalogue, placing an order
+//! and waiting for its status.
+
+use std::time::Duration;
+
+use bulkhead_tests::{TestApp, eventually};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub async fn customer(app: &TestApp, email: &str) -> String {
+    let registration = json!({"email": email, "password": "a perfectly fine passphrase", "display_name": "Buyer"});
+    assert_eq!(app.post("/api/v1/users", None, &registration).await.status(), StatusCode::CREATED);
+    app.sign_in(email, "a perfectly fine passphrase").await
+}
+
+/// The demo product with this SKU.
+pub async fn product(app: &TestApp, sku: &str) -> Value {
+    let page: Value = app.get("/api/v1/products?limit=100").await.json().await.unwrap();
+    page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sku"] == sku)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {sku} in {page}"))
+}
+
+pub async fn place(app: &TestApp, token: &str, key: &str, sku: &str, quantity: u32, payment_method: &str) -> Value {
+    let order = json!({
+        "lines": [{"sku": sku, "quantity": quantity}],
+        "shipping_address": {"name": "B", "line1": "1 High St", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"},
+        "payment_method": payment_method
+    });
+    let response = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+pub async fn await_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
+    eventually(Duration::from_secs(20), || async {
+        let order: Value = app.get_as(&format!("/api/v1/orders/{id}"), token).await.json().await?;
+        Ok((order["data"]["status"] == status).then(|| order["data"].clone()))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("order {id} never reached {status}"))
+}
+
+/// A product's stock as an admin sees it: (on hand, reserved, available).
+pub async fn stock(app: &TestApp, product_id: &str) -> (i64, i64, i64) {
+    let product: Value =
+        app.get_as(&format!("/api/v1/products/{product_id}"), &app.admin_token()).await.json().await.unwrap();
+    let stock = &product["data"]["stock"];
+    let count = |field: &str| stock[field].as_i64().unwrap_or_else(|| panic!("no {field} in {product}"));
+    (count("on_hand"), count("reserved"), count("available"))
+}
+
+/// Waits until the order's payment, as its customer sees it, has `status`.
+pub async fn await_payment(app: &TestApp, token: &str, order_id: &str, status: &str) -> Value {
+    eventually(Duration::from_secs(20), || async {
+        let page: Value = app.get_as(&format!("/api/v1/payments?order_id={order_id}"), token).await.json().await?;
+        let Some(id) = page["data"][0]["id"].as_str() else { return Ok(None) };
+        let payment: Value = app.get_as(&format!("/api/v1/payments/{id}"), token).await.json().await?;
+        Ok((payment["data"]["status"] == status).then(|| payment["data"].clone()))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the payment of order {order_id} never reached {status}"))
+}
