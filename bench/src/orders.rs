@@ -1,6 +1,7 @@
 //! `orders`: orders placed against the real application, each followed on its Server-Sent
-//! Events until the saga has reserved its stock — orders → outbox → bus → inventory reserves →
-//! inventory outbox → bus → orders: `pending`, then `awaiting_payment`.
+//! Events through the whole saga — orders → bus → inventory reserves → bus → orders
+//! (`awaiting_payment`) → bus → payments authorizes and captures at the sandbox gateway in
+//! jobs → bus → orders (`confirmed`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ const CUSTOMER: &str = "bench-customer@example.com";
 ///
 /// # Errors
 /// The app not starting, or a set-up step or placement that fails. Orders that do not reach
-/// `awaiting_payment` are counted, not errors.
+/// `confirmed` are counted, not errors.
 pub(crate) async fn run(orders: u64, concurrency: u64) -> anyhow::Result<Value> {
     let app = BenchApp::start().await?;
     let outcome = measure(&app, orders, concurrency).await;
@@ -66,6 +67,7 @@ async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Resul
     .await?;
 
     let mut placements = Vec::new();
+    let mut reserved = Vec::new();
     let mut sagas = Vec::new();
     let mut seen = Vec::new();
     let mut failures = Vec::new();
@@ -73,21 +75,26 @@ async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Resul
         placements.push(placement);
         match follower.await.context("following an order")? {
             Ok(reached) => {
-                sagas.push(reached.recorded);
+                reserved.push(reached.reserved);
+                sagas.push(reached.confirmed);
                 seen.push(reached.seen);
             }
             Err(error) => failures.push(format!("{error:#}")),
         }
     }
     let placement = Percentiles::of(&placements)?;
-    let saga = Percentiles::of(&sagas).with_context(|| format!("no order reached awaiting_payment: {failures:?}"))?;
+    let reserved = Percentiles::of(&reserved).with_context(|| format!("no order was confirmed: {failures:?}"))?;
+    let saga = Percentiles::of(&sagas)?;
     let seen = Percentiles::of(&seen)?;
 
     let mut notes = vec![
-        "saga latency: from the 202 reaching the client to `awaiting_payment` as the app recorded it \
+        "reserve latency: from the 202 reaching the client to `awaiting_payment` as the app recorded it \
          (its timeline entry's `at`, the same process's clock; 0 if it came first)"
             .to_owned(),
-        "saga seen: from the 202 to the order's event stream delivering `awaiting_payment`; the stream \
+        "saga latency: from the 202 to `confirmed` as the app recorded it: the reservation, then the payment \
+         (two sandbox gateway calls in jobs, 50 ms of simulated latency each) and its capture event"
+            .to_owned(),
+        "saga seen: from the 202 to the order's event stream delivering `confirmed`; the stream \
          looks for news every 500 ms, so this is the saga latency plus up to half a second"
             .to_owned(),
         "every order is followed on its own `GET /api/v1/orders/{id}/events` stream while placement goes on, \
@@ -95,18 +102,20 @@ async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Resul
             .to_owned(),
     ];
     if let Some(first) = failures.first() {
-        notes.push(format!("{} orders did not reach awaiting_payment; the first: {first}", failures.len()));
+        notes.push(format!("{} orders were not confirmed; the first: {first}", failures.len()));
     }
     Ok(json!({
         "placements_per_sec": per_second(placements.len(), elapsed),
         "placement_p50_ms": placement.p50,
         "placement_p99_ms": placement.p99,
+        "reserve_latency_p50_ms": reserved.p50,
+        "reserve_latency_p99_ms": reserved.p99,
         "saga_latency_p50_ms": saga.p50,
         "saga_latency_p99_ms": saga.p99,
         "saga_seen_p50_ms": seen.p50,
         "saga_seen_p99_ms": seen.p99,
         "orders": placements.len(),
-        "orders_awaiting_payment": sagas.len(),
+        "orders_confirmed": sagas.len(),
         "concurrency": concurrency,
         "sku": sku,
         "placement_secs": round2(elapsed.as_secs_f64()),
@@ -149,12 +158,14 @@ struct Accepted {
     wall: DateTime<Utc>,
 }
 
-/// How long after the 202 the order reached `awaiting_payment`.
+/// How long after the 202 the order reached `awaiting_payment` and `confirmed`.
 #[derive(Debug)]
 struct Reached {
-    /// As the app recorded it.
-    recorded: Duration,
-    /// As the event stream delivered it.
+    /// Stock reserved, as the app recorded it.
+    reserved: Duration,
+    /// Paid, as the app recorded it.
+    confirmed: Duration,
+    /// Paid, as the event stream delivered it.
     seen: Duration,
 }
 
@@ -166,12 +177,14 @@ struct TimelineEntry {
     reason: Option<String>,
 }
 
-/// Reads the order's event stream until `awaiting_payment`.
+/// Reads the order's event stream until `confirmed`.
 async fn follow(client: reqwest::Client, url: String, token: Arc<str>, accepted: Accepted) -> anyhow::Result<Reached> {
     let response = client.get(&url).bearer_auth(&token).send().await.context("opening the order's events")?;
     anyhow::ensure!(response.status() == StatusCode::OK, "opening the order's events: {}", response.status());
     let mut stream = response.bytes_stream();
     let mut buffer = Vec::new();
+    let mut reserved = None;
+    let since_accepted = |at: DateTime<Utc>| (at - accepted.wall).to_std().unwrap_or(Duration::ZERO);
     while let Some(chunk) = stream.next().await {
         buffer.extend_from_slice(&chunk.context("reading the order's events")?);
         // The app ends every event with a blank line, `\n\n`.
@@ -179,20 +192,22 @@ async fn follow(client: reqwest::Client, url: String, token: Arc<str>, accepted:
             let event: Vec<u8> = buffer.drain(..end + 2).collect();
             for entry in timeline_entries(&event)? {
                 match entry.status.as_str() {
-                    "awaiting_payment" => {
-                        let recorded = (entry.at - accepted.wall).to_std().unwrap_or(Duration::ZERO);
-                        return Ok(Reached { recorded, seen: accepted.at.elapsed() });
+                    "awaiting_payment" => reserved = Some(since_accepted(entry.at)),
+                    "confirmed" => {
+                        let reserved = reserved.context("confirmed without awaiting payment first")?;
+                        let confirmed = since_accepted(entry.at);
+                        return Ok(Reached { reserved, confirmed, seen: accepted.at.elapsed() });
                     }
                     "pending" => {}
                     other => anyhow::bail!(
-                        "the order became {other} ({}) instead of awaiting_payment",
+                        "the order became {other} ({}) instead of confirmed",
                         entry.reason.as_deref().unwrap_or("no reason")
                     ),
                 }
             }
         }
     }
-    anyhow::bail!("the order's event stream ended before awaiting_payment")
+    anyhow::bail!("the order's event stream ended before confirmed")
 }
 
 fn timeline_entries(event: &[u8]) -> anyhow::Result<Vec<TimelineEntry>> {

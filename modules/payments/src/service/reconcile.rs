@@ -1,6 +1,7 @@
 //! Reconciliation: payments left pending or authorized beyond a threshold (a lost webhook, a
 //! job out of attempts, a crash between the gateway's answer and our commit) are looked up at
-//! the gateway and settled to what it says.
+//! the gateway and settled to what it says. Each run also forgets webhook event ids too old to
+//! be replayed (their timestamps are refused anyway).
 
 use chrono::TimeDelta;
 use platform::jobs::{self, Job, JobContext};
@@ -11,10 +12,13 @@ use super::processing::follow_up;
 use crate::domain::PaymentStatus;
 use crate::gateway::GatewayPayment;
 use crate::jobs::{Authorize, Capture, Reconcile, Void, schedule};
-use crate::store::payments;
+use crate::store::{payments, webhooks};
 
 /// Payments one run looks at, at most.
 const BATCH: i64 = 100;
+
+/// How long webhook event ids are kept beyond the signature tolerance, to refuse replays.
+const WEBHOOKS_KEPT: TimeDelta = TimeDelta::hours(24);
 
 impl PaymentsService {
     /// One reconciliation run; returns how many payments it looked at.
@@ -26,6 +30,11 @@ impl PaymentsService {
         let before = self.now() - TimeDelta::from_std(self.config.reconcile_after)?;
         let stuck = {
             let mut db = self.pool.acquire().await?;
+            let forget = self.now() - TimeDelta::from_std(self.config.webhook_tolerance)? - WEBHOOKS_KEPT;
+            let forgotten = webhooks::forget_before(&mut db, forget).await?;
+            if forgotten > 0 {
+                tracing::debug!(forgotten, "forgot webhook events past their replay window");
+            }
             payments::unsettled(&mut db, before, BATCH).await?
         };
         for (done, id) in stuck.iter().enumerate() {

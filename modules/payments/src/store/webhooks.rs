@@ -27,3 +27,15 @@ pub(crate) async fn remember(
     .rows_affected();
     Ok(inserted == 1)
 }
+
+/// Forgets events received before `before`; returns how many. Their signatures are long stale,
+/// so a replay of one is refused by its timestamp anyway.
+pub(crate) async fn forget_before(db: &mut PgConnection, before: DateTime<Utc>) -> anyhow::Result<u64> {
+    let deleted = sqlx::query("DELETE FROM webhook_events WHERE received_at < $1")
+        .bind(before)
+        .execute(db)
+        .await
+        .context("forgetting old webhook events")?
+        .rows_affected();
+    Ok(deleted)
+}
