@@ -51,9 +51,13 @@ CREATE TABLE refunds (
     failure_message   text,
     metadata          jsonb NOT NULL,
     created_at        timestamptz NOT NULL,
+    -- Last change, or last look by reconciliation.
+    updated_at        timestamptz NOT NULL,
     completed_at      timestamptz
 );
 CREATE INDEX refunds_by_payment_idx ON refunds (payment_id, created_at);
+-- What reconciliation looks at: refunds not carried out yet.
+CREATE INDEX refunds_pending_idx ON refunds (updated_at) WHERE status = 'pending';
 
 -- One entry per money movement, never changed or removed. A payment's balances are sums
 -- over its entries.

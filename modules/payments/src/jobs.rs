@@ -13,10 +13,6 @@ use uuid::Uuid;
 
 use crate::service::PaymentsService;
 
-/// Attempts of a gateway job: with backoff up to `PaymentsConfig::retry_max` they outlast a
-/// circuit breaker's open period several times over.
-pub(crate) const ATTEMPTS: u32 = 25;
-
 /// Authorize a pending payment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Authorize {
@@ -47,6 +43,18 @@ impl Job for Void {
     const QUEUE: &'static str = "payments.void";
 }
 
+/// Release an authorization the gateway holds for a payment that is already over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Release {
+    pub(crate) payment_id: Uuid,
+    /// The gateway's reference of the authorization.
+    pub(crate) reference: String,
+}
+
+impl Job for Release {
+    const QUEUE: &'static str = "payments.release";
+}
+
 /// Carry out a refund.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Refund {
@@ -65,14 +73,17 @@ impl Job for Reconcile {
     const QUEUE: &'static str = "payments.reconcile";
 }
 
-/// How a gateway job for `subject` is scheduled: now, keyed so that asking twice enqueues
-/// once. `round` tells apart later rounds asked by reconciliation.
-pub(crate) fn schedule<J: Job>(subject: Uuid, round: Option<&str>) -> Schedule {
-    let key = match round {
-        None => format!("{}:{subject}", J::QUEUE),
-        Some(round) => format!("{}:{subject}:{round}", J::QUEUE),
-    };
-    Schedule::now().idempotency_key(key).max_attempts(ATTEMPTS)
+impl PaymentsService {
+    /// How a gateway job for `subject` is scheduled: now, keyed so that asking twice enqueues
+    /// once, with the configured attempts. `round` tells apart later rounds asked by
+    /// reconciliation.
+    pub(crate) fn schedule<J: Job>(&self, subject: Uuid, round: Option<&str>) -> Schedule {
+        let key = match round {
+            None => format!("{}:{subject}", J::QUEUE),
+            Some(round) => format!("{}:{subject}:{round}", J::QUEUE),
+        };
+        Schedule::now().idempotency_key(key).max_attempts(self.config.job_attempts)
+    }
 }
 
 /// Runs the gateway jobs with the service.
@@ -101,6 +112,13 @@ impl JobHandler<Void> for Runner {
 }
 
 #[async_trait::async_trait]
+impl JobHandler<Release> for Runner {
+    async fn run(&self, job: Release, ctx: JobContext) -> Result<(), JobError> {
+        self.0.release(job.payment_id, &job.reference, &ctx).await
+    }
+}
+
+#[async_trait::async_trait]
 impl JobHandler<Refund> for Runner {
     async fn run(&self, job: Refund, ctx: JobContext) -> Result<(), JobError> {
         self.0.refund(job.refund_id, &ctx).await
@@ -118,7 +136,7 @@ impl JobHandler<Reconcile> for Runner {
 pub(crate) fn queues(service: &Arc<PaymentsService>) -> Vec<JobQueue> {
     let runner = Runner(service.clone());
     let retry = platform::bus::RetryPolicy {
-        max_attempts: ATTEMPTS,
+        max_attempts: service.config.job_attempts,
         base_delay: service.config.retry_base,
         max_delay: service.config.retry_max,
     };
@@ -127,6 +145,7 @@ pub(crate) fn queues(service: &Arc<PaymentsService>) -> Vec<JobQueue> {
         JobQueue::new::<Authorize>(runner.clone()).retry(retry),
         JobQueue::new::<Capture>(runner.clone()).retry(retry),
         JobQueue::new::<Void>(runner.clone()).retry(retry),
+        JobQueue::new::<Release>(runner.clone()).retry(retry),
         JobQueue::new::<Refund>(runner.clone()).retry(retry),
         JobQueue::recurring(runner, every, Reconcile {}).retry(retry).concurrency(1),
     ]

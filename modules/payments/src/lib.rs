@@ -49,9 +49,12 @@ pub struct PaymentsConfig {
     /// When the gateway's circuit breaker opens, and for how long.
     pub breaker: BreakerSettings,
     /// Backoff of failed gateway jobs: from `retry_base` (1 s), doubling, up to `retry_max`
-    /// (1 min), for 25 attempts.
+    /// (1 min).
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Attempts of each gateway job (25): they outlast a circuit breaker's open period several
+    /// times over; reconciliation asks again for payments and refunds whose jobs gave up.
+    pub job_attempts: u32,
     /// A payment pending or authorized for longer than this is looked up at the gateway (5 min).
     pub reconcile_after: Duration,
     /// How often reconciliation runs (1 min).
@@ -70,6 +73,7 @@ impl PaymentsConfig {
             breaker: BreakerSettings::default(),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            job_attempts: 25,
             reconcile_after: Duration::from_secs(5 * 60),
             reconcile_every: Duration::from_secs(60),
             webhook_secret,

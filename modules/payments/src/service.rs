@@ -3,6 +3,7 @@
 
 pub(crate) mod processing;
 pub(crate) mod reconcile;
+pub(crate) mod record;
 pub(crate) mod refunds;
 pub(crate) mod requests;
 pub(crate) mod webhooks;

@@ -37,7 +37,8 @@ pub enum FailureCode {
     InsufficientFunds,
     ExpiredCard,
     InvalidPaymentMethod,
-    /// The gateway failed for good (after retries).
+    /// The gateway refused the request itself (not the card): retrying cannot help. Outages
+    /// never fail a payment; it waits for the gateway instead.
     ProcessingError,
 }
 

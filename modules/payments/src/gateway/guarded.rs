@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use failsafe::backoff::{self, EqualJittered};
@@ -90,6 +90,22 @@ impl Instrument for Observer {
     }
 }
 
+/// The one call allowed through while half-open; cleared when it ends, even if the call is
+/// dropped midway (a cancelled job).
+struct Probe<'a>(&'a AtomicBool);
+
+impl<'a> Probe<'a> {
+    fn start(flag: &'a AtomicBool) -> Option<Self> {
+        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).ok().map(|_| Self(flag))
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     operation: &'static str,
@@ -108,6 +124,8 @@ pub(crate) struct Guarded {
     timeout: Duration,
     breaker: StateMachine<ConsecutiveFailures<EqualJittered>, Observer>,
     observer: Observer,
+    /// Whether a half-open probe is in flight.
+    probing: Arc<AtomicBool>,
     calls: Family<CallLabels, Counter>,
     duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
 }
@@ -138,6 +156,7 @@ impl Guarded {
             timeout,
             breaker,
             observer,
+            probing: Arc::default(),
             calls: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
         };
@@ -174,10 +193,21 @@ impl Guarded {
         operation: &'static str,
         call: impl Future<Output = Result<T, GatewayError>>,
     ) -> Result<T, GatewayError> {
-        if !self.breaker.is_call_permitted() {
+        let rejected = || {
             self.calls.get_or_create(&CallLabels { operation, outcome: "rejected" }).inc();
-            return Err(GatewayError::BreakerOpen);
+            Err(GatewayError::BreakerOpen)
+        };
+        if !self.breaker.is_call_permitted() {
+            return rejected();
         }
+        // Half-open lets one probe through at a time; the others wait for its verdict.
+        let _probe = match self.state() {
+            BreakerState::HalfOpen => match Probe::start(&self.probing) {
+                Some(probe) => Some(probe),
+                None => return rejected(),
+            },
+            _ => None,
+        };
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, call).await.unwrap_or(Err(GatewayError::Timeout));
         self.duration.get_or_create(&OperationLabels { operation }).observe(started.elapsed().as_secs_f64());

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use payments_contract::events::FailureCode;
 use platform::money::Money;
@@ -133,8 +134,10 @@ impl SandboxSignature {
     }
 
     fn mac(secret: &SecretString, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose_secret().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        // HMAC takes keys of any length, so the fallback (a zero key, whose signatures match
+        // nothing we send) is never used.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose_secret().as_bytes())
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
@@ -177,6 +180,22 @@ struct Books {
     requests: HashMap<String, u32>,
     executions: HashMap<String, u32>,
     failed_once: HashSet<String>,
+    /// Keys with a request under way: a second request with one of them is refused, as real
+    /// gateways answer 409 to concurrent requests with the same idempotency key.
+    in_flight: HashSet<String>,
+}
+
+/// A request under way with its key; the key is free again when this is dropped, also when
+/// the caller gives up on the request midway.
+struct InFlight {
+    books: Arc<Mutex<Books>>,
+    key: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.books.lock().unwrap_or_else(PoisonError::into_inner).in_flight.remove(&self.key);
+    }
 }
 
 /// The sandbox gateway; clones share their books.
@@ -228,15 +247,22 @@ impl SandboxGateway {
         self.books.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The common start of every call: latency, outage, request counting and replay.
-    async fn open(&self, key: &str, latency: Duration) -> Result<Option<Stored>, GatewayError> {
+    /// The common start of every call: latency, outage, concurrent use of the key, request
+    /// counting and replay. The call holds the returned guard until it has stored its answer.
+    async fn open(&self, key: &str, latency: Duration) -> Result<(Option<Stored>, InFlight), GatewayError> {
         tokio::time::sleep(latency).await;
         let mut books = self.books();
         if books.outage {
             return Err(GatewayError::Unavailable("503 Service Unavailable (sandbox outage)".to_owned()));
         }
+        if !books.in_flight.insert(key.to_owned()) {
+            return Err(GatewayError::Unavailable(
+                "409 Conflict: a request with this idempotency key is in progress".to_owned(),
+            ));
+        }
         *books.requests.entry(key.to_owned()).or_default() += 1;
-        Ok(books.answers.get(key).cloned())
+        let guard = InFlight { books: self.books.clone(), key: key.to_owned() };
+        Ok((books.answers.get(key).cloned(), guard))
     }
 
     fn store(&self, key: &str, answer: Stored, executed: bool) {
@@ -328,7 +354,8 @@ impl PaymentGateway for SandboxGateway {
         let key = request.idempotency_key.as_str();
         let token = request.payment_method.as_str();
         let latency = if token == "pm_card_slow" { self.config.slow_latency } else { self.config.latency };
-        if let Some(Stored::Authorization(answer)) = self.open(key, latency).await? {
+        let (stored, _in_flight) = self.open(key, latency).await?;
+        if let Some(Stored::Authorization(answer)) = stored {
             return answer;
         }
         let reference = format!("auth_{}", request.payment_id.simple());
@@ -386,7 +413,8 @@ impl PaymentGateway for SandboxGateway {
 
     async fn capture(&self, request: &CaptureRequest) -> Result<(), GatewayError> {
         let key = request.idempotency_key.as_str();
-        if let Some(Stored::Done(answer)) = self.open(key, self.config.latency).await? {
+        let (stored, _in_flight) = self.open(key, self.config.latency).await?;
+        if let Some(Stored::Done(answer)) = stored {
             return answer;
         }
         let answer = {
@@ -413,7 +441,8 @@ impl PaymentGateway for SandboxGateway {
 
     async fn void(&self, request: &VoidRequest) -> Result<(), GatewayError> {
         let key = request.idempotency_key.as_str();
-        if let Some(Stored::Done(answer)) = self.open(key, self.config.latency).await? {
+        let (stored, _in_flight) = self.open(key, self.config.latency).await?;
+        if let Some(Stored::Done(answer)) = stored {
             return answer;
         }
         let answer = {
@@ -437,7 +466,8 @@ impl PaymentGateway for SandboxGateway {
 
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
         let key = request.idempotency_key.as_str();
-        if let Some(Stored::Refund(answer)) = self.open(key, self.config.latency).await? {
+        let (stored, _in_flight) = self.open(key, self.config.latency).await?;
+        if let Some(Stored::Refund(answer)) = stored {
             return answer;
         }
         let answer = {

@@ -91,7 +91,9 @@ pub(crate) struct PaymentView {
 }
 
 async fn read(state: &PaymentsState, id: Uuid) -> Result<Option<PaymentView>, ApiError> {
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
+    // One snapshot, so the payment, its ledger and its refunds agree with each other.
+    let mut db = state.service.pool.begin().await.map_err(ApiError::internal)?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *db).await?;
     let Some(row) = payments::find(&mut db, id).await? else { return Ok(None) };
     let entries = ledger::entries(&mut db, id).await?;
     let balances = ledger::balances(&entries)?;

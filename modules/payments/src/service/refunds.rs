@@ -71,7 +71,7 @@ impl PaymentsService {
         let id = self
             .create_refund(
                 &mut tx,
-                &payment.id,
+                payment.id,
                 requested,
                 &payment.currency,
                 &ask.reason,

@@ -2,7 +2,7 @@
 //! an order, the voiding of a cancelled order's payment, a refund. Nothing here calls the
 //! gateway; each enqueues the job that will.
 
-use orders_contract::events::{PaymentRequested, RefundRequested};
+use orders_contract::events::{PaymentRequested, RefundReason, RefundRequested};
 use platform::bus::Metadata;
 use platform::jobs;
 use sqlx::PgConnection;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::PaymentsService;
 use crate::domain::PaymentStatus;
-use crate::jobs::{Authorize, Refund, Void, schedule};
+use crate::jobs::{Authorize, Refund, Void};
 use crate::store::payments::{self, Change, NewPayment};
 use crate::store::refunds::{self, NewRefund};
 
@@ -40,7 +40,7 @@ impl PaymentsService {
             tracing::info!("the order already has its payment; nothing to do");
             return Ok(());
         }
-        jobs::enqueue(tx, &Authorize { payment_id: payment.id }, schedule::<Authorize>(payment.id, None)).await?;
+        jobs::enqueue(tx, &Authorize { payment_id: payment.id }, self.schedule::<Authorize>(payment.id, None)).await?;
         tracing::info!(payment_id = %payment.id, "payment created; authorization enqueued");
         Ok(())
     }
@@ -66,7 +66,7 @@ impl PaymentsService {
         // A pending payment's authorization job sees the flag; one the gateway holds or is
         // processing is voided now.
         if status == PaymentStatus::Authorized || payment.gateway_reference.is_some() {
-            jobs::enqueue(tx, &Void { payment_id: payment.id }, schedule::<Void>(payment.id, None)).await?;
+            jobs::enqueue(tx, &Void { payment_id: payment.id }, self.schedule::<Void>(payment.id, None)).await?;
         }
         tracing::info!(payment_id = %payment.id, "void requested");
         Ok(())
@@ -97,6 +97,13 @@ impl PaymentsService {
             tracing::warn!(status = %payment.status, "nothing captured to refund");
             return Ok(());
         }
+        if request.amount.currency.as_str() != payment.currency {
+            anyhow::bail!(
+                "orders asked for a refund in {} of a payment in {}",
+                request.amount.currency.as_str(),
+                payment.currency
+            );
+        }
         let refundable = payment.captured - refunds::committed(tx, payment.id).await?;
         let amount = request.amount.amount.min(refundable);
         if amount <= 0 {
@@ -106,8 +113,13 @@ impl PaymentsService {
         if amount < request.amount.amount {
             tracing::warn!(asked = request.amount.amount, amount, "refunding what is left");
         }
-        let reason = serde_json::to_value(request.reason)?.as_str().unwrap_or("order_cancelled").to_owned();
-        self.create_refund(tx, &payment.id, amount, &payment.currency, &reason, &source, "orders", metadata).await?;
+        let reason = match request.reason {
+            RefundReason::OrderCancelled => "order_cancelled",
+            RefundReason::LateCapture => "late_capture",
+            RefundReason::DuplicateCapture => "duplicate_capture",
+            RefundReason::AmountMismatch => "amount_mismatch",
+        };
+        self.create_refund(tx, payment.id, amount, &payment.currency, reason, &source, "orders", metadata).await?;
         Ok(())
     }
 
@@ -116,7 +128,7 @@ impl PaymentsService {
     pub(crate) async fn create_refund(
         &self,
         tx: &mut PgConnection,
-        payment_id: &Uuid,
+        payment_id: Uuid,
         amount: i64,
         currency: &str,
         reason: &str,
@@ -125,10 +137,9 @@ impl PaymentsService {
         metadata: &Metadata,
     ) -> anyhow::Result<Uuid> {
         let id = Uuid::now_v7();
-        let refund =
-            NewRefund { id, payment_id: *payment_id, amount, currency, reason, source, requested_by, metadata };
+        let refund = NewRefund { id, payment_id, amount, currency, reason, source, requested_by, metadata };
         refunds::insert(tx, &refund, self.now()).await?;
-        jobs::enqueue(tx, &Refund { refund_id: id }, schedule::<Refund>(id, None)).await?;
+        jobs::enqueue(tx, &Refund { refund_id: id }, self.schedule::<Refund>(id, None)).await?;
         tracing::info!(refund_id = %id, amount, "refund enqueued");
         Ok(id)
     }

@@ -62,7 +62,7 @@ impl PaymentsService {
     ///
     /// # Errors
     /// See [`WebhookError`]; a refused call changes nothing.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all, err(level = "warn"))]
     pub(crate) async fn receive_webhook(
         &self,
         signature: Option<&str>,
@@ -95,9 +95,8 @@ impl PaymentsService {
             ..payment.metadata.0.clone()
         };
         let changed = match (payment.status()?, event.event_type.as_str()) {
-            (PaymentStatus::Pending, "payment.authorized") => {
-                self.record_authorized(&mut tx, &payment, &event.data.reference).await?
-            }
+            // Also for a payment already over: the hold is then released.
+            (_, "payment.authorized") => self.record_authorized(&mut tx, &payment, &event.data.reference).await?,
             (PaymentStatus::Pending, "payment.failed") => {
                 let code = event.data.code.unwrap_or(FailureCode::ProcessingError);
                 let message = event.data.message.as_deref().unwrap_or("declined");

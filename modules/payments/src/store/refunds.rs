@@ -48,8 +48,9 @@ pub(crate) struct NewRefund<'a> {
 
 pub(crate) async fn insert(db: &mut PgConnection, refund: &NewRefund<'_>, now: DateTime<Utc>) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO refunds (id, payment_id, amount, currency, reason, source, requested_by, status, metadata, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)",
+        "INSERT INTO refunds (id, payment_id, amount, currency, reason, source, requested_by, status, metadata,
+                              created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9)",
     )
     .bind(refund.id)
     .bind(refund.payment_id)
@@ -116,7 +117,7 @@ pub(crate) async fn complete(
         Err(failure) => ("failed", None, Some(failure)),
     };
     let updated = sqlx::query(
-        "UPDATE refunds SET status = $2, gateway_reference = $3, failure_message = $4, completed_at = $5
+        "UPDATE refunds SET status = $2, gateway_reference = $3, failure_message = $4, completed_at = $5, updated_at = $5
           WHERE id = $1 AND status = 'pending'",
     )
     .bind(id)
@@ -129,4 +130,26 @@ pub(crate) async fn complete(
     .context("completing a refund")?
     .rows_affected();
     Ok(updated == 1)
+}
+
+/// Refunds still pending and unchanged since `before`, oldest first; each is marked as looked
+/// at, so the next run leaves it alone until `before` passes it again.
+pub(crate) async fn stuck(
+    db: &mut PgConnection,
+    before: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "UPDATE refunds SET updated_at = $2
+          WHERE id IN (SELECT id FROM refunds WHERE status = 'pending' AND updated_at < $1
+                        ORDER BY updated_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(before)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+    .context("finding stuck refunds")
 }

@@ -1,7 +1,11 @@
 //! A payment's life: authorized and captured, declined, voided, settled by webhook, and one
 //! payment per order however often it is asked for.
 
+use std::time::Duration;
+
 use orders_contract::OrderStatus;
+use payments::{GatewayPayment, PaymentGateway};
+use platform::testing::eventually;
 use reqwest::Method;
 use uuid::Uuid;
 
@@ -92,6 +96,35 @@ async fn a_cancelled_order_voids_its_payment_instead_of_capturing_it() {
     assert!(harness.events("payments.payment_captured", order_id).await.is_empty());
     let id = payment["id"].as_str().unwrap();
     assert_eq!(harness.sandbox.executions(&format!("{id}:capture")), 0);
+    let at_gateway = harness.sandbox.lookup(id.parse().unwrap()).await.unwrap();
+    assert!(
+        matches!(at_gateway, GatewayPayment::Unknown | GatewayPayment::Voided { .. }),
+        "the gateway holds nothing: {at_gateway:?}"
+    );
+    harness.assert_ledger_balances().await;
+}
+
+#[tokio::test]
+async fn an_order_cancelled_while_an_authorization_answer_is_lost_still_releases_the_hold() {
+    let harness = Harness::start().await;
+    // The gateway authorizes, but its answer never comes: the job times out and retries.
+    let (order_id, _) = harness.request_payment("pm_card_timeout_once", 2999).await;
+    let id = harness.payment_of(order_id).await["id"].as_str().unwrap().to_owned();
+    let key = format!("{id}:authorize");
+    eventually(Duration::from_secs(10), || async { Ok((harness.sandbox.requests(&key) > 0).then_some(())) })
+        .await
+        .expect("the authorization never reached the gateway");
+    harness.cancel(order_id, OrderStatus::AwaitingPayment).await;
+
+    let payment = harness.await_status(order_id, "voided").await;
+    harness.settle().await;
+    let id = payment["id"].as_str().unwrap();
+    let at_gateway = harness.sandbox.lookup(id.parse().unwrap()).await.unwrap();
+    assert!(matches!(at_gateway, GatewayPayment::Voided { .. }), "the hold was released: {at_gateway:?}");
+    assert_eq!(harness.sandbox.executions(&format!("{id}:authorize")), 1);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:void")), 1);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:capture")), 0);
+    assert!(harness.events("payments.payment_captured", order_id).await.is_empty());
     harness.assert_ledger_balances().await;
 }
 
