@@ -156,7 +156,10 @@ async fn the_same_event_published_twice_and_redelivered_sends_one_email() {
 #[tokio::test]
 async fn an_smtp_server_down_then_up_gets_the_message_exactly_once() {
     let port = free_port();
-    let app = Harness::start_on(None, config(port)).await;
+    let mut config = config(port);
+    // Enough attempts to outlast the server's start on a busy machine.
+    config.email.retry = crate::support::fast(200);
+    let app = Harness::start_on(None, config).await;
     let ada = app.users.add("ada@example.com", "Ada Lovelace");
     app.publish("orders", &events::confirmed(ada, events::order())).await;
 
@@ -298,4 +301,32 @@ async fn low_stock_is_emailed_to_every_active_admin() {
     to.sort();
     assert_eq!(to, vec!["<admin-a@example.com>".to_owned(), "<admin-b@example.com>".to_owned()]);
     assert_eq!(received[0].parsed().subject(), Some("Low stock: MUG-001 (3 left)"));
+}
+
+#[tokio::test]
+async fn the_file_mailbox_keeps_one_eml_file_per_message() {
+    let mailbox = tempfile::tempdir().unwrap();
+    let dir = mailbox.path().join("mailbox");
+    let mut config = config(free_port());
+    config.email.transport = notifications::MailTransport::Mailbox { dir: dir.clone() };
+    let app = Harness::start_on(None, config).await;
+    let ada = app.users.add("ada@example.com", "Ada Lovelace");
+    app.publish("orders", &events::confirmed(ada, events::order())).await;
+    app.publish("orders", &events::shipped(ada, events::order())).await;
+
+    let notifications = app.settled_notifications(2).await;
+    assert!(notifications.iter().all(|n| n["status"] == "sent"), "{notifications:?}");
+    let mut subjects: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "eml"))
+        .map(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            let message = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+            message.subject().unwrap_or_default().to_owned()
+        })
+        .collect();
+    subjects.sort();
+    let order = events::order();
+    assert_eq!(subjects, vec![format!("Order {order} confirmed"), format!("Order {order} shipped")]);
 }
