@@ -235,3 +235,35 @@ impl NotificationsService {
         content
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn envelope(id: Uuid, event_type: &str, payload: Value) -> EventEnvelope {
+        EventEnvelope {
+            id,
+            source: "orders".to_owned(),
+            position: 1,
+            event_type: event_type.to_owned(),
+            event_version: 1,
+            aggregate_key: "k".to_owned(),
+            payload,
+            metadata: Metadata::default(),
+            occurred_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn an_event_is_known_by_its_type_and_payload_whatever_its_id() {
+        let payload = json!({"order_id": "o-1", "confirmed_at": "2026-11-21T09:30:00Z"});
+        let first = event_key(&envelope(Uuid::now_v7(), "orders.order_confirmed", payload.clone()));
+        let republished = event_key(&envelope(Uuid::now_v7(), "orders.order_confirmed", payload.clone()));
+        assert_eq!(first, republished);
+        let other_fact = json!({"order_id": "o-2", "confirmed_at": "2026-11-21T09:30:00Z"});
+        assert_ne!(first, event_key(&envelope(Uuid::now_v7(), "orders.order_confirmed", other_fact)));
+        assert_ne!(first, event_key(&envelope(Uuid::now_v7(), "orders.order_shipped", payload)));
+    }
+}

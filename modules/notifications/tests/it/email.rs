@@ -330,3 +330,26 @@ async fn the_file_mailbox_keeps_one_eml_file_per_message() {
     let order = events::order();
     assert_eq!(subjects, vec![format!("Order {order} confirmed"), format!("Order {order} shipped")]);
 }
+
+#[tokio::test]
+async fn a_payment_event_that_arrives_before_its_order_waits_for_it() {
+    let app = Harness::start().await;
+    let ada = app.users.add("ada@example.com", "Ada Lovelace");
+    let order = Uuid::now_v7();
+    app.publish("payments", &events::payment_failed(order)).await;
+    eventually(Duration::from_secs(20), || async {
+        let mut db = app.database.admin_connection().await?;
+        let error: Option<String> = sqlx::query_scalar(
+            "SELECT max(last_error) FROM notifications.bus_cursors WHERE source = 'payments' AND attempts > 0",
+        )
+        .fetch_one(&mut db)
+        .await?;
+        Ok(error.filter(|e| e.contains("is not known yet")))
+    })
+    .await
+    .unwrap();
+
+    app.publish("orders", &events::placed(ada, order)).await;
+    let received = app.await_mail(1).await;
+    assert_eq!(received[0].parsed().subject(), Some(format!("Payment for order {order} failed").as_str()));
+}
