@@ -3,11 +3,12 @@
 //! transaction (`service::record`); webhook endpoints hear about every one of these events.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use inventory_contract::events::LowStock;
 use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped};
 use payments_contract::events::{FailureCode, PaymentFailed, PaymentRefunded};
-use platform::bus::{Event, Handler, HandlerContext, Subscription};
+use platform::bus::{Event, Handler, HandlerContext, RetryPolicy, Subscription};
 use serde_json::json;
 use users_contract::events::{EmailVerificationRequested, PasswordResetRequested, UserRegistered};
 use uuid::Uuid;
@@ -19,6 +20,14 @@ use crate::store::order_owners;
 /// Partitions per subscription: one user's (order's, product's) events in order, different
 /// ones in parallel.
 const PARTITIONS: u16 = 4;
+
+/// A handler fails when the users module does not answer, or when a payment event's order
+/// is not known yet: retry for about an hour (1 s doubling to 5 min, 20 attempts) before
+/// dead-lettering, so an outage of users does not send events to the dead letters in
+/// minutes. The partition waits meanwhile; its events keep their order.
+fn retry() -> RetryPolicy {
+    RetryPolicy { max_attempts: 20, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(300) }
+}
 
 /// The event types a webhook endpoint may ask for: those this module handles.
 pub(crate) const EVENT_TYPES: [&str; 9] = [
@@ -44,6 +53,7 @@ enum Audience {
 pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
     let users = Subscription::new("notifications.users", "users")
         .partitions(PARTITIONS)
+        .retry(retry())
         .on(Notify::new(service, |e: UserRegistered| {
             Audience::User(e.user_id.0, Message::new(Template::Welcome, json!({})).with_link(e.verification_request))
         }))
@@ -55,6 +65,7 @@ pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
         }));
     let orders = Subscription::new("notifications.orders", "orders")
         .partitions(PARTITIONS)
+        .retry(retry())
         .on(RememberOwner(service.clone()))
         .on(Notify::new(service, |e: OrderConfirmed| {
             let variables = json!({"order_id": e.order_id.to_string(), "total": e.total.to_string()});
@@ -78,6 +89,7 @@ pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
         }));
     let payments = Subscription::new("notifications.payments", "payments")
         .partitions(PARTITIONS)
+        .retry(retry())
         .on(Notify::new(service, |e: PaymentFailed| {
             let variables = json!({"order_id": e.order_id.to_string(), "reason": failure(e.code)});
             Audience::OrderOwner(e.order_id, Message::new(Template::PaymentFailed, variables))
@@ -89,15 +101,14 @@ pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
             });
             Audience::OrderOwner(e.order_id, Message::new(Template::PaymentRefunded, variables))
         }));
-    let inventory = Subscription::new("notifications.inventory", "inventory").partitions(PARTITIONS).on(Notify::new(
-        service,
-        |e: LowStock| {
+    let inventory = Subscription::new("notifications.inventory", "inventory").partitions(PARTITIONS).retry(retry()).on(
+        Notify::new(service, |e: LowStock| {
             let variables = json!({
                 "sku": e.sku, "product_name": e.name, "available": e.available, "threshold": e.threshold,
             });
             Audience::Admins(Message::new(Template::LowStock, variables))
-        },
-    ));
+        }),
+    );
     vec![users, orders, payments, inventory]
 }
 
