@@ -26,12 +26,18 @@ pub(crate) enum Template {
     LowStock,
 }
 
-/// A rendered message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rendered message. Its bodies may hold a one-time link, so `Debug` shows the subject only.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Rendered {
     pub(crate) subject: String,
     pub(crate) text: String,
     pub(crate) html: String,
+}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendered").field("subject", &self.subject).finish_non_exhaustive()
+    }
 }
 
 pub(crate) const ALL: [Template; 9] = [

@@ -189,11 +189,17 @@ impl From<&EndpointRow> for EndpointView {
 }
 
 /// A new endpoint with its signing secret: store it now, it is not shown again (a retry
-/// with the same `Idempotency-Key` replays this answer).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// with the same `Idempotency-Key` replays this answer). `Debug` leaves the secret out.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct CreatedEndpoint {
     #[serde(flatten)]
     pub(crate) endpoint: EndpointView,
     /// `whsec_…`: the HMAC-SHA256 key of `Bulkhead-Signature`.
     pub(crate) secret: String,
+}
+
+impl std::fmt::Debug for CreatedEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedEndpoint").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
 }

@@ -56,8 +56,7 @@ macro_rules! select_endpoints {
     };
 }
 
-/// An endpoint about to be registered.
-#[derive(Debug)]
+/// An endpoint about to be registered. `Debug` leaves the secret out.
 pub(crate) struct NewEndpoint<'a> {
     pub(crate) id: Uuid,
     pub(crate) url: &'a str,
@@ -68,6 +67,12 @@ pub(crate) struct NewEndpoint<'a> {
     pub(crate) idempotency_key: Option<&'a str>,
     pub(crate) request_digest: &'a [u8],
     pub(crate) at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for NewEndpoint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEndpoint").field("id", &self.id).field("url", &self.url).finish_non_exhaustive()
+    }
 }
 
 /// Registers an endpoint; `false` when the creator already used the idempotency key.
