@@ -232,3 +232,28 @@ impl Module for NotificationsModule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn webhook_retries_back_off_exponentially_up_to_the_cap() {
+        let policy = WebhookConfig::default().retry.policy();
+        for (failed, full) in [(1, 10), (2, 20), (3, 40), (4, 80)] {
+            let delay = policy.delay_after(failed);
+            let full = Duration::from_secs(full);
+            assert!(delay >= full / 2 && delay <= full, "after {failed} failures: {delay:?}");
+        }
+        assert!(policy.delay_after(30) <= Duration::from_secs(30 * 60));
+    }
+
+    #[test]
+    fn the_default_mail_transport_is_the_file_mailbox() {
+        let config = NotificationsConfig::default();
+        assert!(matches!(config.email.transport, MailTransport::Mailbox { ref dir } if dir.ends_with("mailbox")));
+        assert!(!config.webhooks.allow_private_targets);
+    }
+}

@@ -131,6 +131,10 @@ async fn a_registered_endpoint_gets_signed_deliveries_of_the_events_it_asked_for
     assert_eq!(delivery.body["event_id"], event_id.to_string());
     assert_eq!(delivery.body["data"]["order_id"], events::order().to_string());
     assert_eq!(delivery.body["data"]["total"], json!({"amount": 2999, "currency": "EUR"}));
+    insta::assert_json_snapshot!("webhook_body", delivery.body, {
+        ".id" => "[delivery id]", ".event_id" => "[event id]", ".occurred_at" => "[time]",
+        ".data.payment_id" => "[payment id]", ".data.user_id" => "[user id]",
+    });
 
     let delivery_id = delivery.body["id"].as_str().unwrap();
     assert_eq!(delivery.headers["bulkhead-delivery-id"], delivery_id);
