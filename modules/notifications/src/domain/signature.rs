@@ -47,6 +47,8 @@ mod tests {
         let mut expected = Hmac::<Sha256>::new_from_slice(b"whsec_test").unwrap();
         expected.update(br#"1700000000.{"a":1}"#);
         assert_eq!(header, format!("t=1700000000,v1={}", hex::encode(expected.finalize().into_bytes())));
+        // The test vector of docs/notifications.md.
+        assert_eq!(header, "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789");
     }
 
     #[test]
