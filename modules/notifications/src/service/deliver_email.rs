@@ -70,10 +70,12 @@ impl NotificationsService {
             Outcome::Transient { error, .. } if !last => Some(error),
             Outcome::Transient { error, .. } => {
                 let reason = format!("gave up after {} attempts: {error}", ctx.attempt);
+                tracing::warn!(%reason, "email not sent");
                 store::settle(&mut tx, id, Status::Failed, Some(&reason), at).await?;
                 None
             }
             Outcome::Permanent { error, .. } => {
+                tracing::warn!(reason = %error, "email not sent");
                 store::settle(&mut tx, id, Status::Failed, Some(&error), at).await?;
                 None
             }

@@ -104,6 +104,7 @@ impl NotificationsService {
             } else {
                 error.clone()
             };
+            tracing::warn!(endpoint_id = %endpoint.id, %reason, "webhook not delivered");
             store::settle(&mut tx, id, Status::Failed, Some(&reason), at).await?;
         }
         tx.commit().await.map_err(anyhow::Error::from)?;

@@ -73,7 +73,7 @@ impl NotificationsService {
     ///
     /// # Errors
     /// The users module did not answer (the bus retries the event), or the database failed.
-    #[tracing::instrument(skip_all, fields(event_id = %ctx.envelope.id, user_id = %user, template = message.template.key()), err)]
+    #[tracing::instrument(skip_all, fields(event_id = %ctx.envelope.id, user_id = %user, template = message.template.key()))]
     pub(crate) async fn tell_user(
         &self,
         ctx: &mut HandlerContext<'_>,
@@ -96,7 +96,7 @@ impl NotificationsService {
     ///
     /// # Errors
     /// As [`Self::tell_user`].
-    #[tracing::instrument(skip_all, fields(event_id = %ctx.envelope.id, template = message.template.key()), err)]
+    #[tracing::instrument(skip_all, fields(event_id = %ctx.envelope.id, template = message.template.key()))]
     pub(crate) async fn tell_admins(&self, ctx: &mut HandlerContext<'_>, message: Message) -> anyhow::Result<()> {
         let call = CallContext::for_event(ctx.envelope).with_timeout(PORT_TIMEOUT);
         let admins =
@@ -162,7 +162,7 @@ impl NotificationsService {
     ///
     /// # Errors
     /// Database failures.
-    #[tracing::instrument(skip_all, fields(event_id = %ctx.envelope.id, event_type = %ctx.envelope.event_type), err)]
+    #[tracing::instrument(skip_all, fields(event_id = %ctx.envelope.id, event_type = %ctx.envelope.event_type))]
     pub(crate) async fn tell_webhooks(&self, ctx: &mut HandlerContext<'_>) -> anyhow::Result<()> {
         let envelope = ctx.envelope;
         for endpoint in endpoints::subscribed(ctx.tx, &envelope.event_type).await? {
