@@ -115,3 +115,40 @@ async fn delivery_attempts_are_counted_in_prometheus_metrics() {
     );
     assert!(rendered.contains("bulkhead_notifications_delivery_duration_seconds_bucket"));
 }
+
+#[tokio::test]
+async fn every_route_is_documented_and_every_schema_it_names_exists() {
+    use platform::Module;
+
+    let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+    let users = std::sync::Arc::new(crate::support::FakeUsers::default());
+    let verifier = platform::auth::JwtVerifier::new("bulkhead", "bulkhead-api");
+    let module =
+        notifications::NotificationsModule::new(pool, users, verifier, notifications::NotificationsConfig::default())
+            .unwrap();
+    let (_, api) = module.public_routes().split_for_parts();
+    let spec = serde_json::to_value(&api).unwrap();
+    let mut paths: Vec<String> = spec["paths"].as_object().unwrap().keys().cloned().collect();
+    paths.sort();
+    insta::assert_json_snapshot!("paths", paths);
+
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    found.push(target.clone());
+                }
+                map.values().for_each(|v| refs(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&spec, &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    for target in found {
+        let name = target.trim_start_matches("#/components/schemas/");
+        assert!(spec["components"]["schemas"].get(name).is_some(), "{target} is not in the document");
+    }
+}
