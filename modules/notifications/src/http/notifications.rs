@@ -100,7 +100,7 @@ pub(crate) async fn get_notification(
         (status = 401, description = "No or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
         (status = 404, description = "No such notification", body = ErrorEnvelope),
-        (status = 409, description = "`invalid_transition`: not failed; `endpoint_disabled`: the webhook endpoint is disabled", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: not failed; `endpoint_disabled` or `endpoint_deleted`: the webhook endpoint is disabled or gone", body = ErrorEnvelope),
     ))]
 pub(crate) async fn retry_notification(
     AdminOnly(admin): AdminOnly,
@@ -127,6 +127,9 @@ pub(crate) fn retry_error(error: RetryError) -> ApiError {
             "endpoint_disabled",
             "The webhook endpoint is disabled; enable it first (POST /api/v1/webhook-endpoints/{id}/enable).",
         ),
+        RetryError::EndpointDeleted => {
+            ApiError::conflict("endpoint_deleted", "The webhook endpoint was deleted; nothing can be delivered to it.")
+        }
         RetryError::Unexpected(error) => ApiError::internal(error),
     }
 }

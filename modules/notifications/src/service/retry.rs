@@ -19,6 +19,8 @@ pub(crate) enum RetryError {
     Transition(#[from] TransitionError),
     #[error("the endpoint is disabled")]
     EndpointDisabled,
+    #[error("the endpoint was deleted")]
+    EndpointDeleted,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -37,8 +39,8 @@ impl NotificationsService {
     /// the webhook endpoint the notification belongs to.
     ///
     /// # Errors
-    /// Not found (or not the endpoint's), a status that does not allow it, a disabled
-    /// endpoint, or a database failure.
+    /// Not found (or not the endpoint's), a status that does not allow it, a disabled or
+    /// deleted endpoint, or a database failure.
     #[tracing::instrument(skip_all, fields(notification_id = %id), err(level = "info"))]
     pub(crate) async fn send_again(
         &self,
@@ -59,9 +61,10 @@ impl NotificationsService {
         };
         let channel = Channel::parse(&notification.channel).unwrap_or(Channel::Email);
         if let Some(endpoint_id) = notification.endpoint_id {
-            let enabled = endpoints::find(&mut tx, endpoint_id).await?.is_some_and(|e| e.enabled());
-            if !enabled {
-                return Err(RetryError::EndpointDisabled);
+            match endpoints::find(&mut tx, endpoint_id).await? {
+                None => return Err(RetryError::EndpointDeleted),
+                Some(endpoint) if !endpoint.enabled() => return Err(RetryError::EndpointDisabled),
+                Some(_) => {}
             }
         }
         let generation = store::reopen(&mut tx, id, self.now()).await?;
