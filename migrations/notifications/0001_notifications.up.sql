@@ -23,7 +23,7 @@ CREATE TABLE webhook_endpoints (
     disabled_reason      text,
     created_by           uuid NOT NULL,
     -- The creator's Idempotency-Key and a digest of what was asked, kept with the endpoint so
-    -- a retry answers with it (ADR 0012: not in idempotency_keys, which would copy the secret).
+    -- a retry answers with it (ADR 0013: not in idempotency_keys, which would copy the secret).
     idempotency_key      text,
     request_digest       bytea,
     created_at           timestamptz NOT NULL,

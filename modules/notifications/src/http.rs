@@ -1,6 +1,6 @@
 //! The notifications HTTP API under `/api/v1`: people's notification history and the admins'
 //! view and retries (`/notifications`), and webhook endpoints with their deliveries
-//! (`/webhook-endpoints`, admins only: they are system integrations, ADR 0012).
+//! (`/webhook-endpoints`, admins only: they are system integrations, ADR 0013).
 
 mod dto;
 mod notifications;

@@ -93,7 +93,7 @@ impl Template {
     }
 
     /// Every message here is about something the recipient did or runs (their account, their
-    /// order, the shop's stock for admins), so all are transactional (ADR 0012): transactional
+    /// order, the shop's stock for admins), so all are transactional (ADR 0013): transactional
     /// email is always sent, whatever the preferences.
     pub(crate) fn category(self) -> Category {
         Category::Transactional

@@ -1,6 +1,6 @@
 //! Registering webhook endpoints. The `Idempotency-Key` is kept with the endpoint rather than
 //! by the platform middleware, whose stored response would be a second copy of the secret
-//! (ADR 0012): a retry with the same key and body answers with the same endpoint and secret.
+//! (ADR 0013): a retry with the same key and body answers with the same endpoint and secret.
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
