@@ -180,6 +180,13 @@ pub trait UsersApi: Send + Sync + std::fmt::Debug {
     /// [`UsersError::UserNotFound`], or a transport failure.
     async fn contact(&self, ctx: &CallContext, user: UserId) -> Result<Contact, UsersError>;
 
+    /// How to reach every active admin, oldest account first: the recipients of operational
+    /// messages such as low stock.
+    ///
+    /// # Errors
+    /// A transport failure.
+    async fn admins(&self, ctx: &CallContext) -> Result<Vec<Contact>, UsersError>;
+
     /// Mints the one-time link of a verification or reset request announced by an event
     /// ([`events::UserRegistered`], [`events::EmailVerificationRequested`],
     /// [`events::PasswordResetRequested`]). Call it when the message is about to be sent:

@@ -101,6 +101,16 @@ pub(crate) async fn find_for_update(db: &mut PgConnection, id: UserId) -> anyhow
     row.map(Account::try_from).transpose()
 }
 
+/// Active accounts with the admin role, oldest first.
+pub(crate) async fn active_admins(db: &mut PgConnection) -> anyhow::Result<Vec<Account>> {
+    let rows: Vec<Row> =
+        sqlx::query_as(select_accounts!("WHERE 'admin' = ANY (roles) AND status = 'active' ORDER BY created_at, id"))
+            .fetch_all(db)
+            .await
+            .context("reading the admins")?;
+    rows.into_iter().map(Account::try_from).collect()
+}
+
 pub(crate) async fn find_by_email(db: &mut PgConnection, email: &str) -> anyhow::Result<Option<Account>> {
     let row: Option<Row> = sqlx::query_as(select_accounts!("WHERE email = $1"))
         .bind(email)

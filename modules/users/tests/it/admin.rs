@@ -190,3 +190,27 @@ async fn the_default_listing_pages_newest_first_and_filters_by_status() {
     let (status, body) = read(app.get_as(format!("/api/v1/users?after={forged}"), &admin.access).await).await;
     assert_eq!((status, code(&body)), (StatusCode::BAD_REQUEST, "invalid_cursor"));
 }
+
+#[tokio::test]
+async fn the_port_names_the_active_admins_for_operational_messages() {
+    let app = Harness::start().await;
+    let admin = app.admin().await;
+    let (promoted, _) = app.customer("second-admin@example.com").await;
+    app.customer("just-a-customer@example.com").await;
+    let roles = json!({"roles": ["admin", "customer"]});
+    let (status, body) =
+        read(app.call(Method::PUT, &format!("/api/v1/users/{promoted}/roles"), Some(&admin.access), Some(roles)).await)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let ctx = platform::port::CallContext::system("test");
+    let emails: Vec<String> = app.api.admins(&ctx).await.unwrap().into_iter().map(|c| c.email).collect();
+    assert_eq!(emails, vec![ADMIN_EMAIL.to_owned(), "second-admin@example.com".to_owned()]);
+
+    let (status, body) =
+        read(app.call(Method::POST, &format!("/api/v1/users/{promoted}/deactivate"), Some(&admin.access), None).await)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let emails: Vec<String> = app.api.admins(&ctx).await.unwrap().into_iter().map(|c| c.email).collect();
+    assert_eq!(emails, vec![ADMIN_EMAIL.to_owned()], "deactivated admins are not told");
+}

@@ -1,0 +1,121 @@
+//! Events as the other modules append them, with fixed ids and times where snapshots need
+//! them.
+
+use chrono::{DateTime, TimeZone, Utc};
+use inventory_contract::events::LowStock;
+use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped};
+use orders_contract::{OrderId, OrderStatus, ShippingAddress};
+use payments_contract::events::{FailureCode, PaymentFailed, PaymentRefunded};
+use platform::money::{Currency, Money};
+use users_contract::events::{PasswordResetRequested, UserRegistered};
+use users_contract::{ActionRequestId, UserId};
+use uuid::Uuid;
+
+pub fn at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
+}
+
+pub fn eur(amount: i64) -> Money {
+    Money::new(amount, Currency::parse("EUR").unwrap())
+}
+
+pub fn order() -> Uuid {
+    Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_0001)
+}
+
+pub fn confirmed(user: Uuid, order: Uuid) -> OrderConfirmed {
+    OrderConfirmed {
+        order_id: OrderId(order),
+        user_id: user,
+        payment_id: Uuid::now_v7(),
+        total: eur(2999),
+        confirmed_at: at(),
+    }
+}
+
+pub fn cancelled(user: Uuid, order: Uuid) -> OrderCancelled {
+    OrderCancelled {
+        order_id: OrderId(order),
+        user_id: user,
+        reason: CancellationReason::CustomerRequest,
+        detail: None,
+        cancelled_from: OrderStatus::Confirmed,
+        cancelled_at: at(),
+    }
+}
+
+pub fn shipped(user: Uuid, order: Uuid) -> OrderShipped {
+    OrderShipped {
+        order_id: OrderId(order),
+        user_id: user,
+        carrier: "DHL".to_owned(),
+        tracking_number: "JD014600006281234567".to_owned(),
+        shipped_at: Utc::now(),
+    }
+}
+
+pub fn placed(user: Uuid, order: Uuid) -> OrderPlaced {
+    OrderPlaced {
+        order_id: OrderId(order),
+        user_id: user,
+        lines: Vec::new(),
+        subtotal: eur(2500),
+        shipping: eur(499),
+        total: eur(2999),
+        shipping_address: ShippingAddress {
+            name: "Ada Lovelace".to_owned(),
+            line1: "12 St James's Square".to_owned(),
+            line2: None,
+            city: "London".to_owned(),
+            region: None,
+            postal_code: "SW1Y 4JH".to_owned(),
+            country: "GB".to_owned(),
+        },
+        placed_at: at(),
+    }
+}
+
+pub fn payment_failed(order: Uuid) -> PaymentFailed {
+    PaymentFailed {
+        payment_id: Uuid::now_v7(),
+        order_id: order,
+        code: FailureCode::CardDeclined,
+        message: Some("Your card was declined.".to_owned()),
+        failed_at: Utc::now(),
+    }
+}
+
+pub fn refunded(order: Uuid) -> PaymentRefunded {
+    PaymentRefunded {
+        payment_id: Uuid::now_v7(),
+        order_id: order,
+        refund_id: Uuid::now_v7(),
+        amount: eur(1000),
+        total_refunded: eur(2999),
+        fully_refunded: true,
+        refunded_at: Utc::now(),
+    }
+}
+
+pub fn registered(user: Uuid) -> UserRegistered {
+    UserRegistered { user_id: UserId(user), verification_request: ActionRequestId(Uuid::now_v7()), registered_at: at() }
+}
+
+pub fn reset_requested(user: Uuid) -> PasswordResetRequested {
+    PasswordResetRequested {
+        user_id: UserId(user),
+        request_id: ActionRequestId(Uuid::now_v7()),
+        requested_at: Utc::now(),
+    }
+}
+
+pub fn low_stock() -> LowStock {
+    LowStock {
+        product_id: Uuid::from_u128(0xaa),
+        sku: "MUG-001".to_owned(),
+        name: "Enamel mug".to_owned(),
+        available: 3,
+        threshold: 5,
+        at: Utc::now(),
+    }
+}
