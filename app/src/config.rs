@@ -245,6 +245,62 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_PAYMENTS_WEBHOOK_URL", global = true, value_parser = parse_webhook_url)]
     pub payments_webhook_url: Option<String>,
 
+    /// The shop's name in the messages notifications sends.
+    #[arg(long, env = "BULKHEAD_SHOP_NAME", default_value = "Bulkhead", global = true)]
+    pub shop_name: String,
+
+    /// The `From` of every email, e.g. `Shop <orders@shop.example>`.
+    #[arg(long, env = "BULKHEAD_MAIL_FROM", default_value = "Bulkhead <no-reply@bulkhead.localhost>", global = true)]
+    pub mail_from: String,
+
+    /// Where email goes: `mailbox` (one `.eml` file per message under BULKHEAD_MAILBOX_DIR;
+    /// nothing leaves the machine) or `smtp` (BULKHEAD_SMTP_*).
+    #[arg(long, env = "BULKHEAD_MAIL_TRANSPORT", default_value = "mailbox", global = true, value_enum)]
+    pub mail_transport: MailTransportKind,
+
+    /// The file mailbox's directory (default: `<data dir>/mailbox`).
+    #[arg(long, env = "BULKHEAD_MAILBOX_DIR", global = true)]
+    pub mailbox_dir: Option<PathBuf>,
+
+    /// SMTP server host (required with BULKHEAD_MAIL_TRANSPORT=smtp).
+    #[arg(long, env = "BULKHEAD_SMTP_HOST", global = true)]
+    pub smtp_host: Option<String>,
+
+    /// SMTP server port (required with BULKHEAD_MAIL_TRANSPORT=smtp; usually 587 for
+    /// `starttls`, 465 for `tls`, 25 for `none`).
+    #[arg(long, env = "BULKHEAD_SMTP_PORT", global = true)]
+    pub smtp_port: Option<u16>,
+
+    /// How the SMTP connection is protected: `starttls`, `tls` or `none` (a relay on the same
+    /// host or a test server only).
+    #[arg(long, env = "BULKHEAD_SMTP_TLS", default_value = "starttls", global = true, value_enum)]
+    pub smtp_tls: SmtpTlsMode,
+
+    /// SMTP user name (with BULKHEAD_SMTP_PASSWORD, or neither).
+    #[arg(long, env = "BULKHEAD_SMTP_USERNAME", global = true)]
+    pub smtp_username: Option<String>,
+
+    /// SMTP password.
+    #[arg(long, env = "BULKHEAD_SMTP_PASSWORD", global = true, hide_env_values = true, value_parser = parse_secret)]
+    pub smtp_password: Option<SecretString>,
+
+    /// Longest wait for the SMTP server on each command.
+    #[arg(long, env = "BULKHEAD_SMTP_TIMEOUT", default_value = "30s", global = true, value_parser = parse_smtp_timeout)]
+    pub smtp_timeout: Duration,
+
+    /// Let webhook endpoints point at loopback, private and link-local addresses (development
+    /// and tests only: it opens the server to SSRF).
+    #[arg(long, env = "BULKHEAD_WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false, global = true, action = clap::ArgAction::Set)]
+    pub webhooks_allow_private_targets: bool,
+
+    /// Longest a webhook receiver may take to answer one delivery.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_TIMEOUT", default_value = "10s", global = true, value_parser = parse_webhook_timeout)]
+    pub webhook_timeout: Duration,
+
+    /// A webhook endpoint is disabled after this many failed deliveries in a row.
+    #[arg(long, env = "BULKHEAD_WEBHOOK_DISABLE_AFTER", default_value = "15", global = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub webhook_disable_after: u32,
+
     /// Origins allowed to call the API from a browser, comma-separated (default: none).
     #[arg(long, env = "BULKHEAD_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<HeaderValue>,
@@ -368,6 +424,41 @@ fn parse_payment_timeout(value: &str) -> Result<Duration, String> {
         Ok(timeout) if timeout >= Duration::from_secs(1) => Ok(timeout),
         Ok(_) => Err("BULKHEAD_ORDERS_PAYMENT_TIMEOUT must be at least 1s".to_owned()),
         Err(e) => Err(format!("BULKHEAD_ORDERS_PAYMENT_TIMEOUT: {e}")),
+    }
+}
+
+/// Where email goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MailTransportKind {
+    Mailbox,
+    Smtp,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SmtpTlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+fn parse_secret(value: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+fn parse_smtp_timeout(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(timeout) if timeout >= Duration::from_secs(1) => Ok(timeout),
+        Ok(_) => Err("BULKHEAD_SMTP_TIMEOUT must be at least 1s".to_owned()),
+        Err(e) => Err(format!("BULKHEAD_SMTP_TIMEOUT: {e}")),
+    }
+}
+
+fn parse_webhook_timeout(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(timeout) if timeout >= Duration::from_secs(1) && timeout <= Duration::from_secs(60) => Ok(timeout),
+        Ok(_) => Err("BULKHEAD_WEBHOOK_TIMEOUT must be between 1s and 60s".to_owned()),
+        Err(e) => Err(format!("BULKHEAD_WEBHOOK_TIMEOUT: {e}")),
     }
 }
 

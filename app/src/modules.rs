@@ -21,6 +21,8 @@ pub fn compiled() -> Vec<ModuleDescriptor> {
     vec![
         #[cfg(feature = "users")]
         users::DESCRIPTOR,
+        #[cfg(feature = "notifications")]
+        notifications::DESCRIPTOR,
         #[cfg(feature = "inventory")]
         inventory::DESCRIPTOR,
         #[cfg(feature = "orders")]
@@ -36,7 +38,10 @@ pub(crate) struct Process<'a> {
     /// The address the process listens on.
     #[cfg_attr(not(feature = "payments"), expect(dead_code, reason = "only payments' sandbox webhooks need it"))]
     pub(crate) addr: SocketAddr,
-    #[cfg_attr(not(feature = "payments"), expect(dead_code, reason = "only payments registers metrics of its own"))]
+    #[cfg_attr(
+        not(any(feature = "payments", feature = "notifications")),
+        expect(dead_code, reason = "only payments and notifications register metrics of their own")
+    )]
     pub(crate) metrics: &'a Metrics,
 }
 
@@ -46,7 +51,13 @@ pub(crate) struct Process<'a> {
 /// # Errors
 /// A module that cannot start, with the reason.
 #[cfg_attr(
-    not(any(feature = "users", feature = "inventory", feature = "orders", feature = "payments")),
+    not(any(
+        feature = "users",
+        feature = "inventory",
+        feature = "orders",
+        feature = "payments",
+        feature = "notifications"
+    )),
     expect(unused_variables, reason = "no module compiled in")
 )]
 pub(crate) async fn build(
@@ -54,21 +65,38 @@ pub(crate) async fn build(
     config: &Config,
     backing: &Backing,
     verifier: &JwtVerifier,
-    #[cfg_attr(not(feature = "payments"), expect(unused_variables, reason = "only payments needs the process"))]
+    #[cfg_attr(
+        not(any(feature = "payments", feature = "notifications")),
+        expect(unused_variables, reason = "only payments and notifications need the process")
+    )]
     process: &Process<'_>,
 ) -> anyhow::Result<Vec<Arc<dyn Module>>> {
     let hosts = |name: &str| hosted.iter().any(|d| d.schema.name == name);
     #[cfg_attr(
-        not(any(feature = "users", feature = "inventory", feature = "orders", feature = "payments")),
+        not(any(
+            feature = "users",
+            feature = "inventory",
+            feature = "orders",
+            feature = "payments",
+            feature = "notifications"
+        )),
         expect(unused_mut, reason = "no module compiled in")
     )]
     let mut built: Vec<Arc<dyn Module>> = Vec::new();
+    #[cfg_attr(
+        not(any(all(feature = "inventory", feature = "orders"), all(feature = "users", feature = "notifications"))),
+        expect(unused_mut, reason = "no port to wire")
+    )]
+    let mut ports = crate::ports::Ports::default();
     #[cfg(feature = "users")]
     if hosts("users") {
-        built.push(Arc::new(users_module(config, backing, verifier).await?));
+        let module = users_module(config, backing, verifier).await?;
+        #[cfg(feature = "notifications")]
+        {
+            ports.users = Some(module.api());
+        }
+        built.push(Arc::new(module));
     }
-    #[cfg_attr(not(all(feature = "inventory", feature = "orders")), expect(unused_mut, reason = "no port to wire"))]
-    let mut ports = crate::ports::Ports::default();
     #[cfg(feature = "inventory")]
     if hosts("inventory") {
         let settings = inventory::InventoryConfig { reservation_ttl: config.inventory_reservation_ttl };
@@ -100,8 +128,57 @@ pub(crate) async fn build(
     if hosts("payments") {
         built.push(Arc::new(payments_module(config, backing, verifier, process)?));
     }
+    #[cfg(feature = "notifications")]
+    if hosts("notifications") {
+        built.push(Arc::new(notifications_module(config, backing, verifier, process, ports.users())?));
+    }
     tracing::debug!(?ports, "ports wired");
     Ok(built)
+}
+
+/// Notifications with the configured mail transport and webhook settings.
+#[cfg(feature = "notifications")]
+fn notifications_module(
+    config: &Config,
+    backing: &Backing,
+    verifier: &JwtVerifier,
+    process: &Process<'_>,
+    users: Arc<dyn users_contract::UsersApi>,
+) -> anyhow::Result<notifications::NotificationsModule> {
+    use crate::config::{MailTransportKind, SmtpTlsMode};
+    use notifications::{MailTransport, SmtpConfig, SmtpTls};
+    let mut settings = notifications::NotificationsConfig { shop_name: config.shop_name.clone(), ..Default::default() };
+    settings.email.from.clone_from(&config.mail_from);
+    settings.email.transport = match config.mail_transport {
+        MailTransportKind::Mailbox => MailTransport::Mailbox {
+            dir: config.mailbox_dir.clone().unwrap_or_else(|| config.data_dir.join("mailbox")),
+        },
+        MailTransportKind::Smtp => {
+            let (Some(host), Some(port)) = (config.smtp_host.clone(), config.smtp_port) else {
+                anyhow::bail!("BULKHEAD_MAIL_TRANSPORT=smtp needs BULKHEAD_SMTP_HOST and BULKHEAD_SMTP_PORT");
+            };
+            let tls = match config.smtp_tls {
+                SmtpTlsMode::None => SmtpTls::None,
+                SmtpTlsMode::Starttls => SmtpTls::StartTls,
+                SmtpTlsMode::Tls => SmtpTls::Tls,
+            };
+            let mut smtp = SmtpConfig::new(host, port, tls);
+            match (&config.smtp_username, &config.smtp_password) {
+                (Some(_), Some(_)) | (None, None) => {}
+                _ => anyhow::bail!("set both BULKHEAD_SMTP_USERNAME and BULKHEAD_SMTP_PASSWORD, or neither"),
+            }
+            smtp.username.clone_from(&config.smtp_username);
+            smtp.password.clone_from(&config.smtp_password);
+            smtp.timeout = config.smtp_timeout;
+            MailTransport::Smtp(smtp)
+        }
+    };
+    settings.webhooks.allow_private_targets = config.webhooks_allow_private_targets;
+    settings.webhooks.timeout = config.webhook_timeout;
+    settings.webhooks.disable_after_failures = config.webhook_disable_after;
+    let pool = backing.databases.pool("notifications")?.clone();
+    let module = notifications::NotificationsModule::new(pool, users, verifier.clone(), settings)?;
+    Ok(module.with_metrics(process.metrics))
 }
 
 /// Payments with the configured gateway. The sandbox delivers its webhooks back to this

@@ -8,6 +8,8 @@
 pub(crate) struct Ports {
     #[cfg(feature = "orders")]
     pub(crate) inventory: Option<std::sync::Arc<dyn inventory_contract::InventoryApi>>,
+    #[cfg(feature = "notifications")]
+    pub(crate) users: Option<std::sync::Arc<dyn users_contract::UsersApi>>,
 }
 
 impl Ports {
@@ -18,10 +20,52 @@ impl Ports {
     }
 }
 
+impl Ports {
+    /// The users port: the hosted module, or a stand-in that answers `Unavailable`.
+    #[cfg(feature = "notifications")]
+    pub(crate) fn users(&self) -> std::sync::Arc<dyn users_contract::UsersApi> {
+        self.users.clone().unwrap_or_else(|| std::sync::Arc::new(NotHosted("users")))
+    }
+}
+
 /// A port of a module that is not hosted by this process.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(not(feature = "orders"), expect(dead_code, reason = "no module needs a port"))]
+#[cfg(any(feature = "orders", feature = "notifications"))]
 struct NotHosted(&'static str);
+
+#[cfg(any(feature = "orders", feature = "notifications"))]
+impl NotHosted {
+    fn reason(self) -> String {
+        format!("the {} module is not hosted by this process", self.0)
+    }
+}
+
+#[cfg(feature = "notifications")]
+#[async_trait::async_trait]
+impl users_contract::UsersApi for NotHosted {
+    async fn contact(
+        &self,
+        _ctx: &platform::port::CallContext,
+        _user: users_contract::UserId,
+    ) -> Result<users_contract::Contact, users_contract::UsersError> {
+        Err(users_contract::UsersError::Unavailable(self.reason()))
+    }
+
+    async fn admins(
+        &self,
+        _ctx: &platform::port::CallContext,
+    ) -> Result<Vec<users_contract::Contact>, users_contract::UsersError> {
+        Err(users_contract::UsersError::Unavailable(self.reason()))
+    }
+
+    async fn action_link(
+        &self,
+        _ctx: &platform::port::CallContext,
+        _request: users_contract::ActionRequestId,
+    ) -> Result<users_contract::ActionLink, users_contract::UsersError> {
+        Err(users_contract::UsersError::Unavailable(self.reason()))
+    }
+}
 
 #[cfg(feature = "orders")]
 #[async_trait::async_trait]
@@ -31,9 +75,6 @@ impl inventory_contract::InventoryApi for NotHosted {
         _ctx: &platform::port::CallContext,
         _lines: &[inventory_contract::QuoteLine],
     ) -> Result<inventory_contract::Quote, inventory_contract::InventoryError> {
-        Err(inventory_contract::InventoryError::Unavailable(format!(
-            "the {} module is not hosted by this process",
-            self.0
-        )))
+        Err(inventory_contract::InventoryError::Unavailable(self.reason()))
     }
 }

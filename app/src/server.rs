@@ -50,7 +50,9 @@ use crate::modules;
         (name = "orders", description = "Placing orders and following them through the order saga (docs/saga.md)"),
         (name = "catalog", description = "Products and prices: public reads, admin writes"),
         (name = "stock", description = "Stock levels, adjustments and movements (admins)"),
-        (name = "payments", description = "Payments of orders, their ledger and refunds; the gateway's webhook and circuit breaker")
+        (name = "payments", description = "Payments of orders, their ledger and refunds; the gateway's webhook and circuit breaker"),
+        (name = "notifications", description = "Messages sent to people: your history; listing and retrying deliveries (admins)"),
+        (name = "webhooks", description = "Webhook endpoints that receive signed events, and their deliveries (admins)")
     )
 )]
 struct ApiDoc;

@@ -124,6 +124,11 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// The file mailbox the app writes its email to (one `.eml` per message).
+    pub fn mailbox_dir(&self) -> std::path::PathBuf {
+        self._data_dir.path().join("mailbox")
+    }
+
     /// Graceful shutdown, as on SIGTERM; returns what the server returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

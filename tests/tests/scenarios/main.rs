@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod architecture;
+mod notifications;
 mod operations;
 mod orders;
 mod payments;
