@@ -297,7 +297,8 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_WEBHOOK_TIMEOUT", default_value = "10s", global = true, value_parser = parse_webhook_timeout)]
     pub webhook_timeout: Duration,
 
-    /// A webhook endpoint is disabled after this many failed deliveries in a row.
+    /// A webhook endpoint is disabled after this many failed delivery attempts in a row (a
+    /// success resets the count).
     #[arg(long, env = "BULKHEAD_WEBHOOK_DISABLE_AFTER", default_value = "15", global = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub webhook_disable_after: u32,
 

@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
 async fn serve(config: bulkhead::Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    let mail = mail_destination(&config);
     let application = tokio::select! {
         built = Application::build(config) => built?,
         () = shutdown.cancelled() => return Ok(()),
@@ -34,10 +35,30 @@ async fn serve(config: bulkhead::Config) -> anyhow::Result<()> {
     let address = application.local_addr()?;
     let base = format!("http://{address}");
     println!(
-        "\nBulkhead is ready\n  API      {base}/api/v1\n  Docs     {base}/api/docs\n  Metrics  {base}/metrics\n  Health   {base}/health\n"
+        "\nBulkhead is ready\n  API      {base}/api/v1\n  Docs     {base}/api/docs\n  Metrics  {base}/metrics\n  Health   {base}/health{mail}\n"
     );
     tracing::info!(%address, "serving");
     application.run_until_stopped(shutdown).await
+}
+
+/// Where the email this process sends goes, for the start-up banner: a newcomer opens the
+/// mailbox's `.eml` files to see what was sent.
+fn mail_destination(config: &bulkhead::Config) -> String {
+    let hosted = config.modules.is_empty() || config.modules.iter().any(|m| m == "notifications");
+    if !cfg!(feature = "notifications") || !hosted {
+        return String::new();
+    }
+    match config.mail_transport {
+        bulkhead::config::MailTransportKind::Mailbox => {
+            let dir = config.mailbox_dir.clone().unwrap_or_else(|| config.data_dir.join("mailbox"));
+            format!("\n  Mailbox  {} (one .eml per email sent)", dir.display())
+        }
+        bulkhead::config::MailTransportKind::Smtp => format!(
+            "\n  Mail     smtp://{}:{}",
+            config.smtp_host.as_deref().unwrap_or_default(),
+            config.smtp_port.unwrap_or_default()
+        ),
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (container stop) starts a graceful shutdown.

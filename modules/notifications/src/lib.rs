@@ -228,7 +228,8 @@ impl Module for NotificationsModule {
         Manifest {
             ports_used: vec!["UsersApi"],
             events_published: Vec::new(),
-            events_subscribed: subscriptions::EVENT_TYPES.to_vec(),
+            // Plus the placed orders, to know whom an order's payment events are about.
+            events_subscribed: [subscriptions::EVENT_TYPES.as_slice(), &[subscriptions::ORDER_OWNERS]].concat(),
         }
     }
 }

@@ -30,6 +30,9 @@ fn retry() -> RetryPolicy {
 }
 
 /// The event types a webhook endpoint may ask for: those this module handles.
+/// The event that tells whose an order is (payment events carry only the order id).
+pub(crate) const ORDER_OWNERS: &str = OrderPlaced::TYPE;
+
 pub(crate) const EVENT_TYPES: [&str; 9] = [
     UserRegistered::TYPE,
     EmailVerificationRequested::TYPE,
