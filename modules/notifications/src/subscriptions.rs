@@ -8,7 +8,7 @@ use std::time::Duration;
 use inventory_contract::events::LowStock;
 use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped};
 use payments_contract::events::{FailureCode, PaymentFailed, PaymentRefunded};
-use platform::bus::{Event, Handler, HandlerContext, RetryPolicy, Subscription};
+use platform::bus::{Event, Handler, HandlerContext, RetryPolicy, StartFrom, Subscription};
 use serde_json::json;
 use users_contract::events::{EmailVerificationRequested, PasswordResetRequested, UserRegistered};
 use uuid::Uuid;
@@ -53,10 +53,23 @@ enum Audience {
     Admins(Message),
 }
 
+/// A subscription that tells people and endpoints: it starts at the head of its source's
+/// log, so enabling notifications in a running shop does not mail a week of old events
+/// (ADR 0013). Later restarts resume from the cursor, so nothing is missed after that.
+fn telling(name: &'static str, source: &'static str) -> Subscription {
+    Subscription::new(name, source).partitions(PARTITIONS).retry(retry()).start_from(StartFrom::Latest)
+}
+
 pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
-    let users = Subscription::new("notifications.users", "users")
+    // Learns whose each order is from the oldest retained event: payment events wait (fail
+    // and are retried) until their order's owner is known, so this one must see every order,
+    // including those placed before notifications were enabled. It tells no one.
+    let order_owners = Subscription::new("notifications.order_owners", "orders")
         .partitions(PARTITIONS)
         .retry(retry())
+        .start_from(StartFrom::Beginning)
+        .on(RememberOwner(service.clone()));
+    let users = telling("notifications.users", "users")
         .on(Notify::new(service, |e: UserRegistered| {
             Audience::User(e.user_id.0, Message::new(Template::Welcome, json!({})).with_link(e.verification_request))
         }))
@@ -66,10 +79,7 @@ pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
         .on(Notify::new(service, |e: PasswordResetRequested| {
             Audience::User(e.user_id.0, Message::new(Template::PasswordReset, json!({})).with_link(e.request_id))
         }));
-    let orders = Subscription::new("notifications.orders", "orders")
-        .partitions(PARTITIONS)
-        .retry(retry())
-        .on(RememberOwner(service.clone()))
+    let orders = telling("notifications.orders", "orders")
         .on(Notify::new(service, |e: OrderConfirmed| {
             let variables = json!({"order_id": e.order_id.to_string(), "total": e.total.to_string()});
             Audience::User(e.user_id, Message::new(Template::OrderConfirmed, variables))
@@ -90,9 +100,7 @@ pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
             });
             Audience::User(e.user_id, Message::new(Template::OrderShipped, variables))
         }));
-    let payments = Subscription::new("notifications.payments", "payments")
-        .partitions(PARTITIONS)
-        .retry(retry())
+    let payments = telling("notifications.payments", "payments")
         .on(Notify::new(service, |e: PaymentFailed| {
             let variables = json!({"order_id": e.order_id.to_string(), "reason": failure(e.code)});
             Audience::OrderOwner(e.order_id, Message::new(Template::PaymentFailed, variables))
@@ -104,15 +112,13 @@ pub(crate) fn all(service: &Arc<NotificationsService>) -> Vec<Subscription> {
             });
             Audience::OrderOwner(e.order_id, Message::new(Template::PaymentRefunded, variables))
         }));
-    let inventory = Subscription::new("notifications.inventory", "inventory").partitions(PARTITIONS).retry(retry()).on(
-        Notify::new(service, |e: LowStock| {
-            let variables = json!({
-                "sku": e.sku, "product_name": e.name, "available": e.available, "threshold": e.threshold,
-            });
-            Audience::Admins(Message::new(Template::LowStock, variables))
-        }),
-    );
-    vec![users, orders, payments, inventory]
+    let inventory = telling("notifications.inventory", "inventory").on(Notify::new(service, |e: LowStock| {
+        let variables = json!({
+            "sku": e.sku, "product_name": e.name, "available": e.available, "threshold": e.threshold,
+        });
+        Audience::Admins(Message::new(Template::LowStock, variables))
+    }));
+    vec![order_owners, users, orders, payments, inventory]
 }
 
 fn cancellation(reason: CancellationReason) -> &'static str {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::events;
 use crate::smtp::{Received, TestSmtp, free_port};
-use crate::support::{Harness, config};
+use crate::support::{self, Harness, config};
 
 /// What a snapshot shows of a received message.
 fn shown(received: &Received) -> Value {
@@ -352,4 +352,31 @@ async fn a_payment_event_that_arrives_before_its_order_waits_for_it() {
     app.publish("orders", &events::placed(ada, order)).await;
     let received = app.await_mail(1).await;
     assert_eq!(received[0].parsed().subject(), Some(format!("Payment for order {order} failed").as_str()));
+}
+
+#[tokio::test]
+async fn turning_notifications_on_in_a_running_shop_tells_no_one_about_past_events_but_knows_past_orders() {
+    let ada = Uuid::now_v7();
+    let old_order = Uuid::now_v7();
+    let smtp = TestSmtp::start().await;
+    let config = config(smtp.port);
+    let app = Harness::start_after(Some(smtp), config, async |databases| {
+        support::publish(databases, "users", &events::registered(ada)).await;
+        support::publish(databases, "orders", &events::placed(ada, old_order)).await;
+        support::publish(databases, "orders", &events::confirmed(ada, old_order)).await;
+    })
+    .await;
+    app.users.add_with_id(ada, "ada@example.com", "Ada Lovelace");
+
+    // A payment event about an order placed before notifications were on still finds its
+    // customer: the order owners are learned from the beginning.
+    app.publish("payments", &events::payment_failed(old_order)).await;
+    let received = app.await_mail(1).await;
+    assert_eq!(received[0].parsed().subject(), Some(format!("Payment for order {old_order} failed").as_str()));
+
+    app.settle().await;
+    let rows = app.notifications().await;
+    assert_eq!(rows.len(), 1, "only the new event is told: {rows:#?}");
+    assert_eq!(rows[0]["event_type"], "payments.payment_failed");
+    assert_eq!(app.smtp().received().len(), 1);
 }

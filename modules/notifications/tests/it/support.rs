@@ -108,8 +108,18 @@ impl FakeUsers {
         self.add_with(email, name, Preferences::default(), AccountStatus::Active)
     }
 
+    /// Adds a person whose id is already known (from events published before).
+    pub fn add_with_id(&self, id: Uuid, email: &str, name: &str) {
+        self.insert(id, email, name, Preferences::default(), AccountStatus::Active);
+    }
+
     pub fn add_with(&self, email: &str, name: &str, preferences: Preferences, status: AccountStatus) -> Uuid {
         let id = Uuid::now_v7();
+        self.insert(id, email, name, preferences, status);
+        id
+    }
+
+    fn insert(&self, id: Uuid, email: &str, name: &str, preferences: Preferences, status: AccountStatus) {
         let contact = Contact {
             user_id: UserId(id),
             email: email.to_owned(),
@@ -119,7 +129,6 @@ impl FakeUsers {
             preferences,
         };
         self.contacts.lock().unwrap().insert(id, contact);
-        id
     }
 }
 
@@ -181,8 +190,23 @@ impl Harness {
 
     /// With `config` as given and `smtp` (if any) as the server.
     pub async fn start_on(smtp: Option<TestSmtp>, config: NotificationsConfig) -> Self {
+        Self::start_after(smtp, config, async |_| {}).await
+    }
+
+    /// Like [`Self::start_on`], in a shop whose modules already published (and sequenced)
+    /// what `history` appends before the module first starts: a running shop that turns
+    /// notifications on.
+    pub async fn start_after(
+        smtp: Option<TestSmtp>,
+        config: NotificationsConfig,
+        history: impl AsyncFnOnce(&Databases),
+    ) -> Self {
         let database = TestDatabase::create(&SCHEMAS).await.unwrap();
         let databases = database.connect(&SCHEMAS).await.unwrap();
+        history(&databases).await;
+        for source in SOURCES {
+            platform::bus::sequencer::sequence_batch(databases.pool(source).unwrap(), 1000).await.unwrap();
+        }
         let users = Arc::new(FakeUsers::default());
         let verifier = JwtVerifier::new("bulkhead", "bulkhead-api");
         let pool = |name| databases.pool(name).unwrap().clone();
@@ -288,10 +312,7 @@ impl Harness {
 
     /// Appends `event` to the stand-in outbox of `module`; returns its id.
     pub async fn publish<E: Event>(&self, module: &str, event: &E) -> Uuid {
-        let mut tx = self.databases.pool(module).unwrap().begin().await.unwrap();
-        let id = platform::bus::append(&mut tx, event, &Metadata::system("test")).await.unwrap();
-        tx.commit().await.unwrap();
-        id
+        publish(&self.databases, module, event).await
     }
 
     /// The notifications rows as JSON, oldest first.
@@ -356,6 +377,14 @@ impl Harness {
         .await
         .unwrap();
     }
+}
+
+/// Appends `event` to the stand-in outbox of `module` in `databases`; returns its id.
+pub async fn publish<E: Event>(databases: &Databases, module: &str, event: &E) -> Uuid {
+    let mut tx = databases.pool(module).unwrap().begin().await.unwrap();
+    let id = platform::bus::append(&mut tx, event, &Metadata::system("test")).await.unwrap();
+    tx.commit().await.unwrap();
+    id
 }
 
 pub async fn read(response: Response) -> (StatusCode, Value) {
