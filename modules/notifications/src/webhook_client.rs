@@ -41,21 +41,28 @@ struct VettedResolver {
     allow_private: bool,
 }
 
+/// The name did not resolve at delivery: transient, unlike a refused address.
+#[derive(Debug, thiserror::Error)]
+#[error("the host does not resolve: {0}")]
+struct Unresolved(String);
+
 impl Resolve for VettedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_owned();
+            // A resolver that fails or finds nothing is DNS trouble (a timeout, SERVFAIL, a
+            // record being changed): another attempt may work, so it is not a `TargetError`.
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|error| TargetError::Unresolvable(format!("{host}: {error}")))?
+                .map_err(|error| Unresolved(format!("{host}: {error}")))?
                 .collect();
             let vetted: Vec<SocketAddr> =
                 found.iter().copied().filter(|address| targets::vet(address.ip(), allow_private).is_ok()).collect();
             match (vetted.is_empty(), found.first()) {
                 (false, _) => Ok(Box::new(vetted.into_iter()) as Addrs),
                 (true, Some(refused)) => Err(TargetError::NotPublic(refused.ip()).into()),
-                (true, None) => Err(TargetError::Unresolvable(host).into()),
+                (true, None) => Err(Unresolved(format!("{host}: no addresses")).into()),
             }
         })
     }
@@ -137,7 +144,8 @@ impl WebhookClient {
     }
 }
 
-/// The policy's refusal somewhere in the error's causes.
+/// The policy's refusal somewhere in the error's causes: at delivery only an address that is
+/// not public is a `TargetError` (resolver failures are `Unresolved`, and transient).
 fn target_error(error: &reqwest::Error) -> Option<TargetError> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = cause {
@@ -162,4 +170,29 @@ fn describe(error: &reqwest::Error) -> String {
         cause = current.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_at_delivery_is_a_transient_failure() {
+        let client = WebhookClient::new(false, Duration::from_secs(5)).unwrap();
+        // `.invalid` never resolves (RFC 6761), like a DNS outage would look.
+        let failure =
+            client.post("https://hooks.example.invalid/bulkhead", Vec::new(), b"{}".to_vec()).await.unwrap_err();
+        assert!(failure.transient, "{}", failure.message);
+        assert!(failure.message.contains("does not resolve"), "{}", failure.message);
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_a_private_address_at_delivery_is_a_permanent_failure() {
+        let client = WebhookClient::new(false, Duration::from_secs(5)).unwrap();
+        let failure = client.post("http://localhost:9/bulkhead", Vec::new(), b"{}".to_vec()).await.unwrap_err();
+        assert!(!failure.transient, "{}", failure.message);
+        assert!(failure.message.contains("is not a public address"), "{}", failure.message);
+    }
 }
