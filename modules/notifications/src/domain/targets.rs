@@ -62,7 +62,8 @@ pub(crate) fn vet(ip: IpAddr, allow_private: bool) -> Result<(), TargetError> {
 
 /// Globally routable unicast: not loopback, private, shared (CGNAT), link-local,
 /// unspecified, broadcast, multicast, documentation, benchmarking or reserved, in IPv4 or
-/// IPv6 (IPv4-mapped, -compatible and NAT64 addresses are judged by the IPv4 inside).
+/// IPv6 (IPv4-mapped, -compatible, -translated, 6to4 and well-known NAT64 addresses are
+/// judged by the IPv4 inside; local-use NAT64, 64:ff9b:1::/48, is refused).
 pub(crate) fn is_global(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_global_v4(v4),
@@ -89,13 +90,28 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
         return is_global_v4(v4);
     }
     let segments = ip.segments();
-    // ::a.b.c.d (deprecated IPv4-compatible) and 64:ff9b::/96 (NAT64) reach IPv4 hosts.
+    let v4 = |high: u16, low: u16| {
+        let [a, b] = high.to_be_bytes();
+        let [c, d] = low.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    // ::a.b.c.d (deprecated IPv4-compatible), ::ffff:0:a.b.c.d (IPv4-translated, RFC 2765)
+    // and 64:ff9b::/96 (well-known NAT64) reach IPv4 hosts.
     if segments[..6] == [0, 0, 0, 0, 0, 0] && !ip.is_loopback() && !ip.is_unspecified()
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0]
         || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
     {
-        let [a, b] = segments[6].to_be_bytes();
-        let [c, d] = segments[7].to_be_bytes();
-        return is_global_v4(Ipv4Addr::new(a, b, c, d));
+        return is_global_v4(v4(segments[6], segments[7]));
+    }
+    // 2002:a.b.c.d::/48 (6to4) is routed to the IPv4 host inside.
+    if segments[0] == 0x2002 {
+        return is_global_v4(v4(segments[1], segments[2]));
+    }
+    // 64:ff9b:1::/48 (RFC 8215) is local-use NAT64: the operator picks the prefix length, so
+    // where the IPv4 address sits is not knowable here, and IANA lists the block as not
+    // globally reachable. Refused whatever it seems to carry.
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        return false;
     }
     !(ip.is_loopback()
         || ip.is_unspecified()
@@ -137,6 +153,14 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "2002:a9fe:a9fe::",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1::101:101",
+            "64:ff9b:1:a00:1::",
             "2001:db8::1",
             "ff02::1",
         ] {
@@ -146,8 +170,16 @@ mod tests {
 
     #[test]
     fn public_addresses_are_global() {
-        for ip in ["93.184.216.34", "1.1.1.1", "8.8.8.8", "2606:4700:4700::1111", "::ffff:1.1.1.1", "64:ff9b::101:101"]
-        {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+            "64:ff9b::101:101",
+            "::ffff:0:101:101",
+            "2002:101:101::1",
+        ] {
             assert!(is_global(ip.parse().unwrap()), "{ip}");
         }
     }

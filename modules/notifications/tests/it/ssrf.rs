@@ -25,6 +25,9 @@ async fn internal_addresses_are_refused_at_registration() {
         "http://[::1]:8080/hook",
         "http://[fd00::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
+        "http://[::ffff:0:7f00:1]/hook",
+        "http://[2002:a9fe:a9fe::1]/hook",
+        "http://[64:ff9b:1::a00:1]/hook",
         "http://0.0.0.0/hook",
         "http://localhost:8080/hook",
     ] {
