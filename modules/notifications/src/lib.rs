@@ -43,11 +43,21 @@ pub struct NotificationsConfig {
     pub shop_name: String,
     pub email: EmailConfig,
     pub webhooks: WebhookConfig,
+    /// How often notifications left `pending` by a delivery job that ended without an outcome
+    /// (a database error or a panic on its last attempt) are marked `failed`, so an admin
+    /// can retry them (10 min). Only rows untouched for longer than their channel's whole
+    /// retry window are swept ([`RetryConfig::stale_after`]).
+    pub sweep_every: Duration,
 }
 
 impl Default for NotificationsConfig {
     fn default() -> Self {
-        Self { shop_name: "Bulkhead".to_owned(), email: EmailConfig::default(), webhooks: WebhookConfig::default() }
+        Self {
+            shop_name: "Bulkhead".to_owned(),
+            email: EmailConfig::default(),
+            webhooks: WebhookConfig::default(),
+            sweep_every: Duration::from_secs(10 * 60),
+        }
     }
 }
 
@@ -164,6 +174,18 @@ pub struct RetryConfig {
 }
 
 impl RetryConfig {
+    /// The longest a pending notification may go untouched while its job is still alive:
+    /// twice the sum of the backoffs between all its attempts, and at least an hour. Each
+    /// attempt touches the row, so a row older than this has no job left to settle it.
+    #[must_use]
+    pub fn stale_after(self) -> Duration {
+        let policy = self.policy();
+        let waits: Duration = (1..self.attempts.max(1))
+            .map(|failed| policy.base_delay.saturating_mul(1 << failed.saturating_sub(1).min(30)).min(policy.max_delay))
+            .sum();
+        waits.saturating_mul(2).max(Duration::from_secs(60 * 60))
+    }
+
     fn policy(self) -> platform::bus::RetryPolicy {
         platform::bus::RetryPolicy {
             max_attempts: self.attempts,
@@ -221,6 +243,12 @@ impl Module for NotificationsModule {
         vec![
             JobQueue::new(jobs::EmailHandler(self.service.clone())).retry(config.email.retry.policy()),
             JobQueue::new(jobs::WebhookHandler(self.service.clone())).retry(config.webhooks.retry.policy()),
+            JobQueue::recurring(
+                jobs::SweepHandler(self.service.clone()),
+                config.sweep_every.max(Duration::from_secs(1)),
+                jobs::SweepStale {},
+            )
+            .concurrency(1),
         ]
     }
 
@@ -249,6 +277,17 @@ mod tests {
             assert!(delay >= full / 2 && delay <= full, "after {failed} failures: {delay:?}");
         }
         assert!(policy.delay_after(30) <= Duration::from_secs(30 * 60));
+    }
+
+    #[test]
+    fn a_pending_notification_is_stale_after_twice_its_retry_window_and_never_before_an_hour() {
+        assert_eq!(WebhookConfig::default().retry.stale_after(), Duration::from_secs(60 * 60));
+        let slow =
+            RetryConfig { attempts: 10, base_delay: Duration::from_secs(60), max_delay: Duration::from_secs(600) };
+        // 60 + 120 + 240 + 480 + 5 × 600 seconds between ten attempts, twice.
+        assert_eq!(slow.stale_after(), Duration::from_secs(2 * (60 + 120 + 240 + 480 + 5 * 600)));
+        let single = RetryConfig { attempts: 1, ..slow };
+        assert_eq!(single.stale_after(), Duration::from_secs(60 * 60));
     }
 
     #[test]

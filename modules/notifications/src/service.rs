@@ -7,6 +7,7 @@ mod deliver_webhook;
 mod endpoints;
 mod record;
 mod retry;
+mod sweep;
 
 use std::sync::Arc;
 

@@ -34,7 +34,13 @@ impl NotificationsService {
     /// [`JobError::Retry`] after a transient failure while attempts remain (recorded);
     /// [`JobError::Abort`] for a notification that does not exist.
     #[tracing::instrument(skip_all, fields(notification_id = %id, attempt = ctx.attempt))]
-    pub(crate) async fn deliver_email(&self, id: Uuid, ctx: &JobContext, metadata: &Metadata) -> Result<(), JobError> {
+    pub(crate) async fn deliver_email(
+        &self,
+        id: Uuid,
+        ctx: &JobContext,
+        max_attempts: u32,
+        metadata: &Metadata,
+    ) -> Result<(), JobError> {
         let mut tx = self.pool.begin().await.map_err(anyhow::Error::from)?;
         let Some(notification) = store::lock(&mut tx, id).await? else {
             return Err(JobError::Abort(anyhow::anyhow!("notification {id} does not exist")));
@@ -46,7 +52,7 @@ impl NotificationsService {
         let started = Instant::now();
         let outcome = self.send_email(&notification, metadata).await;
         let latency = started.elapsed();
-        let last = ctx.attempt >= self.config.email.retry.attempts;
+        let last = ctx.attempt >= max_attempts;
         let (label, code, error) = match &outcome {
             Outcome::Sent => ("succeeded", None, None),
             Outcome::Transient { code, error } => ("transient_failure", *code, Some(error.clone())),

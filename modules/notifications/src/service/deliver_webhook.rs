@@ -19,7 +19,7 @@ impl NotificationsService {
     /// [`JobError::Retry`] after a transient failure while attempts remain (recorded);
     /// [`JobError::Abort`] for a notification that does not exist.
     #[tracing::instrument(skip_all, fields(notification_id = %id, attempt = ctx.attempt))]
-    pub(crate) async fn deliver_webhook(&self, id: Uuid, ctx: &JobContext) -> Result<(), JobError> {
+    pub(crate) async fn deliver_webhook(&self, id: Uuid, ctx: &JobContext, max_attempts: u32) -> Result<(), JobError> {
         let mut tx = self.pool.begin().await.map_err(anyhow::Error::from)?;
         let Some(notification) = store::lock(&mut tx, id).await? else {
             return Err(JobError::Abort(anyhow::anyhow!("notification {id} does not exist")));
@@ -94,7 +94,7 @@ impl NotificationsService {
         if disabled {
             tracing::warn!(endpoint_id = %endpoint.id, "webhook endpoint disabled after {limit} failures in a row");
         }
-        let last = ctx.attempt >= self.config.webhooks.retry.attempts;
+        let last = ctx.attempt >= max_attempts;
         let retry = outcome == "transient_failure" && !last && !disabled;
         if !retry {
             let reason = if disabled {

@@ -212,15 +212,16 @@ impl NotificationsService {
         let key = format!("{id}:{generation}");
         match channel {
             Channel::Email => {
-                let schedule =
-                    platform::jobs::Schedule::now().idempotency_key(key).max_attempts(self.config.email.retry.attempts);
-                platform::jobs::enqueue(tx, &jobs::EmailDelivery { notification_id: id, metadata }, schedule).await?;
+                let attempts = self.config.email.retry.attempts;
+                let schedule = platform::jobs::Schedule::now().idempotency_key(key).max_attempts(attempts);
+                let job = jobs::EmailDelivery { notification_id: id, metadata, max_attempts: Some(attempts) };
+                platform::jobs::enqueue(tx, &job, schedule).await?;
             }
             Channel::Webhook => {
-                let schedule = platform::jobs::Schedule::now()
-                    .idempotency_key(key)
-                    .max_attempts(self.config.webhooks.retry.attempts);
-                platform::jobs::enqueue(tx, &jobs::WebhookDelivery { notification_id: id, metadata }, schedule).await?;
+                let attempts = self.config.webhooks.retry.attempts;
+                let schedule = platform::jobs::Schedule::now().idempotency_key(key).max_attempts(attempts);
+                let job = jobs::WebhookDelivery { notification_id: id, metadata, max_attempts: Some(attempts) };
+                platform::jobs::enqueue(tx, &job, schedule).await?;
             }
         }
         Ok(())

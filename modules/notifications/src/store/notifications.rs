@@ -286,3 +286,28 @@ pub(crate) async fn exists(
     .await
     .context("looking for a notification")
 }
+
+/// Fails the `channel`'s notifications still pending and untouched since before `cutoff`,
+/// with `reason`; returns how many. Rows a delivery holds locked are skipped (it is alive).
+pub(crate) async fn fail_stale(
+    db: &mut PgConnection,
+    channel: Channel,
+    cutoff: DateTime<Utc>,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE notifications SET status = 'failed', reason = $3, updated_at = $4
+          WHERE id IN (SELECT id FROM notifications
+                        WHERE status = 'pending' AND channel = $1 AND updated_at < $2
+                          FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(channel.as_str())
+    .bind(cutoff)
+    .bind(reason)
+    .bind(at)
+    .execute(db)
+    .await
+    .context("failing notifications left pending")?;
+    Ok(done.rows_affected())
+}

@@ -152,3 +152,40 @@ async fn every_route_is_documented_and_every_schema_it_names_exists() {
         assert!(spec["components"]["schemas"].get(name).is_some(), "{target} is not in the document");
     }
 }
+
+#[tokio::test]
+async fn a_notification_its_delivery_job_left_pending_is_failed_by_the_sweep_and_admins_can_retry_it() {
+    let app = Harness::start_with(|config| config.sweep_every = std::time::Duration::from_secs(1)).await;
+    let ada = app.users.add("ada@example.com", "Ada Lovelace");
+    app.publish("orders", &events::confirmed(ada, events::order())).await;
+    app.publish("orders", &events::confirmed(ada, Uuid::now_v7())).await;
+    let notifications = app.settled_notifications(2).await;
+    let (stale, fresh) = (notifications[0]["id"].as_str().unwrap(), notifications[1]["id"].as_str().unwrap());
+    // As a job that ended without recording an outcome leaves it: pending, untouched for a
+    // day (longer than any retry window); and one pending only just now.
+    let mut db = app.database.admin_connection().await.unwrap();
+    sqlx::query(
+        "UPDATE notifications.notifications
+            SET status = 'pending', updated_at = CASE WHEN id = $1::uuid THEN now() - interval '1 day' ELSE now() END
+          WHERE id IN ($1::uuid, $2::uuid)",
+    )
+    .bind(stale)
+    .bind(fresh)
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let swept = platform::testing::eventually(std::time::Duration::from_secs(20), || async {
+        let rows = app.notifications().await;
+        Ok(rows.into_iter().find(|n| n["id"] == stale && n["status"] == "failed"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(swept["reason"], "no outcome recorded (the delivery job ended)");
+    let rows = app.notifications().await;
+    assert_eq!(rows.iter().find(|n| n["id"] == fresh).unwrap()["status"], "pending", "a recent one is left alone");
+
+    let (status, body) = app.admin(Method::POST, format!("/api/v1/notifications/{stale}/retry"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.await_mail(3).await;
+}
