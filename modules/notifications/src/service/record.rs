@@ -48,6 +48,9 @@ impl Message {
 const USER_NOT_FOUND: &str = "user_not_found: the users module knows no such user";
 const DEACTIVATED: &str = "account_deactivated: the account is closed";
 const PREFERENCES: &str = "preferences: the user switched this kind of message off";
+/// Why a webhook delivery was recorded failed without an attempt.
+const ENDPOINT_DISABLED: &str =
+    "endpoint_disabled: the endpoint was disabled when the event happened; redeliver it once enabled";
 
 /// The identity of an event for deduplication: its type and payload. A redelivery has the
 /// same id and payload; a duplicate publication has a new id and the same payload (every
@@ -158,7 +161,9 @@ impl NotificationsService {
     }
 
     /// Queues a signed delivery of the event being handled to every enabled endpoint that
-    /// asked for its type, once each.
+    /// asked for its type, once each. A disabled endpoint's delivery is recorded `failed`
+    /// (`endpoint_disabled`) without a job, so it can be redelivered once the endpoint is
+    /// enabled again: what happened meanwhile is not lost.
     ///
     /// # Errors
     /// Database failures.
@@ -188,11 +193,11 @@ impl NotificationsService {
                 template: None,
                 subject: None,
                 content: body,
-                status: Status::Pending,
-                reason: None,
+                status: if endpoint.enabled() { Status::Pending } else { Status::Failed },
+                reason: (!endpoint.enabled()).then(|| ENDPOINT_DISABLED.to_owned()),
                 at: self.now(),
             };
-            if store::insert(ctx.tx, &notification).await? {
+            if store::insert(ctx.tx, &notification).await? && notification.status == Status::Pending {
                 self.enqueue(ctx.tx, Channel::Webhook, id, 0, ctx.follow_up()).await?;
             }
         }

@@ -129,15 +129,13 @@ pub(crate) async fn find(db: &mut PgConnection, id: Uuid) -> anyhow::Result<Opti
         .context("reading a webhook endpoint")
 }
 
-/// Enabled endpoints that asked for `event_type`.
+/// Endpoints, enabled or disabled but not deleted, that asked for `event_type`.
 pub(crate) async fn subscribed(db: &mut PgConnection, event_type: &str) -> anyhow::Result<Vec<EndpointRow>> {
-    sqlx::query_as(select_endpoints!(
-        "WHERE deleted_at IS NULL AND status = 'enabled' AND $1 = ANY (event_types) ORDER BY created_at, id"
-    ))
-    .bind(event_type)
-    .fetch_all(db)
-    .await
-    .context("finding the endpoints of an event type")
+    sqlx::query_as(select_endpoints!("WHERE deleted_at IS NULL AND $1 = ANY (event_types) ORDER BY created_at, id"))
+        .bind(event_type)
+        .fetch_all(db)
+        .await
+        .context("finding the endpoints of an event type")
 }
 
 /// Deletes an endpoint (its deliveries stay, for the record). `false` if there was none.

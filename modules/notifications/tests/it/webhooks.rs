@@ -172,7 +172,7 @@ async fn a_receiver_that_fails_for_a_while_gets_the_delivery_once_it_recovers() 
 }
 
 #[tokio::test]
-async fn an_endpoint_is_disabled_after_n_failures_in_a_row() {
+async fn an_endpoint_is_disabled_after_n_failures_in_a_row_and_gets_what_it_missed_when_redelivered() {
     let app = Harness::start_with(|config| {
         config.webhooks.disable_after_failures = 3;
         config.webhooks.retry = fast(10);
@@ -193,19 +193,35 @@ async fn an_endpoint_is_disabled_after_n_failures_in_a_row() {
     assert_eq!(body["data"]["status"], "disabled");
     assert_eq!(body["data"]["disabled_reason"], "3 delivery attempts failed in a row");
 
-    // A disabled endpoint hears about nothing new; enabled again, it does.
+    // A disabled endpoint is sent nothing new, but what it missed is recorded as failed
+    // (no attempt) so it can be redelivered once the endpoint is enabled again.
     app.publish("orders", &events::shipped(user, events::order())).await;
     app.settle().await;
     assert_eq!(receiver.deliveries().len(), 3);
+    let (_, missed) = app
+        .admin(
+            Method::GET,
+            format!("/api/v1/webhook-endpoints/{endpoint}/deliveries?event_type=orders.order_shipped"),
+            None,
+        )
+        .await;
+    let missed = &missed["data"][0];
+    assert_eq!(missed["status"], "failed", "{missed}");
+    assert!(missed["reason"].as_str().unwrap().starts_with("endpoint_disabled"), "{missed}");
+    assert_eq!(missed["attempts"], 0);
+
     let (status, body) = app.admin(Method::POST, format!("/api/v1/webhook-endpoints/{endpoint}/enable"), None).await;
     assert_eq!((status, body["data"]["status"].as_str()), (StatusCode::OK, Some("enabled")));
     receiver.answer(&[]);
-    let delivery = webhook["id"].as_str().unwrap();
-    let (status, body) = app
-        .admin(Method::POST, format!("/api/v1/webhook-endpoints/{endpoint}/deliveries/{delivery}/redeliver"), None)
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    await_deliveries(&receiver, 4).await;
+    for delivery in [webhook["id"].as_str().unwrap(), missed["id"].as_str().unwrap()] {
+        let (status, body) = app
+            .admin(Method::POST, format!("/api/v1/webhook-endpoints/{endpoint}/deliveries/{delivery}/redeliver"), None)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let types: Vec<String> =
+        await_deliveries(&receiver, 5).await[3..].iter().map(|d| d.body["type"].as_str().unwrap().to_owned()).collect();
+    assert!(types.contains(&"orders.order_shipped".to_owned()), "{types:?}");
 }
 
 #[tokio::test]
