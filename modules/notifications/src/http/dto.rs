@@ -189,7 +189,8 @@ impl From<&EndpointRow> for EndpointView {
 }
 
 /// A new endpoint with its signing secret: store it now, it is not shown again (a retry
-/// with the same `Idempotency-Key` replays this answer). `Debug` leaves the secret out.
+/// with the same `Idempotency-Key` within 24 hours replays this answer). `Debug` leaves the
+/// secret out.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct CreatedEndpoint {
     #[serde(flatten)]

@@ -31,7 +31,8 @@ const MAX_DESCRIPTION: usize = 200;
 
 /// Registers an endpoint for some event types (admins). The answer carries the signing
 /// secret, shown this once. `Idempotency-Key` is required: a retry with the same key and body
-/// answers with the same endpoint (and secret); another body is 422.
+/// within 24 hours answers with the same endpoint (and secret); another body is 422; a key
+/// whose endpoint was deleted, or older than 24 hours, is 409.
 #[utoipa::path(post, path = "/webhook-endpoints", tag = "webhooks",
     request_body = CreateEndpointRequest,
     params(("Idempotency-Key" = String, Header, description = "Required; the same key replays the first answer")),
@@ -42,6 +43,7 @@ const MAX_DESCRIPTION: usize = 200;
         (status = 400, description = "`idempotency_key_required` or `invalid_idempotency_key`", body = ErrorEnvelope),
         (status = 401, description = "No or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
+        (status = 409, description = "`endpoint_deleted`: the key registered an endpoint since deleted; `idempotency_key_expired`: the key is more than 24 hours old, so its answer (and secret) is not replayed", body = ErrorEnvelope),
         (status = 422, description = "`validation_failed` (per field in `details`; a URL of a private, loopback or link-local address is refused here) or `idempotency_key_reused`", body = ErrorEnvelope),
     ))]
 pub(crate) async fn create_endpoint(
@@ -135,6 +137,15 @@ fn create_error(error: CreateEndpointError) -> ApiError {
         CreateEndpointError::KeyReused => ApiError::unprocessable(
             "idempotency_key_reused",
             "This Idempotency-Key was already used with a different request.",
+        ),
+        CreateEndpointError::Deleted => ApiError::conflict(
+            "endpoint_deleted",
+            "The endpoint this Idempotency-Key registered was deleted; register anew with a new key.",
+        ),
+        CreateEndpointError::KeyExpired => ApiError::conflict(
+            "idempotency_key_expired",
+            "This Idempotency-Key is more than 24 hours old and its answer is no longer replayed; \
+             the endpoint exists (list it without its secret), or register anew with a new key.",
         ),
         CreateEndpointError::Unexpected(error) => ApiError::internal(error),
     }

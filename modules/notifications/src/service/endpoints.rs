@@ -1,6 +1,7 @@
 //! Registering webhook endpoints. The `Idempotency-Key` is kept with the endpoint rather than
 //! by the platform middleware, whose stored response would be a second copy of the secret
-//! (ADR 0013): a retry with the same key and body answers with the same endpoint and secret.
+//! (ADR 0013): a retry with the same key and body answers with the same endpoint and secret,
+//! for 24 hours and while the endpoint is not deleted.
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -35,9 +36,21 @@ pub(crate) enum CreateEndpointError {
     Target(#[from] TargetError),
     #[error("the idempotency key was used for another request")]
     KeyReused,
+    /// The key registered an endpoint that was deleted since: it is not brought back.
+    #[error("the endpoint of this idempotency key was deleted")]
+    Deleted,
+    /// The key is older than [`REPLAY_WINDOW`]: its answer (with the secret) is not shown
+    /// again.
+    #[error("the idempotency key has expired")]
+    KeyExpired,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+/// How long a retry with the same key is answered with the endpoint and its secret: as long
+/// as the platform keeps other idempotency keys (a client retrying a lost answer does so
+/// within minutes), not for as long as the endpoint lives.
+pub(crate) const REPLAY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 impl CreateEndpoint {
     fn digest(&self) -> Vec<u8> {
@@ -97,13 +110,19 @@ impl NotificationsService {
         request: &CreateEndpoint,
         digest: &[u8],
     ) -> Result<Option<Created>, CreateEndpointError> {
-        let Some((endpoint, _deleted)) =
+        let Some((endpoint, deleted)) =
             endpoints::find_by_key(db, request.created_by, &request.idempotency_key).await?
         else {
             return Ok(None);
         };
         if endpoint.request_digest.as_deref() != Some(digest) {
             return Err(CreateEndpointError::KeyReused);
+        }
+        if deleted {
+            return Err(CreateEndpointError::Deleted);
+        }
+        if endpoint.created_at + REPLAY_WINDOW < self.now() {
+            return Err(CreateEndpointError::KeyExpired);
         }
         Ok(Some(Created::Again(endpoint)))
     }

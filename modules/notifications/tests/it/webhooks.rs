@@ -281,6 +281,33 @@ async fn a_redelivery_sends_the_same_body_with_a_fresh_signature() {
 }
 
 #[tokio::test]
+async fn a_creation_key_is_not_replayed_for_a_deleted_endpoint_nor_after_a_day() {
+    let app = Harness::start().await;
+    let receiver = Receiver::start().await;
+    let (deleted_key, kept_key) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    let (_, first) = app.create_endpoint(&deleted_key, &receiver.url, &["orders.order_confirmed"]).await;
+    let id = first["data"]["id"].as_str().unwrap();
+    let (status, _) = app.admin(Method::DELETE, format!("/api/v1/webhook-endpoints/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, again) = app.create_endpoint(&deleted_key, &receiver.url, &["orders.order_confirmed"]).await;
+    assert_eq!((status, code(&again)), (StatusCode::CONFLICT, "endpoint_deleted"), "{again}");
+    assert!(again.get("data").is_none(), "no secret: {again}");
+
+    let (_, kept) = app.create_endpoint(&kept_key, &receiver.url, &["orders.order_shipped"]).await;
+    let mut db = app.database.admin_connection().await.unwrap();
+    sqlx::query(
+        "UPDATE notifications.webhook_endpoints SET created_at = now() - interval '25 hours' WHERE id = $1::uuid",
+    )
+    .bind(kept["data"]["id"].as_str().unwrap())
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (status, late) = app.create_endpoint(&kept_key, &receiver.url, &["orders.order_shipped"]).await;
+    assert_eq!((status, code(&late)), (StatusCode::CONFLICT, "idempotency_key_expired"), "{late}");
+    assert!(!late.to_string().contains("whsec_"), "no secret: {late}");
+}
+
+#[tokio::test]
 async fn creating_an_endpoint_again_with_the_same_key_answers_the_same_and_another_body_is_refused() {
     let app = Harness::start().await;
     let receiver = Receiver::start().await;
