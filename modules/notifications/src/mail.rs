@@ -1,6 +1,7 @@
 //! Sending one email: over SMTP with lettre (rustls), or into the file mailbox. Failures are
-//! sorted into what is worth another attempt (4xx replies, connection and TLS trouble,
-//! timeouts, a full disk) and what is not (5xx replies, an address that cannot be written).
+//! sorted into what is worth another attempt (4xx replies, connection, TLS and
+//! authentication trouble, timeouts, a full disk) and what is not (5xx replies to the
+//! message's MAIL, RCPT or DATA, an address that cannot be written).
 
 use std::path::PathBuf;
 
@@ -133,14 +134,26 @@ fn build(from: &Mailbox, outgoing: &Outgoing<'_>) -> Result<Message, SendError> 
         .map_err(|error| permanent(format!("the message cannot be built: {error}")))
 }
 
+/// Replies to `AUTH` (RFC 4954) and "authenticate first": about the relay's configuration
+/// (our credentials, its policy), not about the message.
+const AUTHENTICATION_CODES: [u16; 4] = [530, 534, 535, 538];
+
 fn classify(error: &lettre::transport::smtp::Error) -> SendError {
     let code = error.status().and_then(|code| code.to_string().parse::<u16>().ok());
     let message = format!("{error}");
-    if error.is_permanent() || error.is_client() {
+    let authentication = code.is_some_and(|code| AUTHENTICATION_CODES.contains(&code));
+    // lettre's client errors are mostly the relay's setup (STARTTLS not offered, no
+    // authentication mechanism in common, a connection that is not encrypted); only the
+    // non-ASCII ones are about this message. lettre gives no finer kind than the text.
+    let client_about_message = error.is_client() && message.contains("non-ascii");
+    if (error.is_permanent() && !authentication) || client_about_message {
+        // 5xx replies to MAIL, RCPT or DATA: this message will not go as it is.
         SendError::Permanent { code, message }
     } else {
-        // 4xx replies, and everything about reaching the server: refused or dropped
-        // connections, TLS, timeouts.
+        // 4xx replies, and everything about reaching the server and setting up the session:
+        // refused or dropped connections, TLS, authentication, timeouts. Retried; a relay
+        // misconfigured for longer than the retry window leaves the message failed, for an
+        // admin to retry once it is fixed.
         SendError::Transient { code, message }
     }
 }

@@ -213,6 +213,60 @@ async fn a_4xx_reply_is_retried_until_the_message_is_accepted() {
 }
 
 #[tokio::test]
+async fn credentials_the_relay_refuses_are_retried_until_it_accepts_them_not_failed_per_message() {
+    let app = Harness::start_with(|config| {
+        if let notifications::MailTransport::Smtp(smtp) = &mut config.email.transport {
+            smtp.username = Some("bulkhead".to_owned());
+            smtp.password = Some(secrecy::SecretString::from("wrong, then fixed"));
+        }
+    })
+    .await;
+    app.smtp().reply_to_auth(&[
+        (535, "5.7.8 Authentication credentials invalid"),
+        (535, "5.7.8 Authentication credentials invalid"),
+    ]);
+    let ada = app.users.add("ada@example.com", "Ada Lovelace");
+    app.publish("orders", &events::confirmed(ada, events::order())).await;
+
+    app.await_mail(1).await;
+    let notifications = app.settled_notifications(1).await;
+    assert_eq!(notifications[0]["status"], "sent");
+    let attempts = app.attempts(notifications[0]["id"].as_str().unwrap()).await;
+    let summary: Vec<(String, Value)> =
+        attempts.iter().map(|a| (a["outcome"].as_str().unwrap().to_owned(), a["response_code"].clone())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("transient_failure".to_owned(), json!(535)),
+            ("transient_failure".to_owned(), json!(535)),
+            ("succeeded".to_owned(), Value::Null),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_relay_without_a_usable_authentication_mechanism_is_retried_not_failed() {
+    let app = Harness::start_with(|config| {
+        if let notifications::MailTransport::Smtp(smtp) = &mut config.email.transport {
+            smtp.username = Some("bulkhead".to_owned());
+            smtp.password = Some(secrecy::SecretString::from("secret"));
+        }
+        config.email.retry = crate::support::fast(3);
+    })
+    .await;
+    app.smtp().advertise_auth(false);
+    let ada = app.users.add("ada@example.com", "Ada Lovelace");
+    app.publish("orders", &events::confirmed(ada, events::order())).await;
+
+    let notifications = app.settled_notifications(1).await;
+    let attempts = app.attempts(notifications[0]["id"].as_str().unwrap()).await;
+    assert_eq!(attempts.len(), 3, "every attempt is made: {attempts:?}");
+    assert!(attempts.iter().all(|a| a["outcome"] == "transient_failure"), "{attempts:?}");
+    let reason = notifications[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("gave up after 3 attempts") && reason.contains("authentication mechanism"), "{reason}");
+}
+
+#[tokio::test]
 async fn a_5xx_reply_fails_the_message_at_once_with_its_cause() {
     let app = Harness::start().await;
     app.smtp().reply_to_data(&[(550, "5.1.1 Mailbox unavailable")]);

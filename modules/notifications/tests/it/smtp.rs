@@ -30,6 +30,10 @@ struct State {
     data_replies: Vec<(u16, String)>,
     /// `DATA` commands answered so far.
     data_attempts: usize,
+    /// Replies to give to `AUTH`, first to last; then 235.
+    auth_replies: Vec<(u16, String)>,
+    /// `EHLO` does not offer `AUTH`.
+    no_auth: bool,
 }
 
 /// The server; stops when dropped.
@@ -85,6 +89,16 @@ impl TestSmtp {
         self.state.lock().unwrap().data_replies = replies.iter().map(|(c, m)| (*c, (*m).to_owned())).collect();
     }
 
+    /// Whether `EHLO` offers `AUTH PLAIN LOGIN` (it does unless told otherwise).
+    pub fn advertise_auth(&self, offered: bool) {
+        self.state.lock().unwrap().no_auth = !offered;
+    }
+
+    /// The next `AUTH` commands get these replies, then success.
+    pub fn reply_to_auth(&self, replies: &[(u16, &str)]) {
+        self.state.lock().unwrap().auth_replies = replies.iter().map(|(c, m)| (*c, (*m).to_owned())).collect();
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
     }
@@ -110,7 +124,20 @@ async fn session(stream: TcpStream, state: Arc<Mutex<State>>) {
         let command = line.trim_end().to_owned();
         let upper = command.to_ascii_uppercase();
         let ok = if upper.starts_with("EHLO") {
-            reply(&mut write, "250-test-smtp\r\n250-8BITMIME\r\n250 SMTPUTF8").await
+            let no_auth = state.lock().unwrap().no_auth;
+            let auth = if no_auth { "" } else { "250-AUTH PLAIN LOGIN\r\n" };
+            reply(&mut write, &format!("250-test-smtp\r\n250-8BITMIME\r\n{auth}250 SMTPUTF8")).await
+        } else if upper.starts_with("AUTH") {
+            let answer = {
+                let mut state = state.lock().unwrap();
+                if state.auth_replies.is_empty() {
+                    "235 2.7.0 Authentication successful".to_owned()
+                } else {
+                    let (code, message) = state.auth_replies.remove(0);
+                    format!("{code} {message}")
+                }
+            };
+            reply(&mut write, &answer).await
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             reply(&mut write, "250 OK").await
         } else if upper.starts_with("MAIL FROM:") {
