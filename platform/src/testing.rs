@@ -8,6 +8,8 @@
 //! a digest of every migration (the jobs schema's included), so a changed migration builds a
 //! new template.
 
+mod harness;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +25,8 @@ use crate::db::{
 };
 use crate::jobs::{JobsConfig, JobsRuntime};
 use crate::metrics::Metrics;
+
+pub use harness::{ModuleHarness, read};
 
 /// Test databases are dropped by a later process once they are this old.
 const TEST_DATABASE_MAX_AGE: Duration = Duration::from_secs(3 * 3600);

@@ -4,20 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use inventory::{InventoryConfig, InventoryModule};
-use platform::Module;
-use platform::auth::{JwtVerifier, Role};
-use platform::bus::{BusBuilder, BusConfig, Event, Metadata};
+use platform::auth::Role;
+use platform::bus::Event;
 use platform::clock::ShiftedClock;
-use platform::db::{Databases, ModuleSchema};
-use platform::http::{HttpSettings, stack};
-use platform::metrics::Metrics;
-use platform::testing::{Served, TestDatabase, TestSigner, eventually};
+use platform::db::ModuleSchema;
+use platform::testing::{ModuleHarness, eventually};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 static ORDERS_STAND_IN: Migrator = sqlx::migrate!("tests/fixtures/orders");
@@ -26,24 +21,18 @@ pub const SCHEMAS: [ModuleSchema; 2] =
     [inventory::DESCRIPTOR.schema, ModuleSchema { name: "orders", migrations: &ORDERS_STAND_IN }];
 
 pub struct Harness {
-    pub served: Served,
-    pub client: reqwest::Client,
-    pub database: TestDatabase,
-    pub databases: Databases,
+    pub base: ModuleHarness,
     pub module: InventoryModule,
     pub clock: ShiftedClock,
-    pub signer: TestSigner,
-    pub verifier: JwtVerifier,
     pub admin_token: String,
     pub customer_token: String,
-    stop: CancellationToken,
-    _bus: platform::bus::BusTasks,
-    _jobs: platform::jobs::JobsHandle,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Harness {
+    type Target = ModuleHarness;
+
+    fn deref(&self) -> &ModuleHarness {
+        &self.base
     }
 }
 
@@ -53,52 +42,16 @@ impl Harness {
     }
 
     pub async fn start_with(config: InventoryConfig) -> Self {
-        let database = TestDatabase::create(&SCHEMAS).await.unwrap();
-        let databases = database.connect(&SCHEMAS).await.unwrap();
-        let pool = |name| databases.pool(name).unwrap().clone();
-        let verifier = JwtVerifier::new("bulkhead", "bulkhead-api");
         let clock = ShiftedClock::new();
-        let module = InventoryModule::with_clock(pool("inventory"), verifier.clone(), config, Arc::new(clock.clone()));
-
-        let metrics = Metrics::new();
-        let mut bus = BusBuilder::new(BusConfig::default(), &metrics)
-            .publisher("inventory", pool("inventory"))
-            .publisher("orders", pool("orders"));
-        for subscription in module.subscriptions() {
-            bus = bus.subscription("inventory", pool("inventory"), subscription).unwrap();
-        }
-        let stop = CancellationToken::new();
-        let bus_tasks = bus.build().start(stop.clone()).await.unwrap();
-        let jobs = platform::testing::jobs_runtime(&databases, &metrics).unwrap().queues(module.jobs());
-        let jobs = jobs.start(stop.clone()).await.unwrap();
-
-        let (api, _) = module.public_routes().split_for_parts();
-        let router = stack::apply(Router::new().nest("/api/v1", api), &HttpSettings::default(), metrics);
-        let served = Served::start(router).await.unwrap();
-        let signer = TestSigner::new();
-        signer.trust(&verifier);
-        let admin_token = signer.token(&verifier, &Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
-        let customer_token = signer.token(&verifier, &Uuid::now_v7().to_string(), &[Role::Customer]);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self {
-            served,
-            client,
-            database,
-            databases,
-            module,
-            clock,
-            signer,
-            verifier,
-            admin_token,
-            customer_token,
-            stop,
-            _bus: bus_tasks,
-            _jobs: jobs,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        self.served.url(path)
+        let time = Arc::new(clock.clone());
+        let (base, module) = ModuleHarness::start(&SCHEMAS, |databases, verifier, _| {
+            Ok(InventoryModule::with_clock(databases.pool("inventory")?.clone(), verifier.clone(), config, time))
+        })
+        .await
+        .unwrap();
+        let admin_token = base.token(&Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
+        let customer_token = base.token(&Uuid::now_v7().to_string(), &[Role::Customer]);
+        Self { base, module, clock, admin_token, customer_token }
     }
 
     pub async fn call(
@@ -108,14 +61,7 @@ impl Harness {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Response {
-        let mut request = self.client.request(method, self.served.url(path.as_ref()));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap()
+        self.base.call(method, path, token, body).await.unwrap()
     }
 
     /// Adds a product straight to the catalogue with `units` on hand (a `receive` movement);
@@ -162,9 +108,7 @@ impl Harness {
 
     /// Appends `event` to the stand-in orders outbox, as the orders module would.
     pub async fn publish<E: Event>(&self, event: &E) {
-        let mut tx = self.databases.pool("orders").unwrap().begin().await.unwrap();
-        platform::bus::append(&mut tx, event, &Metadata::system("test")).await.unwrap();
-        tx.commit().await.unwrap();
+        self.base.publish("orders", event).await.unwrap();
     }
 
     /// The payloads of `event_type` in the inventory outbox, oldest first.
@@ -209,29 +153,13 @@ impl Harness {
 
     /// Waits until the inventory module has handled every event of the stand-in orders outbox.
     pub async fn settle(&self) {
-        eventually(Duration::from_secs(30), || async {
-            let mut db = self.database.admin_connection().await?;
-            let done: bool = sqlx::query_scalar(
-                "SELECT NOT EXISTS (SELECT 1 FROM orders.outbox WHERE position IS NULL)
-                    AND NOT EXISTS (SELECT 1 FROM inventory.bus_cursors c JOIN orders.outbox o
-                                      ON o.position > c.position AND o.key_hash % c.partitions = c.partition
-                                     WHERE c.source = 'orders')
-                    AND EXISTS (SELECT 1 FROM inventory.bus_cursors WHERE source = 'orders')",
-            )
-            .fetch_one(&mut db)
-            .await?;
-            Ok(done.then_some(()))
-        })
-        .await
-        .unwrap();
+        self.base.settle().await.unwrap();
     }
 }
 
 /// Status and JSON body (`null` when there is none).
 pub async fn read(response: Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    platform::testing::read(response).await.unwrap()
 }
 
 /// The error code of an envelope.

@@ -5,24 +5,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use inventory_contract::{
     InventoryApi, InventoryError, LineProblem, LineProblemKind, ProductRef, Quote, QuoteLine, QuotedLine,
 };
 use orders::{OrdersConfig, OrdersModule};
-use platform::Module;
-use platform::auth::{JwtVerifier, Role};
-use platform::bus::{BusBuilder, BusConfig, Event, Metadata};
-use platform::db::{Databases, ModuleSchema};
-use platform::http::{HttpSettings, stack};
-use platform::metrics::Metrics;
+use platform::auth::Role;
+use platform::bus::Event;
+use platform::db::ModuleSchema;
 use platform::money::{Currency, Money};
 use platform::port::CallContext;
-use platform::testing::{Served, TestDatabase, TestSigner, eventually};
+use platform::testing::{ModuleHarness, eventually};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 static INVENTORY_STAND_IN: Migrator = sqlx::migrate!("tests/fixtures/inventory");
@@ -114,24 +109,18 @@ pub fn product(sku: &str) -> Uuid {
 }
 
 pub struct Harness {
-    pub served: Served,
-    pub client: reqwest::Client,
-    pub database: TestDatabase,
-    pub databases: Databases,
+    pub base: ModuleHarness,
     pub inventory: Arc<FakeInventory>,
-    pub signer: TestSigner,
-    pub verifier: JwtVerifier,
     pub customer: Uuid,
     pub customer_token: String,
     pub admin_token: String,
-    stop: CancellationToken,
-    _jobs: platform::jobs::JobsHandle,
-    _bus: platform::bus::BusTasks,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Harness {
+    type Target = ModuleHarness;
+
+    fn deref(&self) -> &ModuleHarness {
+        &self.base
     }
 }
 
@@ -141,51 +130,17 @@ impl Harness {
     }
 
     pub async fn start_with(config: OrdersConfig) -> Self {
-        let database = TestDatabase::create(&SCHEMAS).await.unwrap();
-        let databases = database.connect(&SCHEMAS).await.unwrap();
         let inventory = Arc::new(FakeInventory { products: catalogue(), ..FakeInventory::default() });
-        let verifier = JwtVerifier::new("bulkhead", "bulkhead-api");
-        let pool = |name| databases.pool(name).unwrap().clone();
-        let module = OrdersModule::new(pool("orders"), inventory.clone(), verifier.clone(), config);
-
-        let metrics = Metrics::new();
-        let mut bus = BusBuilder::new(BusConfig::default(), &metrics)
-            .publisher("orders", pool("orders"))
-            .publisher("inventory", pool("inventory"))
-            .publisher("payments", pool("payments"));
-        for subscription in module.subscriptions() {
-            bus = bus.subscription("orders", pool("orders"), subscription).unwrap();
-        }
-        let stop = CancellationToken::new();
-        let bus = bus.build();
-        let bus_tasks = bus.start(stop.clone()).await.unwrap();
-        let jobs = platform::testing::jobs_runtime(&databases, &metrics).unwrap().queues(module.jobs());
-        let jobs = jobs.start(stop.clone()).await.unwrap();
-
-        let (api, _) = module.public_routes().split_for_parts();
-        let router = stack::apply(Router::new().nest("/api/v1", api), &HttpSettings::default(), metrics);
-        let served = Served::start(router).await.unwrap();
-        let signer = TestSigner::new();
-        signer.trust(&verifier);
+        let port = inventory.clone();
+        let (base, _) = ModuleHarness::start(&SCHEMAS, |databases, verifier, _| {
+            Ok(OrdersModule::new(databases.pool("orders")?.clone(), port, verifier.clone(), config))
+        })
+        .await
+        .unwrap();
         let customer = Uuid::now_v7();
-        let customer_token = signer.token(&verifier, &customer.to_string(), &[Role::Customer]);
-        let admin_token = signer.token(&verifier, &Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self {
-            served,
-            client,
-            database,
-            databases,
-            inventory,
-            signer,
-            verifier,
-            customer,
-            customer_token,
-            admin_token,
-            stop,
-            _jobs: jobs,
-            _bus: bus_tasks,
-        }
+        let customer_token = base.token(&customer.to_string(), &[Role::Customer]);
+        let admin_token = base.token(&Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
+        Self { base, inventory, customer, customer_token, admin_token }
     }
 
     pub async fn call(
@@ -195,14 +150,7 @@ impl Harness {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Response {
-        let mut request = self.client.request(method, self.served.url(path.as_ref()));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap()
+        self.base.call(method, path, token, body).await.unwrap()
     }
 
     /// Places an order as the harness's customer with a fresh idempotency key.
@@ -249,22 +197,12 @@ impl Harness {
 
     /// Appends `event` to the stand-in outbox of `module` (`inventory` or `payments`).
     pub async fn publish<E: Event>(&self, module: &str, event: &E) {
-        let mut tx = self.databases.pool(module).unwrap().begin().await.unwrap();
-        platform::bus::append(&mut tx, event, &Metadata::system("test")).await.unwrap();
-        tx.commit().await.unwrap();
+        self.base.publish(module, event).await.unwrap();
     }
 
     /// The payloads of `event_type` in the orders outbox for `order`, oldest first.
     pub async fn events(&self, event_type: &str, order: Uuid) -> Vec<Value> {
-        let mut db = self.database.admin_connection().await.unwrap();
-        sqlx::query_scalar(
-            "SELECT payload FROM orders.outbox WHERE event_type = $1 AND aggregate_key = $2 ORDER BY append_seq",
-        )
-        .bind(event_type)
-        .bind(order.to_string())
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
+        self.base.published(event_type, &order.to_string()).await.unwrap()
     }
 
     /// Waits until the orders outbox holds `count` events of `event_type` for `order`.
@@ -289,9 +227,7 @@ pub fn order_body(lines: &[(&str, u32)]) -> Value {
 }
 
 pub async fn read(response: Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    platform::testing::read(response).await.unwrap()
 }
 
 pub fn code(body: &Value) -> &str {
@@ -307,24 +243,7 @@ impl Harness {
     /// Waits until the orders module has handled every event in the stand-in outboxes, so a
     /// test can check that something did *not* happen.
     pub async fn settle(&self) {
-        eventually(Duration::from_secs(15), || async {
-            let mut db = self.database.admin_connection().await?;
-            let mut settled = true;
-            for source in ["inventory", "payments"] {
-                let sql = format!(
-                    "SELECT NOT EXISTS (SELECT 1 FROM {source}.outbox WHERE position IS NULL)
-                        AND NOT EXISTS (SELECT 1 FROM orders.bus_cursors c JOIN {source}.outbox o
-                                          ON o.position > c.position AND o.key_hash % c.partitions = c.partition
-                                         WHERE c.source = '{source}')
-                        AND EXISTS (SELECT 1 FROM orders.bus_cursors WHERE source = '{source}')"
-                );
-                let done: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut db).await?;
-                settled &= done;
-            }
-            Ok(settled.then_some(()))
-        })
-        .await
-        .unwrap();
+        self.base.settle().await.unwrap();
     }
 }
 
@@ -332,6 +251,6 @@ impl Harness {
     /// A token for another customer.
     pub fn stranger(&self) -> (Uuid, String) {
         let user = Uuid::now_v7();
-        (user, self.signer.token(&self.verifier, &user.to_string(), &[Role::Customer]))
+        (user, self.token(&user.to_string(), &[Role::Customer]))
     }
 }

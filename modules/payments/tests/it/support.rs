@@ -4,27 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use chrono::Utc;
-use orders_contract::OrderId;
-use orders_contract::OrderStatus;
 use orders_contract::events::{CancellationReason, OrderCancelled, PaymentRequested, RefundReason, RefundRequested};
+use orders_contract::{OrderId, OrderStatus};
 use payments::{
     BreakerSettings, PaymentsConfig, PaymentsModule, SANDBOX_WEBHOOK_PATH, SandboxConfig, SandboxGateway, WebhookTarget,
 };
-use platform::Module;
-use platform::auth::{JwtVerifier, Role};
-use platform::bus::{BusBuilder, BusConfig, Event, Metadata};
-use platform::db::{Databases, ModuleSchema};
-use platform::http::{HttpSettings, stack};
-use platform::metrics::Metrics;
+use platform::auth::Role;
+use platform::bus::Event;
+use platform::db::ModuleSchema;
 use platform::money::{Currency, Money};
-use platform::testing::{Served, TestDatabase, TestSigner, eventually};
+use platform::testing::{ModuleHarness, eventually};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 static ORDERS_STAND_IN: Migrator = sqlx::migrate!("tests/fixtures/orders");
@@ -58,24 +52,18 @@ pub fn sandbox_config() -> SandboxConfig {
 }
 
 pub struct Harness {
-    pub served: Served,
-    pub client: reqwest::Client,
-    pub database: TestDatabase,
-    pub databases: Databases,
+    pub base: ModuleHarness,
     pub sandbox: SandboxGateway,
-    pub signer: TestSigner,
-    pub verifier: JwtVerifier,
     pub customer: Uuid,
     pub customer_token: String,
     pub admin_token: String,
-    stop: CancellationToken,
-    _jobs: platform::jobs::JobsHandle,
-    _bus: platform::bus::BusTasks,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Harness {
+    type Target = ModuleHarness;
+
+    fn deref(&self) -> &ModuleHarness {
+        &self.base
     }
 }
 
@@ -85,55 +73,22 @@ impl Harness {
     }
 
     pub async fn start_with(config: PaymentsConfig) -> Self {
-        let database = TestDatabase::create(&SCHEMAS).await.unwrap();
-        let databases = database.connect(&SCHEMAS).await.unwrap();
         let sandbox = SandboxGateway::new(sandbox_config());
-        let verifier = JwtVerifier::new("bulkhead", "bulkhead-api");
-        let pool = |name| databases.pool(name).unwrap().clone();
-        let metrics = Metrics::new();
-        let module =
-            PaymentsModule::new(pool("payments"), Arc::new(sandbox.clone()), verifier.clone(), config, &metrics);
-
-        let mut bus = BusBuilder::new(BusConfig::default(), &metrics)
-            .publisher("payments", pool("payments"))
-            .publisher("orders", pool("orders"));
-        for subscription in module.subscriptions() {
-            bus = bus.subscription("payments", pool("payments"), subscription).unwrap();
-        }
-        let stop = CancellationToken::new();
-        let bus = bus.build();
-        let bus_tasks = bus.start(stop.clone()).await.unwrap();
-        let jobs = platform::testing::jobs_runtime(&databases, &metrics).unwrap().queues(module.jobs());
-        let jobs = jobs.start(stop.clone()).await.unwrap();
-
-        let (api, _) = module.public_routes().split_for_parts();
-        let router = stack::apply(Router::new().nest("/api/v1", api), &HttpSettings::default(), metrics);
-        let served = Served::start(router).await.unwrap();
+        let gateway = Arc::new(sandbox.clone());
+        let (base, _) = ModuleHarness::start(&SCHEMAS, |databases, verifier, metrics| {
+            let pool = databases.pool("payments")?.clone();
+            Ok(PaymentsModule::new(pool, gateway, verifier.clone(), config, metrics))
+        })
+        .await
+        .unwrap();
         sandbox.set_webhook_target(WebhookTarget {
-            url: served.url(SANDBOX_WEBHOOK_PATH),
+            url: base.url(SANDBOX_WEBHOOK_PATH),
             secret: SecretString::from(WEBHOOK_SECRET),
         });
-        let signer = TestSigner::new();
-        signer.trust(&verifier);
         let customer = Uuid::now_v7();
-        let customer_token = signer.token(&verifier, &customer.to_string(), &[Role::Customer]);
-        let admin_token = signer.token(&verifier, &Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self {
-            served,
-            client,
-            database,
-            databases,
-            sandbox,
-            signer,
-            verifier,
-            customer,
-            customer_token,
-            admin_token,
-            stop,
-            _jobs: jobs,
-            _bus: bus_tasks,
-        }
+        let customer_token = base.token(&customer.to_string(), &[Role::Customer]);
+        let admin_token = base.token(&Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
+        Self { base, sandbox, customer, customer_token, admin_token }
     }
 
     pub async fn call(
@@ -143,21 +98,12 @@ impl Harness {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Response {
-        let mut request = self.client.request(method, self.served.url(path.as_ref()));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap()
+        self.base.call(method, path, token, body).await.unwrap()
     }
 
     /// Appends `event` to the stand-in orders outbox.
     pub async fn publish<E: Event>(&self, event: &E) {
-        let mut tx = self.databases.pool("orders").unwrap().begin().await.unwrap();
-        platform::bus::append(&mut tx, event, &Metadata::system("test")).await.unwrap();
-        tx.commit().await.unwrap();
+        self.base.publish("orders", event).await.unwrap();
     }
 
     /// Orders asks the harness's customer to pay `amount` EUR cents with `method`; returns the
@@ -236,38 +182,13 @@ impl Harness {
 
     /// The payloads of `event_type` in the payments outbox for `order_id`, oldest first.
     pub async fn events(&self, event_type: &str, order_id: Uuid) -> Vec<Value> {
-        let mut db = self.database.admin_connection().await.unwrap();
-        sqlx::query_scalar(
-            "SELECT payload FROM payments.outbox WHERE event_type = $1 AND aggregate_key = $2 ORDER BY append_seq",
-        )
-        .bind(event_type)
-        .bind(order_id.to_string())
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
+        self.base.published(event_type, &order_id.to_string()).await.unwrap()
     }
 
     /// Waits until every request in the orders outbox has been handled and no payments job
     /// is waiting or running, so a test can check that something did *not* happen.
     pub async fn settle(&self) {
-        eventually(Duration::from_secs(20), || async {
-            let mut db = self.database.admin_connection().await?;
-            let settled: bool = sqlx::query_scalar(
-                "SELECT NOT EXISTS (SELECT 1 FROM orders.outbox WHERE position IS NULL)
-                    AND NOT EXISTS (SELECT 1 FROM payments.bus_cursors c JOIN orders.outbox o
-                                      ON o.position > c.position AND o.key_hash % c.partitions = c.partition
-                                     WHERE c.source = 'orders')
-                    AND NOT EXISTS (SELECT 1 FROM apalis.jobs
-                                     WHERE job_type LIKE 'payments.%' AND job_type <> 'payments.reconcile'
-                                       AND (status IN ('Pending', 'Queued', 'Running')
-                                            OR (status = 'Failed' AND attempts < max_attempts)))",
-            )
-            .fetch_one(&mut db)
-            .await?;
-            Ok(settled.then_some(()))
-        })
-        .await
-        .unwrap();
+        self.base.settle().await.unwrap();
     }
 
     /// Checks the invariant of the ledger for every payment: the cached totals are the sums of
@@ -293,7 +214,7 @@ impl Harness {
 
     /// A token for another customer.
     pub fn stranger(&self) -> String {
-        self.signer.token(&self.verifier, &Uuid::now_v7().to_string(), &[Role::Customer])
+        self.token(&Uuid::now_v7().to_string(), &[Role::Customer])
     }
 
     /// An admin refund with a fresh key.
@@ -320,9 +241,7 @@ pub fn eur(amount: i64) -> Money {
 }
 
 pub async fn read(response: Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    platform::testing::read(response).await.unwrap()
 }
 
 pub fn code(body: &Value) -> &str {

@@ -1,0 +1,216 @@
+//! A module alone, as its own tests run it: a fresh database holding the module's schema and
+//! stand-ins for the modules whose events it reads (only their outboxes), the real bus and
+//! jobs runtime, and the module's public routes served over HTTP with the shared middleware.
+//! Tests append the other modules' events to the stand-in outboxes and watch the module react.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Served, TestDatabase, TestSigner, eventually, jobs_runtime};
+use crate::Module;
+use crate::auth::{JwtVerifier, Role};
+use crate::bus::{BusBuilder, BusConfig, BusTasks, Event, Metadata};
+use crate::db::{Databases, ModuleSchema};
+use crate::http::{HttpSettings, stack};
+use crate::jobs::JobsHandle;
+use crate::metrics::Metrics;
+
+/// The running module; stops its bus, jobs and server when dropped.
+pub struct ModuleHarness {
+    pub served: Served,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+    pub databases: Databases,
+    pub signer: TestSigner,
+    pub verifier: JwtVerifier,
+    pub metrics: Metrics,
+    /// The module under test (the first schema).
+    module: &'static str,
+    /// The stand-ins' names: the sources of its subscriptions.
+    sources: Vec<&'static str>,
+    /// Queues that run on a schedule: always due again, so [`ModuleHarness::settle`] ignores them.
+    recurring: Vec<&'static str>,
+    stop: CancellationToken,
+    _bus: BusTasks,
+    _jobs: JobsHandle,
+}
+
+impl std::fmt::Debug for ModuleHarness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleHarness")
+            .field("module", &self.module)
+            .field("served", &self.served)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ModuleHarness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl ModuleHarness {
+    /// Creates the database (`schemas[0]` is the module's, the rest stand-ins), builds the
+    /// module with `build` from its pools, the verifier (which trusts [`ModuleHarness::token`])
+    /// and the metrics, and starts everything. Returns the module too, for tests that reach
+    /// past its HTTP API.
+    ///
+    /// # Errors
+    /// Anything that fails to start.
+    pub async fn start<M, B>(schemas: &[ModuleSchema], build: B) -> anyhow::Result<(Self, M)>
+    where
+        M: Module + Clone,
+        B: FnOnce(&Databases, &JwtVerifier, &Metrics) -> anyhow::Result<M>,
+    {
+        let (first, stand_ins) = schemas.split_first().context("no module schema given")?;
+        let database = TestDatabase::create(schemas).await?;
+        let databases = database.connect(schemas).await?;
+        let verifier = JwtVerifier::new("bulkhead", "bulkhead-api");
+        let metrics = Metrics::new();
+        let module = build(&databases, &verifier, &metrics)?;
+
+        let pool = |name: &str| databases.pool(name).cloned();
+        let mut bus = BusBuilder::new(BusConfig::default(), &metrics);
+        for schema in schemas {
+            bus = bus.publisher(schema.name, pool(schema.name)?);
+        }
+        for subscription in module.subscriptions() {
+            bus = bus.subscription(first.name, pool(first.name)?, subscription)?;
+        }
+        let stop = CancellationToken::new();
+        let bus = bus.build().start(stop.clone()).await?;
+        let queues = module.jobs();
+        let recurring = queues.iter().filter(|queue| queue.recurring.is_some()).map(|queue| queue.name).collect();
+        let jobs = jobs_runtime(&databases, &metrics)?.queues(queues).start(stop.clone()).await?;
+
+        let (api, _) = module.public_routes().split_for_parts();
+        let router = stack::apply(Router::new().nest("/api/v1", api), &HttpSettings::default(), metrics.clone());
+        let served = Served::start(router).await?;
+        let signer = TestSigner::new();
+        signer.trust(&verifier);
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let harness = Self {
+            served,
+            client,
+            database,
+            databases,
+            signer,
+            verifier,
+            metrics,
+            module: first.name,
+            sources: stand_ins.iter().map(|schema| schema.name).collect(),
+            recurring,
+            stop,
+            _bus: bus,
+            _jobs: jobs,
+        };
+        Ok((harness, module))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.served.url(path)
+    }
+
+    /// An access token for `subject` with `roles`, trusted by the module.
+    pub fn token(&self, subject: &str, roles: &[Role]) -> String {
+        self.signer.token(&self.verifier, subject, roles)
+    }
+
+    /// One request to the module's API, with an optional bearer token and JSON body.
+    ///
+    /// # Errors
+    /// Transport failures.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: impl AsRef<str>,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut request = self.client.request(method, self.served.url(path.as_ref()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await
+    }
+
+    /// Appends `event` to the outbox of `source` (a stand-in), as that module would.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn publish<E: Event>(&self, source: &str, event: &E) -> anyhow::Result<()> {
+        let mut tx = self.databases.pool(source)?.begin().await?;
+        crate::bus::append(&mut tx, event, &Metadata::system("test")).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The payloads of `event_type` the module published for aggregate `key`, oldest first.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn published(&self, event_type: &str, key: &str) -> anyhow::Result<Vec<Value>> {
+        let mut db = self.database.admin_connection().await?;
+        let sql = format!(
+            "SELECT payload FROM {}.outbox WHERE event_type = $1 AND aggregate_key = $2 ORDER BY append_seq",
+            self.module
+        );
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(event_type).bind(key).fetch_all(&mut db).await?)
+    }
+
+    /// Waits until the module has handled every event in the stand-in outboxes and none of its
+    /// own jobs is waiting, running or due for a retry (recurring ones aside), so a test can
+    /// check that something did *not* happen.
+    ///
+    /// # Errors
+    /// Not settled within 30 seconds.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        eventually(Duration::from_secs(30), || async {
+            let mut db = self.database.admin_connection().await?;
+            let mut settled = true;
+            for source in &self.sources {
+                let sql = format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM {source}.outbox WHERE position IS NULL)
+                        AND NOT EXISTS (SELECT 1 FROM {module}.bus_cursors c JOIN {source}.outbox o
+                                          ON o.position > c.position AND o.key_hash % c.partitions = c.partition
+                                         WHERE c.source = '{source}')
+                        AND EXISTS (SELECT 1 FROM {module}.bus_cursors WHERE source = '{source}')",
+                    module = self.module
+                );
+                settled &= sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql)).fetch_one(&mut db).await?;
+            }
+            let jobs: bool = sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM apalis.jobs
+                                     WHERE job_type LIKE $1 || '.%' AND job_type <> ALL($2)
+                                       AND (status IN ('Pending', 'Queued', 'Running')
+                                            OR (status = 'Failed' AND attempts < max_attempts))
+                                       AND run_at < now() + interval '1 minute')",
+            )
+            .bind(self.module)
+            .bind(&self.recurring)
+            .fetch_one(&mut db)
+            .await?;
+            Ok((settled && jobs).then_some(()))
+        })
+        .await
+    }
+}
+
+/// A response's status and its body as JSON (a string if it is not JSON; null if empty).
+///
+/// # Errors
+/// Transport failures while reading the body.
+pub async fn read(response: reqwest::Response) -> reqwest::Result<(reqwest::StatusCode, Value)> {
+    let status = response.status();
+    let text = response.text().await?;
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+    Ok((status, body))
+}
