@@ -66,6 +66,36 @@ impl From<NotificationRow> for NotificationView {
     }
 }
 
+/// What a customer is told of a failure in their own history: the SMTP server's words (or
+/// lettre's) are for admins, who keep them.
+const FAILED_FOR_CUSTOMER: &str = "could not be delivered";
+const RETRYING_FOR_CUSTOMER: &str = "delivery failed; we will retry";
+
+impl NotificationView {
+    /// The view of a notification's own recipient: delivery errors become a generic reason
+    /// (skipped ones keep theirs, which are this module's own words about the account).
+    pub(crate) fn for_customer(mut self) -> Self {
+        self.reason = match self.status {
+            Status::Failed => Some(FAILED_FOR_CUSTOMER.to_owned()),
+            Status::Pending => self.reason.map(|_| RETRYING_FOR_CUSTOMER.to_owned()),
+            Status::Sent | Status::Skipped => self.reason,
+        };
+        self
+    }
+}
+
+impl NotificationDetail {
+    /// As [`NotificationView::for_customer`], attempts included.
+    pub(crate) fn for_customer(self) -> Self {
+        let delivery_attempts = self
+            .delivery_attempts
+            .into_iter()
+            .map(|attempt| AttemptView { error: attempt.error.map(|_| RETRYING_FOR_CUSTOMER.to_owned()), ..attempt })
+            .collect();
+        Self { notification: self.notification.for_customer(), delivery_attempts }
+    }
+}
+
 /// A notification with every delivery attempt, oldest first.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct NotificationDetail {

@@ -20,8 +20,9 @@ pub(crate) struct NotificationPage {
     meta: PageMeta,
 }
 
-/// Lists notifications, newest first: a person's own; for admins everyone's (email and
-/// webhooks), filtered by status, channel, event type and person.
+/// Lists notifications, newest first: a person's own (with a generic `reason` for delivery
+/// failures); for admins everyone's (email and webhooks, with the servers' error text),
+/// filtered by status, channel, event type and person.
 #[utoipa::path(get, path = "/notifications", tag = "notifications",
     params(ListNotificationsQuery),
     security(("bearer" = [])),
@@ -56,7 +57,11 @@ pub(crate) async fn list_notifications(
     };
     let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
     let rows = store::list(&mut db, &filter, &page).await?;
-    Ok(Page::from_overfetch(rows, &page, store::list_key).map(NotificationView::from))
+    let admin = principal.is_admin();
+    Ok(Page::from_overfetch(rows, &page, store::list_key).map(|row| {
+        let view = NotificationView::from(row);
+        if admin { view } else { view.for_customer() }
+    }))
 }
 
 /// The notification if the caller may see it (its recipient, or an admin); 404 otherwise.
@@ -67,13 +72,15 @@ async fn visible(state: &NotificationsState, principal: &Principal, id: Uuid) ->
         return Err(ApiError::not_found("The notification"));
     }
     let attempts = store::attempts(&mut db, id).await?;
-    Ok(NotificationDetail {
+    let detail = NotificationDetail {
         notification: row.into(),
         delivery_attempts: attempts.into_iter().map(AttemptView::from).collect(),
-    })
+    };
+    Ok(if principal.is_admin() { detail } else { detail.for_customer() })
 }
 
-/// One notification with its delivery attempts: for its recipient or an admin.
+/// One notification with its delivery attempts: for its recipient (delivery errors in
+/// generic words) or an admin (the servers' own).
 #[utoipa::path(get, path = "/notifications/{id}", tag = "notifications",
     params(("id" = Uuid, Path, description = "Notification id")),
     security(("bearer" = [])),

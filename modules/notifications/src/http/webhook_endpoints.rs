@@ -99,10 +99,14 @@ fn validate(
         field("description", "length", format!("must be at most {MAX_DESCRIPTION} characters"));
     }
     let mut event_types: Vec<String> = Vec::new();
-    if body.event_types.is_empty() {
-        field("event_types", "length", "must name at least one event type".to_owned());
-    }
-    for (index, event_type) in body.event_types.into_iter().enumerate() {
+    // Checked before the items, so a huge list costs one error, not one per entry.
+    let asked = if body.event_types.is_empty() || body.event_types.len() > EVENT_TYPES.len() {
+        field("event_types", "length", format!("must name 1 to {} event types", EVENT_TYPES.len()));
+        Vec::new()
+    } else {
+        body.event_types
+    };
+    for (index, event_type) in asked.into_iter().enumerate() {
         if !EVENT_TYPES.contains(&event_type.as_str()) {
             field(
                 &format!("event_types[{index}]"),
@@ -326,7 +330,7 @@ pub(crate) async fn get_delivery(
         (status = 401, description = "No or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not an admin", body = ErrorEnvelope),
         (status = 404, description = "No such endpoint or delivery", body = ErrorEnvelope),
-        (status = 409, description = "`invalid_transition`: still pending; `endpoint_disabled`", body = ErrorEnvelope),
+        (status = 409, description = "`invalid_transition`: still pending or skipped; `endpoint_disabled`: enable the endpoint first; `endpoint_deleted`: the endpoint was deleted", body = ErrorEnvelope),
     ))]
 pub(crate) async fn redeliver(
     AdminOnly(admin): AdminOnly,

@@ -189,3 +189,25 @@ async fn a_notification_its_delivery_job_left_pending_is_failed_by_the_sweep_and
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     app.await_mail(3).await;
 }
+
+#[tokio::test]
+async fn customers_see_a_generic_reason_for_a_failed_email_and_admins_see_the_servers_words() {
+    let app = Harness::start().await;
+    app.smtp().reply_to_data(&[(554, "5.7.1 Rejected by relay mx7.internal.example")]);
+    let ada = app.users.add("ada@example.com", "Ada Lovelace");
+    app.publish("orders", &events::confirmed(ada, events::order())).await;
+    let notifications = app.settled_notifications(1).await;
+    let id = notifications[0]["id"].as_str().unwrap();
+
+    let token = app.token_of(ada);
+    let (_, list) = read(app.call(Method::GET, "/api/v1/notifications", Some(&token), None).await).await;
+    assert_eq!(list["data"][0]["reason"], "could not be delivered");
+    let (_, detail) =
+        read(app.call(Method::GET, format!("/api/v1/notifications/{id}"), Some(&token), None).await).await;
+    assert_eq!(detail["data"]["reason"], "could not be delivered");
+    assert!(!detail.to_string().contains("mx7.internal"), "{detail}");
+
+    let (_, detail) = app.admin(Method::GET, format!("/api/v1/notifications/{id}"), None).await;
+    assert!(detail["data"]["reason"].as_str().unwrap().contains("mx7.internal"), "{detail}");
+    assert!(detail["data"]["delivery_attempts"][0]["error"].as_str().unwrap().contains("mx7.internal"));
+}

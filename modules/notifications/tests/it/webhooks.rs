@@ -354,6 +354,14 @@ async fn an_invalid_registration_is_refused_field_by_field() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     insta::assert_json_snapshot!("invalid_registration", body, { ".error.request_id" => "[request id]" });
 
+    // Too many event types is one error, before any of them is looked at.
+    let many = vec!["orders.order_placed"; 10_000];
+    let (status, body) = app.create_endpoint("k2", "https://example.com/x", &many).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["details"].as_array().unwrap().len(), 1, "{}", body["error"]["details"][0]);
+    assert_eq!(body["error"]["details"][0]["field"], "event_types");
+    assert_eq!(body["error"]["details"][0]["code"], "length");
+
     let response = app
         .client
         .post(app.served.url("/api/v1/webhook-endpoints"))
