@@ -52,6 +52,23 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.roles.contains(&Role::Admin)
     }
+
+    /// Whose records a list shows, given the `user_id` filter asked for: admins see anyone's
+    /// (or everyone's, with no filter); anyone else sees their own, and asking for someone
+    /// else's is refused.
+    ///
+    /// # Errors
+    /// 403 for another person's records, or a subject that is not a user id.
+    pub fn list_scope(&self, asked: Option<uuid::Uuid>) -> Result<Option<uuid::Uuid>, crate::http::ApiError> {
+        if self.is_admin() {
+            return Ok(asked);
+        }
+        let me: uuid::Uuid = self.subject.parse().map_err(|_| crate::http::ApiError::forbidden())?;
+        if asked.is_some_and(|asked| asked != me) {
+            return Err(crate::http::ApiError::forbidden());
+        }
+        Ok(Some(me))
+    }
 }
 
 /// Why a token was refused. Callers see one 401 whatever the reason; the reason is logged.

@@ -211,17 +211,8 @@ pub(crate) async fn list_orders(
             ));
         }
     }
-    let user_id = if principal.is_admin() {
-        query.user_id
-    } else {
-        let me = user_of(&principal)?;
-        if query.user_id.is_some_and(|asked| asked != me) {
-            return Err(ApiError::forbidden());
-        }
-        Some(me)
-    };
     let filter = ListFilter {
-        user_id,
+        user_id: principal.list_scope(query.user_id)?,
         status: query.status,
         created_from: query.created_from,
         created_before: query.created_before,

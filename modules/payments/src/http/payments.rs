@@ -167,16 +167,8 @@ pub(crate) async fn list_payments(
     if page.after.as_ref().is_some_and(|ListKey(at, _)| !(1..=9999).contains(&chrono::Datelike::year(at))) {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor is not one this endpoint issued."));
     }
-    let user_id = if principal.is_admin() {
-        query.user_id
-    } else {
-        let me: Uuid = principal.subject.parse().map_err(|_| ApiError::forbidden())?;
-        if query.user_id.is_some_and(|asked| asked != me) {
-            return Err(ApiError::forbidden());
-        }
-        Some(me)
-    };
-    let filter = ListFilter { user_id, order_id: query.order_id, status: query.status };
+    let filter =
+        ListFilter { user_id: principal.list_scope(query.user_id)?, order_id: query.order_id, status: query.status };
     let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
     let rows = payments::list(&mut db, &filter, &page).await?;
     Ok(Page::from_overfetch(rows, &page, |row| ListKey(row.created_at, row.id)).try_map(PaymentSummary::try_from)?)
