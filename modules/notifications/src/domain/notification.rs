@@ -99,6 +99,30 @@ impl Status {
     }
 }
 
+/// A stored value the code does not know (the columns' CHECKs should make it impossible).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub(crate) struct UnknownValue {
+    kind: &'static str,
+    value: String,
+}
+
+impl TryFrom<String> for Channel {
+    type Error = UnknownValue;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(UnknownValue { kind: "channel", value })
+    }
+}
+
+impl TryFrom<String> for Status {
+    type Error = UnknownValue;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(UnknownValue { kind: "status", value })
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -133,5 +157,12 @@ mod tests {
         for channel in [Channel::Email, Channel::Webhook] {
             assert_eq!(Channel::parse(channel.as_str()), Some(channel));
         }
+    }
+
+    #[test]
+    fn an_unknown_stored_channel_or_status_is_an_error_not_a_guess() {
+        assert!(Channel::try_from("sms".to_owned()).is_err());
+        assert!(Status::try_from("lost".to_owned()).is_err());
+        assert_eq!(Channel::try_from("webhook".to_owned()), Ok(Channel::Webhook));
     }
 }

@@ -33,7 +33,7 @@ impl NotificationsService {
     /// # Errors
     /// [`JobError::Retry`] after a transient failure while attempts remain (recorded);
     /// [`JobError::Abort`] for a notification that does not exist.
-    #[tracing::instrument(skip_all, fields(notification_id = %id, attempt = ctx.attempt))]
+    #[tracing::instrument(skip_all, fields(notification_id = %id, attempt = ctx.attempt), err(level = "warn"))]
     pub(crate) async fn deliver_email(
         &self,
         id: Uuid,
@@ -45,7 +45,7 @@ impl NotificationsService {
         let Some(notification) = store::lock(&mut tx, id).await? else {
             return Err(JobError::Abort(anyhow::anyhow!("notification {id} does not exist")));
         };
-        if !notification.status().deliverable() {
+        if !notification.status.deliverable() {
             // Settled by an earlier run of this job.
             return Ok(());
         }

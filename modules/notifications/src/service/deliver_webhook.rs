@@ -18,13 +18,13 @@ impl NotificationsService {
     /// # Errors
     /// [`JobError::Retry`] after a transient failure while attempts remain (recorded);
     /// [`JobError::Abort`] for a notification that does not exist.
-    #[tracing::instrument(skip_all, fields(notification_id = %id, attempt = ctx.attempt))]
+    #[tracing::instrument(skip_all, fields(notification_id = %id, attempt = ctx.attempt), err(level = "warn"))]
     pub(crate) async fn deliver_webhook(&self, id: Uuid, ctx: &JobContext, max_attempts: u32) -> Result<(), JobError> {
         let mut tx = self.pool.begin().await.map_err(anyhow::Error::from)?;
         let Some(notification) = store::lock(&mut tx, id).await? else {
             return Err(JobError::Abort(anyhow::anyhow!("notification {id} does not exist")));
         };
-        if !notification.status().deliverable() {
+        if !notification.status.deliverable() {
             return Ok(());
         }
         let now = self.now();

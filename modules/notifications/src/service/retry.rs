@@ -6,7 +6,6 @@ use platform::bus::Metadata;
 use uuid::Uuid;
 
 use super::NotificationsService;
-use crate::domain::Channel;
 use crate::domain::notification::TransitionError;
 use crate::store::endpoints;
 use crate::store::notifications::{self as store, NotificationRow};
@@ -54,12 +53,12 @@ impl NotificationsService {
         if endpoint.is_some() && notification.endpoint_id != endpoint {
             return Err(RetryError::NotFound);
         }
-        let status = notification.status();
+        let status = notification.status;
         match again {
             Again::Retry => status.retry()?,
             Again::Redeliver => status.redeliver()?,
         };
-        let channel = Channel::parse(&notification.channel).unwrap_or(Channel::Email);
+        let channel = notification.channel;
         if let Some(endpoint_id) = notification.endpoint_id {
             match endpoints::find(&mut tx, endpoint_id).await? {
                 None => return Err(RetryError::EndpointDeleted),

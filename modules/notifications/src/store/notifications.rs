@@ -65,7 +65,9 @@ pub(crate) struct NotificationRow {
     pub(crate) id: Uuid,
     pub(crate) event_id: Uuid,
     pub(crate) event_type: String,
-    pub(crate) channel: String,
+    /// Read as the enum: a value the code does not know is an error, never a guess.
+    #[sqlx(try_from = "String")]
+    pub(crate) channel: Channel,
     pub(crate) recipient: String,
     pub(crate) user_id: Option<Uuid>,
     pub(crate) endpoint_id: Option<Uuid>,
@@ -73,19 +75,13 @@ pub(crate) struct NotificationRow {
     pub(crate) template: Option<String>,
     pub(crate) subject: Option<String>,
     pub(crate) content: serde_json::Value,
-    pub(crate) status: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) status: Status,
     pub(crate) reason: Option<String>,
     pub(crate) attempts: i32,
     pub(crate) sent_at: Option<DateTime<Utc>>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
-}
-
-impl NotificationRow {
-    pub(crate) fn status(&self) -> Status {
-        // The column's CHECK allows only the four statuses.
-        Status::parse(&self.status).unwrap_or(Status::Failed)
-    }
 }
 
 macro_rules! select_notifications {
