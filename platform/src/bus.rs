@@ -26,7 +26,7 @@ pub mod subscription;
 pub mod transport;
 
 pub use append::{append, append_all};
-pub use event::{DecodeError, Event, EventEnvelope, Metadata};
+pub use event::{DecodeError, Event, EventEnvelope, Metadata, wire};
 pub use runtime::{
     Bus, BusBuilder, BusConfig, BusTasks, DeadLetter, PartitionStatus, ReplayError, RewindError, RewindTarget,
 };

@@ -31,6 +31,31 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 }
 
+/// Implements [`Event`] for a payload keyed by one of its fields, at version 1 unless given:
+/// `keyed_event!(OrderPlaced, "orders.order_placed", order_id);`. Events that change shape or
+/// need an upcaster implement [`Event`] by hand.
+#[macro_export]
+macro_rules! keyed_event {
+    ($type:ty, $name:literal, $key:ident) => {
+        $crate::keyed_event!($type, $name, $key, 1);
+    };
+    ($type:ty, $name:literal, $key:ident, $version:literal) => {
+        impl $crate::bus::Event for $type {
+            const TYPE: &'static str = $name;
+            const VERSION: u32 = $version;
+            fn aggregate_key(&self) -> String {
+                self.$key.to_string()
+            }
+        }
+    };
+}
+
+/// An event as its snapshot shows it on the wire: type, version, key and payload. Contract
+/// crates snapshot every payload through this, so a breaking change fails a test.
+pub fn wire<E: Event>(event: &E) -> serde_json::Value {
+    serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
+}
+
 /// Context every event carries, so a chain of effects can be followed across modules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {

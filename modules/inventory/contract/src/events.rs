@@ -3,20 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use platform::bus::Event;
+use platform::keyed_event;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-macro_rules! order_keyed {
-    ($type:ty, $name:literal) => {
-        impl Event for $type {
-            const TYPE: &'static str = $name;
-            const VERSION: u32 = 1;
-            fn aggregate_key(&self) -> String {
-                self.order_id.to_string()
-            }
-        }
-    };
-}
 
 /// Units held for one product of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +23,7 @@ pub struct StockReserved {
     pub expires_at: DateTime<Utc>,
     pub reserved_at: DateTime<Utc>,
 }
-order_keyed!(StockReserved, "inventory.stock_reserved");
+keyed_event!(StockReserved, "inventory.stock_reserved", order_id);
 
 /// Why a line could not be reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +60,7 @@ pub struct StockRejected {
     pub lines: Vec<RejectedLine>,
     pub rejected_at: DateTime<Utc>,
 }
-order_keyed!(StockRejected, "inventory.stock_rejected");
+keyed_event!(StockRejected, "inventory.stock_rejected", order_id);
 
 /// A reservation reached its time-to-live before the order was confirmed; its units are free
 /// again.
@@ -81,7 +70,7 @@ pub struct ReservationExpired {
     pub reservation_id: Uuid,
     pub expired_at: DateTime<Utc>,
 }
-order_keyed!(ReservationExpired, "inventory.reservation_expired");
+keyed_event!(ReservationExpired, "inventory.reservation_expired", order_id);
 
 /// A product's available units fell to its low-stock threshold. Sent once per crossing:
 /// again only after stock rose above the threshold. Keyed by product.
@@ -115,6 +104,8 @@ mod tests {
 
     use chrono::TimeZone;
 
+    use platform::bus::wire;
+
     use super::*;
 
     fn order() -> Uuid {
@@ -131,10 +122,6 @@ mod tests {
 
     fn at() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
-    }
-
-    fn wire<E: Event>(event: &E) -> serde_json::Value {
-        serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
     }
 
     #[test]

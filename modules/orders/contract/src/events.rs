@@ -3,23 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use platform::bus::Event;
+use platform::keyed_event;
 use platform::money::Money;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{OrderId, OrderLine, OrderStatus, ShippingAddress};
-
-macro_rules! order_event {
-    ($type:ty, $name:literal) => {
-        impl Event for $type {
-            const TYPE: &'static str = $name;
-            const VERSION: u32 = 1;
-            fn aggregate_key(&self) -> String {
-                self.order_id.to_string()
-            }
-        }
-    };
-}
 
 /// A customer placed an order; it is `pending`. Inventory reserves its lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +22,7 @@ pub struct OrderPlaced {
     pub shipping_address: ShippingAddress,
     pub placed_at: DateTime<Utc>,
 }
-order_event!(OrderPlaced, "orders.order_placed");
+keyed_event!(OrderPlaced, "orders.order_placed", order_id);
 
 /// Stock is reserved: payments should take `amount` with the customer's payment method. The
 /// order waits in `awaiting_payment` until the payment timeout.
@@ -48,7 +37,7 @@ pub struct PaymentRequested {
     pub pay_by: DateTime<Utc>,
     pub requested_at: DateTime<Utc>,
 }
-order_event!(PaymentRequested, "orders.payment_requested");
+keyed_event!(PaymentRequested, "orders.payment_requested", order_id);
 
 /// Payment captured: the order is `confirmed`. Inventory commits the reserved stock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +48,7 @@ pub struct OrderConfirmed {
     pub total: Money,
     pub confirmed_at: DateTime<Utc>,
 }
-order_event!(OrderConfirmed, "orders.order_confirmed");
+keyed_event!(OrderConfirmed, "orders.order_confirmed", order_id);
 
 /// Why a line could not be reserved (copied from inventory's rejection).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -79,7 +68,7 @@ pub struct OrderRejected {
     pub lines: Vec<RejectedLine>,
     pub rejected_at: DateTime<Utc>,
 }
-order_event!(OrderRejected, "orders.order_rejected");
+keyed_event!(OrderRejected, "orders.order_rejected", order_id);
 
 /// Why an order was cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -105,7 +94,7 @@ pub struct OrderCancelled {
     pub cancelled_from: OrderStatus,
     pub cancelled_at: DateTime<Utc>,
 }
-order_event!(OrderCancelled, "orders.order_cancelled");
+keyed_event!(OrderCancelled, "orders.order_cancelled", order_id);
 
 /// Why money goes back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +121,7 @@ pub struct RefundRequested {
     pub reason: RefundReason,
     pub requested_at: DateTime<Utc>,
 }
-order_event!(RefundRequested, "orders.refund_requested");
+keyed_event!(RefundRequested, "orders.refund_requested", order_id);
 
 /// An admin handed the order to a carrier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,7 +132,7 @@ pub struct OrderShipped {
     pub tracking_number: String,
     pub shipped_at: DateTime<Utc>,
 }
-order_event!(OrderShipped, "orders.order_shipped");
+keyed_event!(OrderShipped, "orders.order_shipped", order_id);
 
 /// The carrier delivered the order (final).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +141,7 @@ pub struct OrderDelivered {
     pub user_id: Uuid,
     pub delivered_at: DateTime<Utc>,
 }
-order_event!(OrderDelivered, "orders.order_delivered");
+keyed_event!(OrderDelivered, "orders.order_delivered", order_id);
 
 /// Every event type the orders module publishes, for its manifest and docs/saga.md.
 pub const PUBLISHED: [&str; 8] = [
@@ -172,6 +161,8 @@ mod tests {
 
     use chrono::TimeZone;
     use platform::money::Currency;
+
+    use platform::bus::wire;
 
     use super::*;
 
@@ -197,10 +188,6 @@ mod tests {
 
     fn eur(amount: i64) -> Money {
         Money::new(amount, Currency::parse("EUR").unwrap())
-    }
-
-    fn wire<E: Event>(event: &E) -> serde_json::Value {
-        serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
     }
 
     #[test]

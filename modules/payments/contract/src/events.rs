@@ -3,21 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use platform::bus::Event;
+use platform::keyed_event;
 use platform::money::Money;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-
-macro_rules! order_keyed {
-    ($type:ty, $name:literal) => {
-        impl Event for $type {
-            const TYPE: &'static str = $name;
-            const VERSION: u32 = 1;
-            fn aggregate_key(&self) -> String {
-                self.order_id.to_string()
-            }
-        }
-    };
-}
 
 /// The customer's money was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +16,7 @@ pub struct PaymentCaptured {
     pub amount: Money,
     pub captured_at: DateTime<Utc>,
 }
-order_keyed!(PaymentCaptured, "payments.payment_captured");
+keyed_event!(PaymentCaptured, "payments.payment_captured", order_id);
 
 /// Why a payment failed, as far as the gateway said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +53,7 @@ pub struct PaymentFailed {
     pub message: Option<String>,
     pub failed_at: DateTime<Utc>,
 }
-order_keyed!(PaymentFailed, "payments.payment_failed");
+keyed_event!(PaymentFailed, "payments.payment_failed", order_id);
 
 /// Money went back to the customer: `amount` now, `total_refunded` in all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +67,7 @@ pub struct PaymentRefunded {
     pub fully_refunded: bool,
     pub refunded_at: DateTime<Utc>,
 }
-order_keyed!(PaymentRefunded, "payments.payment_refunded");
+keyed_event!(PaymentRefunded, "payments.payment_refunded", order_id);
 
 /// The payment events orders consumes.
 pub const SAGA_EVENTS: [&str; 3] = [PaymentCaptured::TYPE, PaymentFailed::TYPE, PaymentRefunded::TYPE];
@@ -89,6 +78,8 @@ mod tests {
 
     use chrono::TimeZone;
     use platform::money::Currency;
+
+    use platform::bus::wire;
 
     use super::*;
 
@@ -106,10 +97,6 @@ mod tests {
 
     fn eur(amount: i64) -> Money {
         Money::new(amount, Currency::parse("EUR").unwrap())
-    }
-
-    fn wire<E: Event>(event: &E) -> serde_json::Value {
-        serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use platform::auth::Role;
 use platform::bus::Event;
+use platform::keyed_event;
 use serde::{Deserialize, Serialize};
 
 use crate::{ActionRequestId, Preferences, UserId};
@@ -19,13 +20,7 @@ pub struct UserRegistered {
     pub registered_at: DateTime<Utc>,
 }
 
-impl Event for UserRegistered {
-    const TYPE: &'static str = "users.user_registered";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(UserRegistered, "users.user_registered", user_id);
 
 /// A user asked for a new verification link (the previous one is no longer valid).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,13 +30,7 @@ pub struct EmailVerificationRequested {
     pub requested_at: DateTime<Utc>,
 }
 
-impl Event for EmailVerificationRequested {
-    const TYPE: &'static str = "users.email_verification_requested";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(EmailVerificationRequested, "users.email_verification_requested", user_id);
 
 /// A user proved they own their email address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,13 +39,7 @@ pub struct EmailVerified {
     pub verified_at: DateTime<Utc>,
 }
 
-impl Event for EmailVerified {
-    const TYPE: &'static str = "users.email_verified";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(EmailVerified, "users.email_verified", user_id);
 
 /// A password reset was requested for an existing, active account. (Requests for unknown
 /// addresses answer the same over HTTP but publish nothing.)
@@ -67,13 +50,7 @@ pub struct PasswordResetRequested {
     pub requested_at: DateTime<Utc>,
 }
 
-impl Event for PasswordResetRequested {
-    const TYPE: &'static str = "users.password_reset_requested";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(PasswordResetRequested, "users.password_reset_requested", user_id);
 
 /// Who closed an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,13 +70,7 @@ pub struct UserDeactivated {
     pub deactivated_at: DateTime<Utc>,
 }
 
-impl Event for UserDeactivated {
-    const TYPE: &'static str = "users.user_deactivated";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(UserDeactivated, "users.user_deactivated", user_id);
 
 /// An admin reopened a deactivated account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,13 +79,7 @@ pub struct UserReactivated {
     pub reactivated_at: DateTime<Utc>,
 }
 
-impl Event for UserReactivated {
-    const TYPE: &'static str = "users.user_reactivated";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(UserReactivated, "users.user_reactivated", user_id);
 
 /// An admin changed a user's roles (effective from their next token refresh).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,13 +89,7 @@ pub struct RolesChanged {
     pub changed_at: DateTime<Utc>,
 }
 
-impl Event for RolesChanged {
-    const TYPE: &'static str = "users.roles_changed";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(RolesChanged, "users.roles_changed", user_id);
 
 /// A user changed their notification preferences; `preferences` is the whole new set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,13 +99,7 @@ pub struct PreferencesChanged {
     pub changed_at: DateTime<Utc>,
 }
 
-impl Event for PreferencesChanged {
-    const TYPE: &'static str = "users.preferences_changed";
-    const VERSION: u32 = 1;
-    fn aggregate_key(&self) -> String {
-        self.user_id.to_string()
-    }
-}
+keyed_event!(PreferencesChanged, "users.preferences_changed", user_id);
 
 /// Every event type the users module publishes, for its manifest.
 pub const PUBLISHED: [&str; 8] = [
@@ -167,6 +120,8 @@ mod tests {
     use chrono::TimeZone;
     use uuid::Uuid;
 
+    use platform::bus::wire;
+
     use super::*;
 
     fn user() -> UserId {
@@ -182,9 +137,6 @@ mod tests {
     }
 
     /// Snapshots the wire form of one event, with its type and version.
-    fn wire<E: Event>(event: &E) -> serde_json::Value {
-        serde_json::json!({ "type": E::TYPE, "version": E::VERSION, "key": event.aggregate_key(), "payload": event })
-    }
 
     #[test]
     fn payloads_keep_their_wire_shape() {
