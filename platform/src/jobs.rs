@@ -27,6 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::bus::RetryPolicy;
+
 pub use enqueue::enqueue;
 pub use failed::{FailedJob, failed_jobs};
 pub use queue::JobQueue;
@@ -101,6 +103,24 @@ pub struct JobContext {
     /// This attempt, from 1.
     pub attempt: u32,
 }
+
+impl JobContext {
+    /// Metadata for what this run of a `queue` job causes: the correlation of `scheduled_by`
+    /// (what enqueued the job), with this job as the cause and the queue as the actor.
+    pub fn follow_up(&self, scheduled_by: &crate::bus::Metadata, queue: &str) -> crate::bus::Metadata {
+        crate::bus::Metadata {
+            causation_id: Some(self.id.clone()),
+            actor: Some(format!("system:{queue}")),
+            ..scheduled_by.clone()
+        }
+    }
+}
+
+/// Retries of a job that fires at a deadline (a payment timeout, a reservation's expiry):
+/// enough attempts to outlast a database failover or a run that starts a little early, each
+/// waiting longer, from 1 s up to five minutes.
+pub const DEADLINE_RETRY: RetryPolicy =
+    RetryPolicy { max_attempts: 30, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(300) };
 
 /// How a job failed.
 #[derive(Debug, thiserror::Error)]

@@ -28,17 +28,6 @@ impl Job for ReservationExpiry {
     const QUEUE: &'static str = Self::QUEUE_NAME;
 }
 
-/// Attempts of one expiry: enough to outlast a failover or a job that runs a little early.
-pub(crate) const ATTEMPTS: u32 = 30;
-
-pub(crate) fn retry_policy() -> platform::bus::RetryPolicy {
-    platform::bus::RetryPolicy {
-        max_attempts: ATTEMPTS,
-        base_delay: std::time::Duration::from_secs(1),
-        max_delay: std::time::Duration::from_secs(300),
-    }
-}
-
 /// Runs [`ReservationExpiry`] jobs.
 #[derive(Debug, Clone)]
 pub(crate) struct ReservationExpiryHandler(pub(crate) Arc<InventoryService>);
@@ -47,11 +36,7 @@ pub(crate) struct ReservationExpiryHandler(pub(crate) Arc<InventoryService>);
 impl JobHandler<ReservationExpiry> for ReservationExpiryHandler {
     async fn run(&self, job: ReservationExpiry, ctx: JobContext) -> Result<(), JobError> {
         let service = &self.0;
-        let metadata = Metadata {
-            causation_id: Some(ctx.id.clone()),
-            actor: Some(format!("system:{}", ReservationExpiry::QUEUE_NAME)),
-            ..job.metadata.clone()
-        };
+        let metadata = ctx.follow_up(&job.metadata, ReservationExpiry::QUEUE_NAME);
         let mut tx = service.pool.begin().await.map_err(anyhow::Error::from)?;
         match service.expire(&mut tx, job.order_id, &metadata).await? {
             Expiry::NotDue => {

@@ -90,7 +90,7 @@ impl Module for InventoryModule {
     }
 
     fn jobs(&self) -> Vec<JobQueue> {
-        vec![JobQueue::new(jobs::ReservationExpiryHandler(self.service.clone())).retry(jobs::retry_policy())]
+        vec![JobQueue::new(jobs::ReservationExpiryHandler(self.service.clone())).retry(platform::jobs::DEADLINE_RETRY)]
     }
 
     fn manifest(&self) -> Manifest {

@@ -30,19 +30,6 @@ impl Job for PaymentTimeout {
     const QUEUE: &'static str = Self::QUEUE_NAME;
 }
 
-/// Attempts of one payment timeout: enough to outlast a database failover or a clock that
-/// runs the job a little early (each retry waits longer, up to five minutes).
-pub(crate) const ATTEMPTS: u32 = 30;
-
-/// The backoff between those attempts.
-pub(crate) fn retry_policy() -> platform::bus::RetryPolicy {
-    platform::bus::RetryPolicy {
-        max_attempts: ATTEMPTS,
-        base_delay: std::time::Duration::from_secs(1),
-        max_delay: std::time::Duration::from_secs(300),
-    }
-}
-
 /// Runs [`PaymentTimeout`] jobs.
 #[derive(Debug, Clone)]
 pub(crate) struct PaymentTimeoutHandler(pub(crate) Arc<OrdersService>);
@@ -52,11 +39,7 @@ impl JobHandler<PaymentTimeout> for PaymentTimeoutHandler {
     async fn run(&self, job: PaymentTimeout, ctx: JobContext) -> Result<(), JobError> {
         let service = &self.0;
         let mut tx = service.pool.begin().await.map_err(anyhow::Error::from)?;
-        let metadata = Metadata {
-            causation_id: Some(ctx.id.clone()),
-            actor: Some(format!("system:{}", PaymentTimeout::QUEUE_NAME)),
-            ..job.metadata.clone()
-        };
+        let metadata = ctx.follow_up(&job.metadata, PaymentTimeout::QUEUE_NAME);
         let id = OrderId(job.order_id);
         match service.advance(&mut tx, id, SagaInput::PaymentDeadlinePassed, &Cause::Job(ctx.id), &metadata).await {
             Ok(order) => {

@@ -83,7 +83,7 @@ impl Module for OrdersModule {
     }
 
     fn jobs(&self) -> Vec<JobQueue> {
-        vec![JobQueue::new(jobs::PaymentTimeoutHandler(self.service.clone())).retry(jobs::retry_policy())]
+        vec![JobQueue::new(jobs::PaymentTimeoutHandler(self.service.clone())).retry(platform::jobs::DEADLINE_RETRY)]
     }
 
     fn manifest(&self) -> Manifest {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::InventoryService;
 use super::levels::{self, LevelChange, StockError};
-use crate::jobs::{ATTEMPTS, ReservationExpiry};
+use crate::jobs::ReservationExpiry;
 use crate::store::reservations::{self, Reservation, Status};
 use crate::store::stock::{self, MovementKind};
 
@@ -120,7 +120,7 @@ impl InventoryService {
         let schedule = Schedule {
             run_at: Some(expires_at),
             idempotency_key: Some(format!("{}:{reservation_id}", ReservationExpiry::QUEUE_NAME)),
-            max_attempts: Some(ATTEMPTS),
+            max_attempts: Some(jobs::DEADLINE_RETRY.max_attempts),
         };
         jobs::enqueue(tx, &expiry, schedule).await?;
         tracing::info!(%reservation_id, "stock reserved");

@@ -87,7 +87,7 @@ impl OrdersService {
                 let schedule = Schedule {
                     run_at: Some(pay_by),
                     idempotency_key: Some(format!("{}:{order_id}", PaymentTimeout::QUEUE_NAME)),
-                    max_attempts: Some(crate::jobs::ATTEMPTS),
+                    max_attempts: Some(platform::jobs::DEADLINE_RETRY.max_attempts),
                 };
                 jobs::enqueue(tx, &PaymentTimeout { order_id: order_id.0, metadata: metadata.clone() }, schedule)
                     .await?;

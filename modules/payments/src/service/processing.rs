@@ -5,7 +5,6 @@
 //! the others find it done.
 
 use payments_contract::events::FailureCode;
-use platform::bus::Metadata;
 use platform::jobs::{Job, JobContext, JobError};
 use uuid::Uuid;
 
@@ -22,16 +21,6 @@ use crate::store::{ledger, refunds};
 /// per refund), whatever the job, attempt or process.
 pub(crate) fn gateway_key(subject: Uuid, operation: &str) -> String {
     format!("{subject}:{operation}")
-}
-
-/// Metadata for what a job, webhook or reconciliation causes: the payment's correlation,
-/// with `cause` as the cause.
-pub(crate) fn follow_up(payment: &PaymentRow, cause: &str, actor: &str) -> Metadata {
-    Metadata { causation_id: Some(cause.to_owned()), actor: Some(actor.to_owned()), ..payment.metadata.0.clone() }
-}
-
-fn job_actor(queue: &str) -> String {
-    format!("system:{queue}")
 }
 
 fn unexpected(error: impl Into<anyhow::Error>) -> JobError {
@@ -76,7 +65,7 @@ impl PaymentsService {
             // An earlier attempt may have reached the gateway: the void finds out.
             return self.void(id, ctx).await;
         }
-        let metadata = follow_up(&payment, &ctx.id, &job_actor(Authorize::QUEUE));
+        let metadata = ctx.follow_up(&payment.metadata.0, Authorize::QUEUE);
         let request = AuthorizeRequest {
             payment_id: id,
             amount: payment.money(payment.amount)?,
@@ -127,7 +116,7 @@ impl PaymentsService {
             amount: payment.money(payment.amount)?,
             idempotency_key: gateway_key(id, "capture"),
         };
-        let metadata = follow_up(&payment, &ctx.id, &job_actor(Capture::QUEUE));
+        let metadata = ctx.follow_up(&payment.metadata.0, Capture::QUEUE);
         match self.gateway.capture(&request).await {
             Ok(()) => {
                 let (mut tx, payment) = self.locked(id).await?;
@@ -156,7 +145,7 @@ impl PaymentsService {
         if !payment.status()?.is_unsettled() {
             return Ok(());
         }
-        let metadata = follow_up(&payment, &ctx.id, &job_actor(Void::QUEUE));
+        let metadata = ctx.follow_up(&payment.metadata.0, Void::QUEUE);
         let reference = match payment.gateway_reference.clone() {
             Some(reference) => reference,
             None => match self.gateway.lookup(id).await {
@@ -234,11 +223,7 @@ impl PaymentsService {
             amount: payment.money(refund.amount)?,
             idempotency_key: gateway_key(id, "refund"),
         };
-        let metadata = Metadata {
-            causation_id: Some(ctx.id.clone()),
-            actor: Some(job_actor(Refund::QUEUE)),
-            ..refund.metadata.0.clone()
-        };
+        let metadata = ctx.follow_up(&refund.metadata.0, Refund::QUEUE);
         let outcome = match self.gateway.refund(&request).await {
             Ok(reference) => Ok(reference),
             Err(GatewayError::Declined { message, .. } | GatewayError::Refused(message)) => Err(message),

@@ -10,7 +10,6 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PaymentsService;
-use super::processing::follow_up;
 use crate::domain::PaymentStatus;
 use crate::gateway::{GatewayError, GatewayPayment};
 use crate::jobs::{Authorize, Capture, Reconcile, Refund, Void};
@@ -102,7 +101,7 @@ impl PaymentsService {
         if !status.is_unsettled() {
             return Ok(());
         }
-        let metadata = follow_up(&payment, &ctx.id, &format!("system:{}", Reconcile::QUEUE));
+        let metadata = ctx.follow_up(&payment.metadata.0, Reconcile::QUEUE);
         // Later rounds of a job get keys of their own; the gateway keys stay the payment's.
         let round = format!("reconciled-{}", self.now().timestamp_millis());
         let round = Some(round.as_str());
