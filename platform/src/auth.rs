@@ -32,12 +32,7 @@ pub struct Claims {
     pub sid: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Customer,
-    Admin,
-}
+pub use shared_kernel::Role;
 
 /// Who is calling, as proven by a verified token.
 #[derive(Debug, Clone)]

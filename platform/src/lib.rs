@@ -10,10 +10,10 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod module;
-pub mod money;
-pub mod port;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use module::{Manifest, Module, ModuleDescriptor};
+/// The shared kernel's types, where module code has always found them.
+pub use shared_kernel::{keyed_event, money, port};

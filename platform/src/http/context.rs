@@ -29,7 +29,7 @@ impl RequestContext {
 
     /// Context for port calls made while serving this request.
     pub fn call(&self, actor: Option<String>) -> CallContext {
-        CallContext::for_request(self.request_id.clone(), actor)
+        CallContext::for_request(self.request_id.clone(), actor, self.traceparent.clone())
     }
 }
 

@@ -1,9 +1,9 @@
 //! The inventory module's public face: the [`InventoryApi`] port orders calls to price an
 //! order, and the inventory events of the order saga ([`events`]; docs/saga.md).
 
-use platform::money::{Currency, Money};
-use platform::port::CallContext;
 use serde::{Deserialize, Serialize};
+use shared_kernel::money::{Currency, Money};
+use shared_kernel::port::CallContext;
 use utoipa::ToSchema;
 use uuid::Uuid;
 

@@ -7,8 +7,8 @@
 //! so the secret never sits in an event, a log line or a stored row (ADR 0008).
 
 use chrono::{DateTime, Utc};
-use platform::port::CallContext;
 use serde::{Deserialize, Serialize};
+use shared_kernel::port::CallContext;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
