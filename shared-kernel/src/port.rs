@@ -1,6 +1,8 @@
 //! What travels with every synchronous call between modules (DESIGN §5), in process or over
 //! HTTP, so both topologies carry the same context and deadline.
 
+pub mod remote;
+
 use std::time::{Duration, Instant};
 
 use crate::event::{EventEnvelope, Metadata};

@@ -254,7 +254,8 @@ impl Module for NotificationsModule {
 
     fn manifest(&self) -> Manifest {
         Manifest {
-            ports_used: vec!["UsersApi"],
+            ports_used: vec![users_contract::PORT],
+            ports_served: Vec::new(),
             events_published: Vec::new(),
             // Plus the placed orders, to know whom an order's payment events are about.
             events_subscribed: [subscriptions::EVENT_TYPES.as_slice(), &[subscriptions::ORDER_OWNERS]].concat(),

@@ -88,7 +88,8 @@ impl Module for OrdersModule {
 
     fn manifest(&self) -> Manifest {
         Manifest {
-            ports_used: vec!["InventoryApi"],
+            ports_used: vec![inventory_contract::PORT],
+            ports_served: Vec::new(),
             events_published: orders_contract::events::PUBLISHED.to_vec(),
             events_subscribed: [
                 inventory_contract::events::SAGA_EVENTS.as_slice(),

@@ -134,6 +134,7 @@ impl Module for PaymentsModule {
     fn manifest(&self) -> Manifest {
         Manifest {
             ports_used: Vec::new(),
+            ports_served: Vec::new(),
             events_published: payments_contract::events::SAGA_EVENTS.to_vec(),
             events_subscribed: vec!["orders.payment_requested", "orders.order_cancelled", "orders.refund_requested"],
         }
