@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use platform::auth::JwtVerifier;
 use platform::bus::Bus;
 use platform::db::{Databases, ModuleSchema, migrate};
 use platform::http::{ApiError, Data, ErrorEnvelope};
@@ -13,13 +14,20 @@ use platform::metrics::Metrics;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::edge::Upstream;
+
 #[derive(Debug, Clone)]
-pub struct HealthState {
-    pub databases: Databases,
-    pub schemas: Arc<[ModuleSchema]>,
-    pub bus: Bus,
+pub(crate) struct HealthState {
+    pub(crate) databases: Databases,
+    pub(crate) schemas: Arc<[ModuleSchema]>,
+    pub(crate) bus: Bus,
     /// The jobs pool.
-    pub jobs: sqlx::PgPool,
+    pub(crate) jobs: sqlx::PgPool,
+    /// For the keys it holds (fetched from users' process when users is hosted elsewhere).
+    pub(crate) verifier: JwtVerifier,
+    /// Modules hosted by other processes this one depends on.
+    pub(crate) upstreams: Vec<Upstream>,
+    pub(crate) client: reqwest::Client,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,7 +55,10 @@ pub struct Readiness {
 
 /// Readiness: every hosted module's database answers and its migrations are all applied, and
 /// so do the jobs storage's (`jobs`). The bus is reported too; lost notifications only slow it
-/// down (it polls), so they do not make the process unready.
+/// down (it polls), so they do not make the process unready. So are the processes of modules
+/// hosted elsewhere (`remote.<module>`) and, without users here, its signing keys
+/// (`users.jwks`): another process being down degrades what depends on it, and taking this
+/// one out of service would only spread the outage.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve traffic", body = inline(platform::http::Envelope<Readiness>)),
@@ -92,6 +103,25 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         "polling (notifications not connected)"
     };
     checks.insert("bus".to_owned(), bus.into());
+    let probes = state.upstreams.iter().map(|upstream| async {
+        let url = format!("{}/health", upstream.url.as_str().trim_end_matches('/'));
+        let answer = state.client.get(&url).timeout(Duration::from_secs(2)).send().await;
+        let outcome = match answer {
+            Ok(response) if response.status().is_success() => "ok".to_owned(),
+            Ok(response) => format!("answers {}", response.status()),
+            Err(error) => format!("unreachable ({error})"),
+        };
+        (format!("remote.{}", upstream.module), outcome)
+    });
+    for (name, outcome) in futures::future::join_all(probes).await {
+        checks.insert(name, outcome.into());
+    }
+    if !state.schemas.iter().any(|schema| schema.name == "users") {
+        let keys = state.verifier.key_ids().len();
+        let report =
+            if keys == 0 { "no keys yet (is the users process up?)".to_owned() } else { format!("{keys} keys") };
+        checks.insert("users.jwks".to_owned(), report.into());
+    }
     if healthy {
         Ok(Data(Readiness { status: "ready", checks }))
     } else {

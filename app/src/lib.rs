@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 mod database;
+pub mod edge;
 mod health;
 pub mod modules;
 mod ports;

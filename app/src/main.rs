@@ -41,24 +41,14 @@ async fn serve(config: bulkhead::Config) -> anyhow::Result<()> {
     application.run_until_stopped(shutdown).await
 }
 
-/// Where the email this process sends goes, for the start-up banner: a newcomer opens the
-/// mailbox's `.eml` files to see what was sent.
+/// Where the email this process sends goes, for the start-up banner.
 fn mail_destination(config: &bulkhead::Config) -> String {
-    let hosted = config.modules.is_empty() || config.modules.iter().any(|m| m == "notifications");
-    if !cfg!(feature = "notifications") || !hosted {
-        return String::new();
+    #[cfg(feature = "notifications")]
+    if config.modules.is_empty() || config.modules.iter().any(|m| m == "notifications") {
+        return format!("\n  {}", config.notifications.destination(&config.data_dir));
     }
-    match config.mail_transport {
-        bulkhead::config::MailTransportKind::Mailbox => {
-            let dir = config.mailbox_dir.clone().unwrap_or_else(|| config.data_dir.join("mailbox"));
-            format!("\n  Mailbox  {} (one .eml per email sent)", dir.display())
-        }
-        bulkhead::config::MailTransportKind::Smtp => format!(
-            "\n  Mail     smtp://{}:{}",
-            config.smtp_host.as_deref().unwrap_or_default(),
-            config.smtp_port.unwrap_or_default()
-        ),
-    }
+    let _ = config;
+    String::new()
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (container stop) starts a graceful shutdown.

@@ -13,6 +13,7 @@ pub mod key_files;
 pub mod metrics;
 pub mod module;
 pub mod remote;
+pub mod settings;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

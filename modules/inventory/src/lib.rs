@@ -7,6 +7,7 @@ mod domain;
 mod http;
 mod jobs;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 
@@ -23,6 +24,8 @@ use platform::{Manifest, Module, ModuleDescriptor, ServedPort};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
+
+pub use settings::InventoryArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/inventory");
 

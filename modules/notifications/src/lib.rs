@@ -9,6 +9,7 @@ mod jobs;
 mod mail;
 mod metrics;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 mod webhook_client;
@@ -29,6 +30,8 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use users_contract::UsersApi;
 use utoipa_axum::router::OpenApiRouter;
+
+pub use settings::NotificationsArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/notifications");
 

@@ -6,6 +6,7 @@ mod domain;
 mod http;
 mod jobs;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 
@@ -22,6 +23,8 @@ use platform::{Manifest, Module, ModuleDescriptor};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
+
+pub use settings::OrdersArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/orders");
 

@@ -9,6 +9,7 @@ mod gateway;
 mod http;
 mod jobs;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 
@@ -31,6 +32,8 @@ pub use gateway::{
     Authorization, AuthorizeRequest, BreakerSettings, CaptureRequest, GatewayError, GatewayPayment, PaymentGateway,
     RefundRequest, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, VoidRequest, WebhookTarget,
 };
+
+pub use settings::PaymentsArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/payments");
 

@@ -5,6 +5,7 @@ mod domain;
 mod http;
 mod keys;
 mod service;
+mod settings;
 mod store;
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ use users_contract::UsersApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use domain::{Backoff, ThrottlePolicy};
+
+pub use settings::UsersArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/users");
 

@@ -77,56 +77,65 @@ struct Trusted {
 #[derive(Clone)]
 pub struct ServiceKeys {
     dir: PathBuf,
-    signers: Arc<HashMap<String, Signer>>,
+    signers: Arc<RwLock<HashMap<String, Signer>>>,
     trusted: Arc<RwLock<HashMap<String, Trusted>>>,
     last_reload: Arc<Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for ServiceKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let signers: Vec<&String> = self.signers.keys().collect();
+        let signers: Vec<String> = self.signers.read().map(|s| s.keys().cloned().collect()).unwrap_or_default();
         f.debug_struct("ServiceKeys").field("dir", &self.dir).field("signs_for", &signers).finish_non_exhaustive()
     }
 }
 
 impl ServiceKeys {
-    /// Opens the trust bundle in `dir` with the private keys of `signers` (the hosted modules
-    /// that call other modules' ports). A missing pair is generated when `dir` can be written.
+    /// Opens the trust bundle in `dir`: every module's public keys, read now and again when
+    /// a token names a key not seen yet. Signing needs [`ServiceKeys::sign_for`].
     ///
     /// # Errors
-    /// A missing private key that cannot be generated (naming the command that makes one), or
-    /// an unreadable key file.
-    pub fn open(dir: &Path, signers: &[&str]) -> anyhow::Result<Self> {
-        let mut loaded = HashMap::new();
-        for module in signers {
-            let private = dir.join(format!("{module}{PRIVATE_SUFFIX}"));
-            if !private.exists() {
-                generate_pair(dir, module).with_context(|| {
-                    format!(
-                        "no service key for the {module} module in {} and none could be made there; \
-                         run `bulkhead service-keys generate --dir {}` (BULKHEAD_SERVICE_KEYS_DIR)",
-                        dir.display(),
-                        dir.display()
-                    )
-                })?;
-                tracing::info!(module, dir = %dir.display(), "generated a service key pair");
-            }
-            let signing = read_private(&private)?;
-            let public = signing.verifying_key();
-            let der = signing.to_pkcs8_der().map_err(|e| anyhow::anyhow!("{e}")).context("encoding a service key")?;
-            loaded.insert(
-                (*module).to_owned(),
-                Signer { kid: kid(module, &public), key: EncodingKey::from_ed_der(der.as_bytes()) },
-            );
-        }
-        let keys = Self {
-            dir: dir.to_owned(),
-            signers: Arc::new(loaded),
-            trusted: Arc::default(),
-            last_reload: Arc::default(),
-        };
+    /// An unreadable key file.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let keys =
+            Self { dir: dir.to_owned(), signers: Arc::default(), trusted: Arc::default(), last_reload: Arc::default() };
         keys.reload()?;
         Ok(keys)
+    }
+
+    /// Loads the private key of `module` (hosted here, calling another module's port), so
+    /// this process can sign for it. A missing pair is generated when the directory can be
+    /// written.
+    ///
+    /// # Errors
+    /// A missing private key that cannot be generated (naming the command that makes one),
+    /// or an unreadable one.
+    pub fn sign_for(&self, module: &str) -> anyhow::Result<()> {
+        if self.signers.read().is_ok_and(|signers| signers.contains_key(module)) {
+            return Ok(());
+        }
+        let dir = &self.dir;
+        let private = dir.join(format!("{module}{PRIVATE_SUFFIX}"));
+        if !private.exists() {
+            generate_pair(dir, module).with_context(|| {
+                format!(
+                    "no service key for the {module} module in {} and none could be made there; \
+                     run `bulkhead service-keys generate --dir {}` (BULKHEAD_SERVICE_KEYS_DIR)",
+                    dir.display(),
+                    dir.display()
+                )
+            })?;
+            tracing::info!(module, dir = %dir.display(), "generated a service key pair");
+            self.reload()?;
+        }
+        let signing = read_private(&private)?;
+        let der = signing.to_pkcs8_der().map_err(|e| anyhow::anyhow!("{e}")).context("encoding a service key")?;
+        let signer =
+            Signer { kid: kid(module, &signing.verifying_key()), key: EncodingKey::from_ed_der(der.as_bytes()) };
+        self.signers
+            .write()
+            .map_err(|_| anyhow::anyhow!("the service keys lock is poisoned"))?
+            .insert(module.to_owned(), signer);
+        Ok(())
     }
 
     /// Writes a key pair for each of `modules` that has none in `dir`; returns those written.
@@ -154,8 +163,8 @@ impl ServiceKeys {
     /// # Errors
     /// When this process holds no key of `caller`.
     pub fn mint(&self, caller: &str, audience: &str) -> anyhow::Result<String> {
-        let signer =
-            self.signers.get(caller).with_context(|| format!("this process holds no service key of {caller}"))?;
+        let signers = self.signers.read().map_err(|_| anyhow::anyhow!("the service keys lock is poisoned"))?;
+        let signer = signers.get(caller).with_context(|| format!("this process holds no service key of {caller}"))?;
         let now = chrono::Utc::now().timestamp();
         let lifetime = i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(60);
         let claims = ServiceClaims {
@@ -224,10 +233,8 @@ impl ServiceKeys {
         let mut fresh = HashMap::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %self.dir.display(), "no service keys directory: no module's calls can be verified");
-                return Ok(());
-            }
+            // Nothing to trust yet: a monolith, or a process whose callers have not started.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(error) => {
                 return Err(error).with_context(|| format!("reading the service keys in {}", self.dir.display()));
             }
@@ -314,8 +321,9 @@ mod tests {
     #[test]
     fn a_token_names_its_module_and_opens_only_its_audience() {
         let dir = tempfile::tempdir().unwrap();
-        let orders = ServiceKeys::open(dir.path(), &["orders"]).unwrap();
-        let inventory = ServiceKeys::open(dir.path(), &[]).unwrap();
+        let orders = ServiceKeys::open(dir.path()).unwrap();
+        orders.sign_for("orders").unwrap();
+        let inventory = ServiceKeys::open(dir.path()).unwrap();
         let token = orders.mint("orders", "inventory").unwrap();
         assert_eq!(inventory.verify(&token, "inventory").unwrap(), "orders");
         assert!(matches!(inventory.verify(&token, "users"), Err(ServiceTokenError::Invalid(_))), "wrong audience");
@@ -346,28 +354,32 @@ mod tests {
             };
             jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(der.as_bytes())).unwrap()
         };
-        let users = ServiceKeys::open(dir.path(), &[]).unwrap();
+        let users = ServiceKeys::open(dir.path()).unwrap();
         assert!(matches!(users.verify(&forged, "users"), Err(ServiceTokenError::WrongSigner { .. })));
     }
 
     #[test]
     fn a_key_added_later_is_found_and_a_read_only_bundle_without_one_says_how_to_make_it() {
         let dir = tempfile::tempdir().unwrap();
-        let callee = ServiceKeys::open(dir.path(), &[]).unwrap();
-        let caller = ServiceKeys::open(dir.path(), &["notifications"]).unwrap();
+        let callee = ServiceKeys::open(dir.path()).unwrap();
+        let caller = ServiceKeys::open(dir.path()).unwrap();
+        caller.sign_for("notifications").unwrap();
         let token = caller.mint("notifications", "users").unwrap();
         assert_eq!(callee.verify(&token, "users").unwrap(), "notifications", "read again on an unknown key id");
 
-        let missing = dir.path().join("nowhere").join("deeper");
-        std::fs::write(dir.path().join("nowhere"), b"a file, not a directory").unwrap();
-        let error = ServiceKeys::open(&missing, &["orders"]).unwrap_err();
-        assert!(format!("{error:#}").contains("bulkhead service-keys generate"), "{error:#}");
+        // Nothing can be created under /proc, not even by root: a read-only bundle.
+        #[cfg(target_os = "linux")]
+        {
+            let read_only = ServiceKeys::open(Path::new("/proc/self/bulkhead-service-keys")).unwrap();
+            let error = read_only.sign_for("orders").unwrap_err();
+            assert!(format!("{error:#}").contains("bulkhead service-keys generate"), "{error:#}");
+        }
     }
 
     #[test]
     fn user_tokens_and_unsigned_tokens_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let keys = ServiceKeys::open(dir.path(), &["orders"]).unwrap();
+        let keys = ServiceKeys::open(dir.path()).unwrap();
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJvcmRlcnMiLCJhdWQiOiJpbnZlbnRvcnkifQ.";
         assert!(keys.verify(none, "inventory").is_err());
         let other = crate::testing::TestSigner::new();
