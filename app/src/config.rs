@@ -48,6 +48,23 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Manage the keys modules' processes prove themselves to each other with.
+    ServiceKeys {
+        #[command(subcommand)]
+        action: ServiceKeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceKeysAction {
+    /// Write a key pair (`<module>.key.pem`, `<module>.pub.pem`) for every module that has
+    /// none, into BULKHEAD_SERVICE_KEYS_DIR (or `--dir`). Give each process the private keys
+    /// of the modules it hosts and every public key.
+    Generate {
+        /// Where to write them (default: the service keys directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

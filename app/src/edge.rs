@@ -45,6 +45,23 @@ pub fn owner_of(path: &str) -> Option<&'static str> {
     })
 }
 
+/// Which routes an OpenAPI document covers: the whole API (the default), or only the
+/// process's own (`?scope=process`, what edges ask each other for).
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SpecScope {
+    #[default]
+    Api,
+    Process,
+}
+
+/// The query of `/api/openapi.json`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct SpecQuery {
+    #[serde(default)]
+    pub(crate) scope: SpecScope,
+}
+
 /// How long another process's OpenAPI document is reused before it is asked again.
 const SPEC_MAX_AGE: Duration = Duration::from_secs(60);
 
@@ -131,7 +148,8 @@ impl Edge {
         {
             return Some(spec.clone());
         }
-        let url = format!("{}/api/openapi.json", upstream.url.as_str().trim_end_matches('/'));
+        // Its own routes only: its document merged with others' would come back here.
+        let url = format!("{}/api/openapi.json?scope=process", upstream.url.as_str().trim_end_matches('/'));
         let fetched = async {
             let response = self.client.get(&url).timeout(Duration::from_secs(2)).send().await?;
             response.error_for_status()?.json::<Value>().await
@@ -143,7 +161,7 @@ impl Edge {
                 Some(spec)
             }
             Err(error) => {
-                tracing::warn!(module = upstream.module, %error, "could not read the module's OpenAPI document");
+                tracing::warn!(module = upstream.module, error = ?error, "could not read the module's OpenAPI document");
                 specs.get(upstream.module).map(|(_, spec)| spec.clone())
             }
         }

@@ -117,9 +117,15 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         checks.insert(name, outcome.into());
     }
     if !state.schemas.iter().any(|schema| schema.name == "users") {
-        let keys = state.verifier.key_ids().len();
-        let report =
-            if keys == 0 { "no keys yet (is the users process up?)".to_owned() } else { format!("{keys} keys") };
+        // A process that started before users asks again here rather than at the first token.
+        let report = match state.verifier.key_ids().len() {
+            0 => match state.verifier.refresh().await {
+                Ok(keys) if keys > 0 => "ok".to_owned(),
+                Ok(_) => "the users module publishes no keys yet".to_owned(),
+                Err(error) => format!("no keys yet: {error:#}"),
+            },
+            _ => "ok".to_owned(),
+        };
         checks.insert("users.jwks".to_owned(), report.into());
     }
     if healthy {

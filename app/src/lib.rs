@@ -7,6 +7,7 @@ pub mod edge;
 mod health;
 pub mod modules;
 mod ports;
+pub mod process;
 mod server;
 
 pub use config::{Cli, Command, Config};

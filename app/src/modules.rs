@@ -20,6 +20,10 @@ use crate::config::Config;
 use crate::database::Backing;
 use crate::ports::{Ports, Remotes};
 
+/// Every module of the system, compiled in or not: a process can reach (and provision a role
+/// for) a module it was built without.
+pub const ALL: [&str; 5] = ["users", "inventory", "orders", "payments", "notifications"];
+
 /// Every module compiled in, in dependency order (a module's ports come from earlier ones).
 pub fn compiled() -> Vec<ModuleDescriptor> {
     vec![

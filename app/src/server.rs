@@ -16,7 +16,7 @@ use platform::bus::admin::{self, AdminState};
 use platform::bus::{Bus, BusBuilder};
 use platform::db::ModuleSchema;
 use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
-use platform::http::{ApiError, HttpSettings, stack};
+use platform::http::{ApiError, HttpSettings, Query, stack};
 use platform::jobs::JobsRuntime;
 use platform::jobs::admin::{self as jobs_admin, JobsAdminState};
 use platform::metrics::Metrics;
@@ -30,7 +30,7 @@ use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::config::Config;
 use crate::database::Backing;
-use crate::edge::Edge;
+use crate::edge::{Edge, SpecQuery, SpecScope};
 use crate::health::{self, HealthState};
 use crate::modules;
 use crate::ports::Remotes;
@@ -357,7 +357,7 @@ fn router(config: &Config, backing: &Backing, parts: RouterParts<'_>) -> anyhow:
         .merge(proxied_root)
         .nest("/api/v1", api)
         .merge(internal)
-        .route("/api/openapi.json", get(move || openapi(edge.clone(), spec.clone())))
+        .route("/api/openapi.json", get(move |query| openapi(edge.clone(), spec.clone(), query)))
         .route("/internal/openapi.json", get(move || std::future::ready(Json(internal_spec.clone()))))
         .merge(SwaggerUi::new("/api/docs").config(SwaggerConfig::from("/api/openapi.json")));
     let settings = HttpSettings {
@@ -371,6 +371,9 @@ fn router(config: &Config, backing: &Backing, parts: RouterParts<'_>) -> anyhow:
 
 /// The OpenAPI document of the whole API: this process's routes, and those of the modules it
 /// proxies, from their processes.
-async fn openapi(edge: Edge, local: serde_json::Value) -> Json<serde_json::Value> {
-    Json(edge.merged_openapi(local).await)
+async fn openapi(edge: Edge, local: serde_json::Value, Query(query): Query<SpecQuery>) -> Json<serde_json::Value> {
+    match query.scope {
+        SpecScope::Api => Json(edge.merged_openapi(local).await),
+        SpecScope::Process => Json(local),
+    }
 }

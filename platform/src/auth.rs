@@ -96,9 +96,28 @@ pub struct JwtVerifier {
 struct RemoteJwks {
     url: url::Url,
     client: reqwest::Client,
-    /// When the set was last asked for; one fetch at a time.
-    fetched: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// When the set was last asked for and whether it came; one fetch at a time.
+    fetched: tokio::sync::Mutex<Option<Fetched>>,
 }
+
+/// The last fetch of a remote JWKS.
+#[derive(Debug, Clone, Copy)]
+struct Fetched {
+    at: std::time::Instant,
+    succeeded: bool,
+}
+
+impl Fetched {
+    /// Whether it is too recent to fetch again on an unknown key id: a failed fetch is
+    /// tried again sooner, so a process that started before users catches up at once.
+    fn blocks_refetch(self) -> bool {
+        let wait = if self.succeeded { JWKS_REFETCH_AT_MOST_EVERY } else { JWKS_RETRY_AFTER_FAILURE };
+        self.at.elapsed() < wait
+    }
+}
+
+/// After a failed fetch, an unknown key id may fetch again this soon.
+const JWKS_RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// An unknown key id may make the JWKS be fetched again this often, no more: a stream of
 /// forged key ids must not become a stream of requests to the users module.
@@ -140,8 +159,9 @@ impl JwtVerifier {
     pub async fn refresh(&self) -> anyhow::Result<usize> {
         let Some(remote) = &self.remote else { return Ok(self.key_ids().len()) };
         let mut fetched = remote.fetched.lock().await;
-        *fetched = Some(std::time::Instant::now());
-        self.fetch(remote).await
+        let outcome = self.fetch(remote).await;
+        *fetched = Some(Fetched { at: std::time::Instant::now(), succeeded: outcome.is_ok() });
+        outcome
     }
 
     async fn fetch(&self, remote: &RemoteJwks) -> anyhow::Result<usize> {
@@ -159,15 +179,17 @@ impl JwtVerifier {
         Ok(jwks.keys.len())
     }
 
-    /// Fetches the remote JWKS again if it is older than `age`, unless another call is at it.
-    async fn refresh_if_older_than(&self, age: std::time::Duration) {
+    /// Fetches the remote JWKS again if `due` says so of the last fetch, unless another call
+    /// is at it already (which this one then waits for).
+    async fn refresh_when(&self, due: impl Fn(Fetched) -> bool) {
         let Some(remote) = &self.remote else { return };
-        let Ok(mut fetched) = remote.fetched.try_lock() else { return };
-        if fetched.is_some_and(|at| at.elapsed() < age) {
+        let mut fetched = remote.fetched.lock().await;
+        if fetched.is_some_and(|last| !due(last)) {
             return;
         }
-        *fetched = Some(std::time::Instant::now());
-        if let Err(error) = self.fetch(remote).await {
+        let outcome = self.fetch(remote).await;
+        *fetched = Some(Fetched { at: std::time::Instant::now(), succeeded: outcome.is_ok() });
+        if let Err(error) = outcome {
             tracing::warn!("{error:#}");
         }
     }
@@ -182,15 +204,18 @@ impl JwtVerifier {
             return self.verify(token);
         }
         // Old keys are refreshed beside the request, which need not wait for it.
-        if self.remote.as_ref().is_some_and(|remote| {
-            remote.fetched.try_lock().is_ok_and(|fetched| fetched.is_none_or(|at| at.elapsed() >= JWKS_MAX_AGE))
-        }) {
+        let stale = |last: Fetched| last.at.elapsed() >= JWKS_MAX_AGE;
+        if self
+            .remote
+            .as_ref()
+            .is_some_and(|remote| remote.fetched.try_lock().is_ok_and(|fetched| fetched.is_some_and(stale)))
+        {
             let verifier = self.clone();
-            tokio::spawn(async move { verifier.refresh_if_older_than(JWKS_MAX_AGE).await });
+            tokio::spawn(async move { verifier.refresh_when(stale).await });
         }
         match self.verify(token) {
             Err(TokenError::UnknownKey(_)) => {
-                self.refresh_if_older_than(JWKS_REFETCH_AT_MOST_EVERY).await;
+                self.refresh_when(|last| !last.blocks_refetch()).await;
                 self.verify(token)
             }
             verified => verified,
