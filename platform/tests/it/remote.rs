@@ -31,8 +31,11 @@ struct Callee {
     failures: Arc<AtomicU32>,
     /// Answer nothing for a long time.
     hang: Arc<AtomicBool>,
-    seen: Arc<std::sync::Mutex<Vec<(HeaderMap, Option<String>)>>>,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
 }
+
+/// The headers of one call and the actor the callee read from them.
+type Seen = (HeaderMap, Option<String>);
 
 async fn echo(
     State(callee): State<Callee>,

@@ -32,4 +32,5 @@ mod operations;
 mod orders;
 mod payments;
 mod shop;
+mod topology;
 mod users;

@@ -26,22 +26,33 @@ pub async fn product(app: &TestApp, sku: &str) -> Value {
 }
 
 pub async fn place(app: &TestApp, token: &str, key: &str, sku: &str, quantity: u32, payment_method: &str) -> Value {
+    let response = try_place(app, token, key, sku, quantity, payment_method).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json::<Value>().await.unwrap()["data"].clone()
+}
+
+/// Places an order and returns the answer, whatever it is.
+pub async fn try_place(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    sku: &str,
+    quantity: u32,
+    payment_method: &str,
+) -> reqwest::Response {
     let order = json!({
         "lines": [{"sku": sku, "quantity": quantity}],
         "shipping_address": {"name": "B", "line1": "1 High St", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"},
         "payment_method": payment_method
     });
-    let response = app
-        .client
+    app.client
         .post(app.url("/api/v1/orders"))
         .bearer_auth(token)
         .header("idempotency-key", key)
         .json(&order)
         .send()
         .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    response.json::<Value>().await.unwrap()["data"].clone()
+        .unwrap()
 }
 
 pub async fn await_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
