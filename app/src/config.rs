@@ -48,11 +48,26 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Run the embedded PostgreSQL on its own, for several processes to share (a split
+    /// topology on one machine).
+    Database {
+        #[command(subcommand)]
+        action: DatabaseAction,
+    },
     /// Manage the keys modules' processes prove themselves to each other with.
     ServiceKeys {
         #[command(subcommand)]
         action: ServiceKeysAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabaseAction {
+    /// Start the embedded server in the data dir and leave it running; prints the
+    /// `DATABASE_URL` every process of a split on this machine can use.
+    Start,
+    /// Stop the server `database start` left running.
+    Stop,
 }
 
 #[derive(Debug, Subcommand)]
