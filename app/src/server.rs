@@ -63,7 +63,7 @@ use crate::ports::Remotes;
 struct ApiDoc;
 
 /// The internal API: the server side of every hosted module's ports, for the processes of
-/// other modules (ADR 0014). Served at `/internal/openapi.json`, apart from the public API.
+/// other modules (ADR 0017). Served at `/internal/openapi.json`, apart from the public API.
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -2,7 +2,7 @@
 //! called from another.
 //!
 //! - [`ServiceKeys`]: each module's Ed25519 key pair; short-lived service tokens prove which
-//!   module calls (ADR 0014).
+//!   module calls (ADR 0017).
 //! - [`HttpTransport`]: the resilient HTTP client port clients run on (deadline, retries with
 //!   jitter, circuit breaker, context headers), with [`PortMetrics`].
 //! - [`require_service_token`] and [`PortCall`]: the callee's side.

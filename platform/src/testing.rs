@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 pub use harness::{ModuleHarness, read};
 
 /// Test databases are dropped by a later process once they are this old.
-const TEST_DATABASE_MAX_AGE: Duration = Duration::from_secs(3 * 3600);
+const TEST_DATABASE_MAX_AGE: Duration = Duration::from_secs(3600);
 const TEST_DATABASE_PREFIX: &str = "bulkhead_test_";
 /// Part of every template's digest: changed whenever what a template holds besides the
 /// migrations changes (3: the jobs schema, its role, its grants and its row-level security).

@@ -1,5 +1,5 @@
 //! Service keys: how one module's process proves to another that a port call comes from the
-//! module it names (ADR 0014). Every module has an Ed25519 key pair; the private half signs
+//! module it names (ADR 0017). Every module has an Ed25519 key pair; the private half signs
 //! short-lived service tokens (EdDSA JWTs: `sub` = calling module, `aud` = called module) and
 //! stays with the processes hosting that module; the public half is all a callee needs.
 //!
