@@ -47,6 +47,9 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Ask the server on `BULKHEAD_ADDR` whether it is alive (`GET /health`): exit 0 if it
+    /// answers 200 within 2 s, else 1. For container health checks, where no shell or curl is.
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +211,12 @@ pub struct Config {
     /// longer than the payment timeout, so that one normally wins).
     #[arg(long, env = "BULKHEAD_INVENTORY_RESERVATION_TTL", default_value = "30m", global = true, value_parser = parse_reservation_ttl)]
     pub inventory_reservation_ttl: Duration,
+
+    /// Apply pending migrations when `serve` starts. `false` leaves them to `bulkhead migrate
+    /// up` (a Kubernetes Job): the server then waits, answering `/health/ready` with 503
+    /// `migrations pending`, until they are applied, so replicas never race a migration.
+    #[arg(long, env = "BULKHEAD_MIGRATE_ON_START", default_value_t = true, global = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
 
     /// Fill an empty catalogue with demo products and stock on start (`false` to start empty).
     #[arg(long, env = "BULKHEAD_DEMO_DATA", default_value_t = true, global = true, action = clap::ArgAction::Set)]
@@ -648,6 +657,18 @@ mod tests {
             Some(Command::Jobs { action: JobsAction::Failed { queue: Some(ref q) } }) if q == "orders.payment_timeout"
         ));
         assert!(parse(&["jobs"]).is_err(), "an action is required");
+    }
+
+    #[test]
+    fn serve_migrates_on_start_unless_told_that_a_job_does() {
+        assert!(parse(&[]).unwrap().config.migrate_on_start);
+        assert!(!parse(&["--migrate-on-start", "false"]).unwrap().config.migrate_on_start);
+        assert!(parse(&["--migrate-on-start", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn healthcheck_is_a_command_of_its_own() {
+        assert!(matches!(parse(&["healthcheck"]).unwrap().command, Some(Command::Healthcheck)));
     }
 
     #[test]

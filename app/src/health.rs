@@ -54,6 +54,25 @@ pub struct Readiness {
         (status = 503, description = "A dependency is down; `details` says which", body = ErrorEnvelope),
     ))]
 pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, ApiError> {
+    let (mut checks, healthy) = storage_checks(&state.databases, &state.schemas, &state.jobs).await;
+    let bus = if state.bus.is_empty() {
+        "idle (no module hosted)"
+    } else if state.bus.notifications_connected() {
+        "ok"
+    } else {
+        "polling (notifications not connected)"
+    };
+    checks.insert("bus".to_owned(), bus.into());
+    if healthy { Ok(Data(Readiness { status: "ready", checks })) } else { Err(not_ready(checks)) }
+}
+
+/// The storage checks of readiness: the admin connection, each hosted module's database and
+/// migrations, the jobs storage's. Also whether all passed.
+async fn storage_checks(
+    databases: &Databases,
+    schemas: &[ModuleSchema],
+    jobs: &sqlx::PgPool,
+) -> (serde_json::Map<String, serde_json::Value>, bool) {
     let mut checks = serde_json::Map::new();
     let mut healthy = true;
     let mut record = |name: String, outcome: anyhow::Result<()>| {
@@ -66,11 +85,11 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         };
         checks.insert(name, value.into());
     };
-    if let Some(admin) = state.databases.admin() {
+    if let Some(admin) = databases.admin() {
         record("database".to_owned(), ping(admin).await);
     }
-    for schema in state.schemas.iter() {
-        let outcome = match state.databases.pool(schema.name) {
+    for schema in schemas {
+        let outcome = match databases.pool(schema.name) {
             Ok(pool) => match ping(pool).await {
                 Ok(()) => migrations_current(pool, schema).await,
                 Err(error) => Err(error),
@@ -79,25 +98,46 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         };
         record(format!("{}.database_and_migrations", schema.name), outcome);
     }
-    let jobs = match ping(&state.jobs).await {
-        Ok(()) => jobs_migrations_current(&state.jobs).await,
+    let jobs = match ping(jobs).await {
+        Ok(()) => jobs_migrations_current(jobs).await,
         Err(error) => Err(error),
     };
     record("jobs".to_owned(), jobs);
-    let bus = if state.bus.is_empty() {
-        "idle (no module hosted)"
-    } else if state.bus.notifications_connected() {
-        "ok"
-    } else {
-        "polling (notifications not connected)"
-    };
-    checks.insert("bus".to_owned(), bus.into());
-    if healthy {
-        Ok(Data(Readiness { status: "ready", checks }))
-    } else {
-        Err(ApiError::unavailable("not_ready", "A dependency is not ready.", Duration::from_secs(5))
-            .with_details(checks))
+    (checks, healthy)
+}
+
+fn not_ready(checks: serde_json::Map<String, serde_json::Value>) -> ApiError {
+    ApiError::unavailable("not_ready", "A dependency is not ready.", Duration::from_secs(5)).with_details(checks)
+}
+
+/// What a server started with `BULKHEAD_MIGRATE_ON_START=false` knows while it waits for
+/// `bulkhead migrate up`: its databases, not yet its modules.
+#[derive(Debug, Clone)]
+pub struct WaitingState {
+    pub databases: Databases,
+    pub schemas: Arc<[ModuleSchema]>,
+    pub jobs: sqlx::PgPool,
+}
+
+impl WaitingState {
+    /// Whether every hosted module's migrations and the jobs storage's are applied.
+    pub async fn migrated(&self) -> bool {
+        storage_checks(&self.databases, &self.schemas, &self.jobs).await.1
     }
+}
+
+/// The routes a waiting server answers: alive, and not ready until migrated.
+pub fn waiting_routes(state: WaitingState) -> axum::Router {
+    axum::Router::new()
+        .route("/health", axum::routing::get(live))
+        .route("/health/ready", axum::routing::get(waiting_ready))
+        .with_state(state)
+}
+
+async fn waiting_ready(State(state): State<WaitingState>) -> ApiError {
+    let (mut checks, _) = storage_checks(&state.databases, &state.schemas, &state.jobs).await;
+    checks.insert("bus".to_owned(), "not started: waiting for `bulkhead migrate up`".into());
+    not_ready(checks)
 }
 
 async fn ping(pool: &sqlx::PgPool) -> anyhow::Result<()> {

@@ -7,12 +7,24 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let Cli { config, command } = Cli::parse();
+    let command = command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Healthcheck) {
+        // Runs every few seconds in a container: no logs, one answer.
+        return match cli::healthcheck(&config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bulkhead: unhealthy: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     platform::telemetry::init(config.log_format());
-    let outcome = match command.unwrap_or(Command::Serve) {
+    let outcome = match command {
         Command::Serve => serve(config).await,
         Command::Migrate { action } => cli::migrate(&config, action).await,
         Command::Bus { action } => cli::bus(&config, action).await,
         Command::Jobs { action } => cli::jobs(&config, action).await,
+        Command::Healthcheck => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

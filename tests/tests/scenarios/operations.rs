@@ -167,3 +167,49 @@ async fn responses_carry_security_headers_are_compressed_and_cors_admits_only_co
     let refused = preflight("https://evil.example").await.unwrap();
     assert!(!refused.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn without_migrating_on_start_the_server_waits_unready_until_migrate_up_has_run() {
+    // A database with nothing of inventory's yet, as a fresh cluster before the migration Job.
+    let database = platform::testing::TestDatabase::create(&[]).await.unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (addr, url, dir) = (format!("127.0.0.1:{port}"), database.url(), data_dir.path().display().to_string());
+    let args = [
+        "bulkhead",
+        "--addr",
+        &addr,
+        "--database-url",
+        secrecy::ExposeSecret::expose_secret(&url),
+        "--data-dir",
+        &dir,
+        "--modules",
+        "inventory",
+        "--migrate-on-start",
+        "false",
+    ];
+    let config = <bulkhead::Cli as clap::Parser>::try_parse_from(args).unwrap().config;
+    let starting = tokio::spawn(bulkhead::Application::build(config.clone()));
+
+    let client = reqwest::Client::new();
+    let (live, ready) = (format!("http://{addr}/health"), format!("http://{addr}/health/ready"));
+    let waiting: Value = eventually(Duration::from_secs(20), || async {
+        let response = client.get(&ready).send().await?;
+        Ok((response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response.json().await?))
+    })
+    .await
+    .expect("no readiness answer while waiting for migrations");
+    assert_eq!(waiting["error"]["code"], "not_ready");
+    assert_eq!(waiting["error"]["details"]["inventory.database_and_migrations"], "migrations pending", "{waiting}");
+    assert_eq!(client.get(&live).send().await.unwrap().status(), StatusCode::OK, "alive while waiting");
+    assert!(!starting.is_finished(), "nothing starts before the migrations are applied");
+
+    bulkhead::cli::migrate(&config, bulkhead::config::MigrateAction::Up { module: None }).await.unwrap();
+    let application = tokio::time::timeout(Duration::from_secs(20), starting).await.unwrap().unwrap().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+    let response = client.get(&ready).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
