@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use bulkhead::{Application, Cli, Command, cli};
 use clap::Parser;
+use platform::telemetry::OtlpTraces;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -9,7 +10,7 @@ async fn main() -> ExitCode {
     let Cli { config, command } = Cli::parse();
     let command = command.unwrap_or(Command::Serve);
     if matches!(command, Command::Healthcheck) {
-        // Runs every few seconds in a container: no logs, one answer.
+        // Runs every few seconds in a container: no logs, no exporter, one answer.
         return match cli::healthcheck(&config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -18,7 +19,15 @@ async fn main() -> ExitCode {
             }
         };
     }
-    platform::telemetry::init(config.log_format());
+    // Only the server's work is worth a trace; the other commands log.
+    let traces = if matches!(command, Command::Serve) { OtlpTraces::from_env(&module_names()) } else { None };
+    let telemetry = match platform::telemetry::init(Some(config.log_format()), traces) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("bulkhead: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match command {
         Command::Serve => serve(config).await,
         Command::Migrate { action } => cli::migrate(&config, action).await,
@@ -26,14 +35,18 @@ async fn main() -> ExitCode {
         Command::Jobs { action } => cli::jobs(&config, action).await,
         Command::Healthcheck => Ok(()),
     };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("\nbulkhead: {error:#}");
-            ExitCode::FAILURE
-        }
+    if let Err(error) = &outcome {
+        tracing::error!("{error:#}");
+        eprintln!("\nbulkhead: {error:#}");
     }
+    // The spans of the last requests and of the shutdown itself are still buffered.
+    telemetry.shutdown().await;
+    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The compiled-in modules, whose crates' spans name their module.
+fn module_names() -> Vec<&'static str> {
+    bulkhead::modules::compiled().iter().map(|descriptor| descriptor.schema.name).collect()
 }
 
 async fn serve(config: bulkhead::Config) -> anyhow::Result<()> {

@@ -298,8 +298,8 @@ fn router(
         .merge(jobs_admin::router(JobsAdminState { pool: jobs.clone(), verifier }));
     let mut root = OpenApiRouter::new();
     for module in modules {
-        api = api.merge(module.public_routes());
-        root = root.merge(module.root_routes());
+        api = api.merge(stack::tag_module_routes(module.name(), module.public_routes()));
+        root = root.merge(stack::tag_module_routes(module.name(), module.root_routes()));
     }
     let (api, api_spec) = api.split_for_parts();
     let mut api = api.fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) });

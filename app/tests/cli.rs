@@ -270,3 +270,35 @@ fn healthcheck_exits_0_while_the_server_answers_and_1_once_it_is_gone() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unhealthy"));
 }
+
+#[test]
+fn sigterm_exports_the_spans_still_buffered_to_the_otlp_endpoint() {
+    let collector = platform::testing::otlp::Collector::start().unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let endpoint = collector.endpoint();
+    // Batches large and rare enough that nothing leaves before the shutdown does.
+    let app = Running::start_with(
+        data_dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "bulkhead-under-test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "65536"),
+        ],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n");
+    let answer = get(&app.base, "/api/v1/products?limit=1", &traceparent).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(collector.spans().is_empty(), "spans are batched, not sent one by one");
+
+    let (success, output) = app.stop_with(Signal::SIGTERM);
+    assert!(success, "{output}");
+    let spans = collector.trace(trace_id);
+    let request = spans.iter().find(|span| span.name == "GET /api/v1/products");
+    let request = request.unwrap_or_else(|| panic!("the request's span was not exported: {spans:#?}"));
+    assert_eq!(request.parent_span_id, "00f067aa0ba902b7", "it continues the caller's trace");
+    assert_eq!(request.service, "bulkhead-under-test", "OTEL_SERVICE_NAME names the service");
+    assert_eq!(request.attribute("bulkhead.module"), Some("inventory"));
+}

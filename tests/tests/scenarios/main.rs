@@ -7,4 +7,5 @@ mod operations;
 mod orders;
 mod payments;
 mod shop;
+mod traces;
 mod users;

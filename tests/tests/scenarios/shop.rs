@@ -26,20 +26,29 @@ pub async fn product(app: &TestApp, sku: &str) -> Value {
 }
 
 pub async fn place(app: &TestApp, token: &str, key: &str, sku: &str, quantity: u32, payment_method: &str) -> Value {
+    accepted(order_request(app, token, key, sku, quantity, payment_method)).await
+}
+
+/// `POST /api/v1/orders` for `quantity` of `sku`, ready to send (or to add headers to).
+pub fn order_request(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    sku: &str,
+    quantity: u32,
+    payment_method: &str,
+) -> reqwest::RequestBuilder {
     let order = json!({
         "lines": [{"sku": sku, "quantity": quantity}],
         "shipping_address": {"name": "B", "line1": "1 High St", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"},
         "payment_method": payment_method
     });
-    let response = app
-        .client
-        .post(app.url("/api/v1/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(&order)
-        .send()
-        .await
-        .unwrap();
+    app.client.post(app.url("/api/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&order)
+}
+
+/// Sends an order request and returns the order it accepted (202).
+pub async fn accepted(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     response.json::<Value>().await.unwrap()["data"].clone()
 }

@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -209,7 +210,18 @@ impl Guarded {
             _ => None,
         };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, call).await.unwrap_or(Err(GatewayError::Timeout));
+        let span = tracing::info_span!(
+            "payments.gateway",
+            operation,
+            outcome = tracing::field::Empty,
+            "bulkhead.module" = "payments",
+            "otel.name" = format!("gateway {operation}"),
+            "otel.kind" = "client",
+        );
+        let outcome = tokio::time::timeout(self.timeout, call)
+            .instrument(span.clone())
+            .await
+            .unwrap_or(Err(GatewayError::Timeout));
         self.duration.get_or_create(&OperationLabels { operation }).observe(started.elapsed().as_secs_f64());
         let label = match &outcome {
             Ok(_) => "ok",
@@ -220,6 +232,7 @@ impl Guarded {
             Err(GatewayError::BreakerOpen) => "rejected",
         };
         self.calls.get_or_create(&CallLabels { operation, outcome: label }).inc();
+        span.record("outcome", label);
         match &outcome {
             Err(error) if error.is_transient() => self.breaker.on_error(),
             _ => self.breaker.on_success(),
