@@ -39,8 +39,8 @@ pub(crate) struct Process<'a> {
     #[cfg_attr(not(feature = "payments"), expect(dead_code, reason = "only payments' sandbox webhooks need it"))]
     pub(crate) addr: SocketAddr,
     #[cfg_attr(
-        not(any(feature = "payments", feature = "notifications")),
-        expect(dead_code, reason = "only payments and notifications register metrics of their own")
+        not(any(feature = "orders", feature = "payments", feature = "notifications")),
+        expect(dead_code, reason = "only orders, payments and notifications register metrics of their own")
     )]
     pub(crate) metrics: &'a Metrics,
 }
@@ -66,8 +66,8 @@ pub(crate) async fn build(
     backing: &Backing,
     verifier: &JwtVerifier,
     #[cfg_attr(
-        not(any(feature = "payments", feature = "notifications")),
-        expect(unused_variables, reason = "only payments and notifications need the process")
+        not(any(feature = "orders", feature = "payments", feature = "notifications")),
+        expect(unused_variables, reason = "only orders, payments and notifications need the process")
     )]
     process: &Process<'_>,
 ) -> anyhow::Result<Vec<Arc<dyn Module>>> {
@@ -122,7 +122,10 @@ pub(crate) async fn build(
         let settings =
             orders::OrdersConfig { payment_timeout: config.orders_payment_timeout, ..orders::OrdersConfig::default() };
         let pool = backing.databases.pool("orders")?.clone();
-        built.push(Arc::new(orders::OrdersModule::new(pool, ports.inventory(), verifier.clone(), settings)));
+        built.push(Arc::new(
+            orders::OrdersModule::new(pool, ports.inventory(), verifier.clone(), settings)
+                .with_metrics(process.metrics),
+        ));
     }
     #[cfg(feature = "payments")]
     if hosts("payments") {

@@ -5,6 +5,7 @@
 mod domain;
 mod http;
 mod jobs;
+mod metrics;
 mod service;
 mod store;
 mod subscriptions;
@@ -18,6 +19,7 @@ use platform::bus::Subscription;
 use platform::clock::{Clock, SystemClock};
 use platform::db::ModuleSchema;
 use platform::jobs::JobQueue;
+use platform::metrics::Metrics;
 use platform::{Manifest, Module, ModuleDescriptor};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -64,8 +66,15 @@ impl OrdersModule {
         config: OrdersConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let service = service::OrdersService { pool, inventory, clock, config };
+        let service = service::OrdersService { pool, inventory, clock, config, metrics: Default::default() };
         Self { service: Arc::new(service), verifier }
+    }
+
+    /// Registers the saga's metrics (`bulkhead_orders_saga_*`) in the process's registry.
+    #[must_use]
+    pub fn with_metrics(self, metrics: &Metrics) -> Self {
+        self.service.metrics.register(metrics);
+        self
     }
 }
 
