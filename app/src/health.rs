@@ -10,6 +10,9 @@ use platform::bus::Bus;
 use platform::db::{Databases, ModuleSchema, migrate};
 use platform::http::{ApiError, Data, ErrorEnvelope};
 use platform::metrics::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -20,6 +23,39 @@ pub struct HealthState {
     pub bus: Bus,
     /// The jobs pool.
     pub jobs: sqlx::PgPool,
+    pub readiness: ReadinessMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
+}
+
+/// The outcome of each readiness check at the last `/health/ready` (1 ok, 0 failing), so
+/// alerts see what the orchestrator's probes saw. No series before the first probe.
+#[derive(Debug, Clone, Default)]
+pub struct ReadinessMetrics {
+    checks: Family<CheckLabels, Gauge>,
+}
+
+impl ReadinessMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(
+            "bulkhead_readiness_check",
+            "Each readiness check at the last /health/ready: 1 ok, 0 failing",
+            this.checks.clone(),
+        );
+        this
+    }
+
+    fn record(&self, checks: &serde_json::Map<String, serde_json::Value>) {
+        // The bus check reports, it never fails readiness.
+        for (check, outcome) in checks.iter().filter(|(check, _)| *check != "bus") {
+            let ok = outcome.as_str() == Some("ok");
+            self.checks.get_or_create(&CheckLabels { check: check.clone() }).set(i64::from(ok));
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,6 +91,7 @@ pub struct Readiness {
     ))]
 pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, ApiError> {
     let (mut checks, healthy) = storage_checks(&state.databases, &state.schemas, &state.jobs).await;
+    state.readiness.record(&checks);
     let bus = if state.bus.is_empty() {
         "idle (no module hosted)"
     } else if state.bus.notifications_connected() {

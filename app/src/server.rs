@@ -307,7 +307,8 @@ fn router(
         api = api.layer(from_fn_with_state(ClientRateLimit::new(per_second, burst), limit_by_client));
     }
 
-    let health_state = HealthState { databases: backing.databases.clone(), schemas, bus, jobs };
+    let readiness = health::ReadinessMetrics::register(&metrics);
+    let health_state = HealthState { databases: backing.databases.clone(), schemas, bus, jobs, readiness };
     let (operations, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod notifications;
+mod observability;
 mod operations;
 mod orders;
 mod payments;
