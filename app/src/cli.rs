@@ -10,7 +10,9 @@ use platform::db::{ModuleSchema, migrate};
 use platform::jobs::{FailedJob, failed_jobs};
 use platform::metrics::Metrics;
 
-use crate::config::{BusAction, Config, JobsAction, MigrateAction};
+use platform::remote::ServiceKeys;
+
+use crate::config::{BusAction, Config, JobsAction, MigrateAction, ServiceKeysAction};
 use crate::database::Backing;
 use crate::modules;
 use crate::server::assemble_bus;
@@ -292,4 +294,25 @@ pub async fn healthcheck(config: &Config) -> anyhow::Result<()> {
     let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
     anyhow::ensure!(response.status() == reqwest::StatusCode::OK, "GET {url} answered {}", response.status());
     Ok(())
+}
+
+/// `bulkhead service-keys generate [--dir d]`.
+///
+/// # Errors
+/// The directory or a key cannot be written.
+pub fn service_keys(config: &Config, action: ServiceKeysAction) -> anyhow::Result<()> {
+    match action {
+        ServiceKeysAction::Generate { dir } => {
+            let dir = dir.unwrap_or_else(|| config.service_keys_dir());
+            let written = ServiceKeys::generate(&dir, &modules::ALL)?;
+            for module in modules::ALL {
+                let state = if written.iter().any(|w| w == module) { "generated" } else { "kept" };
+                println!("{module:<14} {state:<10} {}", dir.join(format!("{module}.key.pem")).display());
+            }
+            println!(
+                "\nGive each process the private keys (*.key.pem) of the modules it hosts and every public key (*.pub.pem)."
+            );
+            Ok(())
+        }
+    }
 }

@@ -11,6 +11,7 @@ use axum::http::HeaderValue;
 use clap::{Args, Parser, Subcommand};
 use platform::bus::{BusConfig, RewindTarget};
 use platform::jobs::JobsConfig;
+use platform::settings::{self, count, duration_in, http_url};
 use platform::telemetry::LogFormat;
 use secrecy::SecretString;
 
@@ -47,9 +48,26 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Manage the keys modules' processes prove themselves to each other with.
+    ServiceKeys {
+        #[command(subcommand)]
+        action: ServiceKeysAction,
+    },
     /// Ask the server on `BULKHEAD_ADDR` whether it is alive (`GET /health`): exit 0 if it
     /// answers 200 within 2 s, else 1. For container health checks, where no shell or curl is.
     Healthcheck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceKeysAction {
+    /// Write a key pair (`<module>.key.pem`, `<module>.pub.pem`) for every module that has
+    /// none, into BULKHEAD_SERVICE_KEYS_DIR (or `--dir`). Give each process the private keys
+    /// of the modules it hosts and every public key.
+    Generate {
+        /// Where to write them (default: the service keys directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,23 +163,6 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_MODULES", global = true, value_delimiter = ',')]
     pub modules: Vec<String>,
 
-    /// Email of the admin the users module creates on first start.
-    #[arg(long, env = "BULKHEAD_ADMIN_EMAIL", global = true, value_parser = parse_admin_email)]
-    pub admin_email: Option<String>,
-
-    /// Password of that admin (12–128 characters); unset: a random one, printed once.
-    #[arg(long, env = "BULKHEAD_ADMIN_PASSWORD", global = true, hide_env_values = true, value_parser = parse_admin_password)]
-    pub admin_password: Option<SecretString>,
-
-    /// Directory of the Ed25519 keys that sign access tokens (default: `<data dir>/keys`).
-    /// Files are PKCS#8 PEM named `<created, unix ms>.ed25519.pem`; the newest signs.
-    #[arg(long, env = "BULKHEAD_JWT_KEYS_DIR", global = true)]
-    pub jwt_keys_dir: Option<PathBuf>,
-
-    /// Base URL of the pages people open from emails (verification and reset links).
-    #[arg(long, env = "BULKHEAD_PUBLIC_URL", default_value = "http://localhost:8080", global = true, value_parser = parse_public_url)]
-    pub public_url: String,
-
     /// Issuer (`iss`) of access tokens.
     #[arg(long, env = "BULKHEAD_JWT_ISSUER", default_value = "bulkhead", global = true)]
     pub jwt_issuer: String,
@@ -186,6 +187,12 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_SHUTDOWN_TIMEOUT", default_value = "30s", global = true, value_parser = parse_shutdown_timeout)]
     pub shutdown_timeout: Duration,
 
+    /// Apply pending migrations when `serve` starts. `false` leaves them to `bulkhead migrate
+    /// up` (a Kubernetes Job): the server then waits, answering `/health/ready` with 503
+    /// `migrations pending`, until they are applied, so replicas never race a migration.
+    #[arg(long, env = "BULKHEAD_MIGRATE_ON_START", default_value_t = true, global = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
     /// Sustained requests per second per client address on `/api` (0 turns limiting off).
     #[arg(long, env = "BULKHEAD_RATE_LIMIT_PER_SECOND", default_value = "100", global = true, value_parser = parse_rate)]
     pub rate_limit_per_second: u32,
@@ -207,113 +214,108 @@ pub struct Config {
     #[arg(long, env = "BULKHEAD_BUS_POLL_INTERVAL", default_value = "1s", global = true, value_parser = parse_bus_poll_interval)]
     pub bus_poll_interval: Duration,
 
-    /// How long a reservation holds an order's units before they are free again (keep it
-    /// longer than the payment timeout, so that one normally wins).
-    #[arg(long, env = "BULKHEAD_INVENTORY_RESERVATION_TTL", default_value = "30m", global = true, value_parser = parse_reservation_ttl)]
-    pub inventory_reservation_ttl: Duration,
-
-    /// Apply pending migrations when `serve` starts. `false` leaves them to `bulkhead migrate
-    /// up` (a Kubernetes Job): the server then waits, answering `/health/ready` with 503
-    /// `migrations pending`, until they are applied, so replicas never race a migration.
-    #[arg(long, env = "BULKHEAD_MIGRATE_ON_START", default_value_t = true, global = true, action = clap::ArgAction::Set)]
-    pub migrate_on_start: bool,
-
-    /// Fill an empty catalogue with demo products and stock on start (`false` to start empty).
-    #[arg(long, env = "BULKHEAD_DEMO_DATA", default_value_t = true, global = true, action = clap::ArgAction::Set)]
-    pub demo_data: bool,
-
-    /// How long an order whose stock is reserved waits for payment before it is cancelled.
-    #[arg(long, env = "BULKHEAD_ORDERS_PAYMENT_TIMEOUT", default_value = "15m", global = true, value_parser = parse_payment_timeout)]
-    pub orders_payment_timeout: Duration,
-
-    /// The payment gateway payments calls. `sandbox` (the only one built in) behaves like a
-    /// card processor's test mode: the payment method token picks the outcome (docs/payments.md).
-    #[arg(long, env = "BULKHEAD_PAYMENTS_GATEWAY", default_value = "sandbox", global = true, value_enum)]
-    pub payments_gateway: PaymentsGateway,
-
-    /// Time added to every sandbox gateway call, as a real network and processor would.
-    #[arg(long, env = "BULKHEAD_PAYMENTS_SANDBOX_LATENCY", default_value = "50ms", global = true, value_parser = parse_sandbox_latency)]
-    pub payments_sandbox_latency: Duration,
-
-    /// Longest a gateway call may take before it counts as a timeout (and is retried with the
-    /// same idempotency key).
-    #[arg(long, env = "BULKHEAD_PAYMENTS_GATEWAY_TIMEOUT", default_value = "10s", global = true, value_parser = parse_gateway_timeout)]
-    pub payments_gateway_timeout: Duration,
-
-    /// A payment pending or authorized for longer than this is looked up at the gateway and
-    /// settled (reconciliation runs every minute).
-    #[arg(long, env = "BULKHEAD_PAYMENTS_RECONCILE_AFTER", default_value = "5m", global = true, value_parser = parse_reconcile_after)]
-    pub payments_reconcile_after: Duration,
-
-    /// Secret of the gateway's webhook signatures (default: one generated at start, which
-    /// suits one process; replicas must share one).
-    #[arg(long, env = "BULKHEAD_PAYMENTS_WEBHOOK_SECRET", global = true, hide_env_values = true, value_parser = parse_webhook_secret)]
-    pub payments_webhook_secret: Option<SecretString>,
-
-    /// Where the sandbox gateway delivers its webhooks (default: this process's own address).
-    #[arg(long, env = "BULKHEAD_PAYMENTS_WEBHOOK_URL", global = true, value_parser = parse_webhook_url)]
-    pub payments_webhook_url: Option<String>,
-
-    /// The shop's name in the messages notifications sends.
-    #[arg(long, env = "BULKHEAD_SHOP_NAME", default_value = "Bulkhead", global = true)]
-    pub shop_name: String,
-
-    /// The `From` of every email, e.g. `Shop <orders@shop.example>`.
-    #[arg(long, env = "BULKHEAD_MAIL_FROM", default_value = "Bulkhead <no-reply@bulkhead.localhost>", global = true)]
-    pub mail_from: String,
-
-    /// Where email goes: `mailbox` (one `.eml` file per message under BULKHEAD_MAILBOX_DIR;
-    /// nothing leaves the machine) or `smtp` (BULKHEAD_SMTP_*).
-    #[arg(long, env = "BULKHEAD_MAIL_TRANSPORT", default_value = "mailbox", global = true, value_enum)]
-    pub mail_transport: MailTransportKind,
-
-    /// The file mailbox's directory (default: `<data dir>/mailbox`).
-    #[arg(long, env = "BULKHEAD_MAILBOX_DIR", global = true)]
-    pub mailbox_dir: Option<PathBuf>,
-
-    /// SMTP server host (required with BULKHEAD_MAIL_TRANSPORT=smtp).
-    #[arg(long, env = "BULKHEAD_SMTP_HOST", global = true)]
-    pub smtp_host: Option<String>,
-
-    /// SMTP server port (required with BULKHEAD_MAIL_TRANSPORT=smtp; usually 587 for
-    /// `starttls`, 465 for `tls`, 25 for `none`).
-    #[arg(long, env = "BULKHEAD_SMTP_PORT", global = true)]
-    pub smtp_port: Option<u16>,
-
-    /// How the SMTP connection is protected: `starttls`, `tls` or `none` (a relay on the same
-    /// host or a test server only).
-    #[arg(long, env = "BULKHEAD_SMTP_TLS", default_value = "starttls", global = true, value_enum)]
-    pub smtp_tls: SmtpTlsMode,
-
-    /// SMTP user name (with BULKHEAD_SMTP_PASSWORD, or neither).
-    #[arg(long, env = "BULKHEAD_SMTP_USERNAME", global = true)]
-    pub smtp_username: Option<String>,
-
-    /// SMTP password.
-    #[arg(long, env = "BULKHEAD_SMTP_PASSWORD", global = true, hide_env_values = true, value_parser = parse_secret)]
-    pub smtp_password: Option<SecretString>,
-
-    /// Longest wait for the SMTP server on each command.
-    #[arg(long, env = "BULKHEAD_SMTP_TIMEOUT", default_value = "30s", global = true, value_parser = parse_smtp_timeout)]
-    pub smtp_timeout: Duration,
-
-    /// Let webhook endpoints point at loopback, private and link-local addresses (development
-    /// and tests only: it opens the server to SSRF).
-    #[arg(long, env = "BULKHEAD_WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false, global = true, action = clap::ArgAction::Set)]
-    pub webhooks_allow_private_targets: bool,
-
-    /// Longest a webhook receiver may take to answer one delivery.
-    #[arg(long, env = "BULKHEAD_WEBHOOK_TIMEOUT", default_value = "10s", global = true, value_parser = parse_webhook_timeout)]
-    pub webhook_timeout: Duration,
-
-    /// A webhook endpoint is disabled after this many failed delivery attempts in a row (a
-    /// success resets the count).
-    #[arg(long, env = "BULKHEAD_WEBHOOK_DISABLE_AFTER", default_value = "15", global = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub webhook_disable_after: u32,
-
     /// Origins allowed to call the API from a browser, comma-separated (default: none).
     #[arg(long, env = "BULKHEAD_CORS_ORIGINS", global = true, value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<HeaderValue>,
+
+    /// Addresses (IPs or CIDRs, comma-separated) of proxies whose `X-Forwarded-For` is
+    /// believed: an ingress, or the edge in front of a module's process. Per-client rate
+    /// limits then count the client, not the proxy.
+    #[arg(long, env = "BULKHEAD_TRUSTED_PROXIES", global = true, value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Where the modules this process does not host are served, and how to reach them.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+
+    #[cfg(feature = "users")]
+    #[command(flatten)]
+    pub users: users::UsersArgs,
+
+    #[cfg(feature = "inventory")]
+    #[command(flatten)]
+    pub inventory: inventory::InventoryArgs,
+
+    #[cfg(feature = "orders")]
+    #[command(flatten)]
+    pub orders: orders::OrdersArgs,
+
+    #[cfg(feature = "payments")]
+    #[command(flatten)]
+    pub payments: payments::PaymentsArgs,
+
+    #[cfg(feature = "notifications")]
+    #[command(flatten)]
+    pub notifications: notifications::NotificationsArgs,
+}
+
+/// The split topology: the URL of each module's process, for the modules this process does
+/// not host (their ports are called there and their public routes proxied there), the service
+/// keys that authenticate those calls, and how the calls behave.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Base URL of the process hosting the users module, e.g. `http://10.0.0.5:8080`.
+    #[arg(long, env = "BULKHEAD_USERS_URL", global = true, value_parser = |v: &str| http_url(v, "BULKHEAD_USERS_URL"))]
+    pub users_url: Option<url::Url>,
+
+    /// Base URL of the process hosting the inventory module.
+    #[arg(long, env = "BULKHEAD_INVENTORY_URL", global = true, value_parser = |v: &str| http_url(v, "BULKHEAD_INVENTORY_URL"))]
+    pub inventory_url: Option<url::Url>,
+
+    /// Base URL of the process hosting the orders module.
+    #[arg(long, env = "BULKHEAD_ORDERS_URL", global = true, value_parser = |v: &str| http_url(v, "BULKHEAD_ORDERS_URL"))]
+    pub orders_url: Option<url::Url>,
+
+    /// Base URL of the process hosting the payments module.
+    #[arg(long, env = "BULKHEAD_PAYMENTS_URL", global = true, value_parser = |v: &str| http_url(v, "BULKHEAD_PAYMENTS_URL"))]
+    pub payments_url: Option<url::Url>,
+
+    /// Base URL of the process hosting the notifications module.
+    #[arg(long, env = "BULKHEAD_NOTIFICATIONS_URL", global = true, value_parser = |v: &str| http_url(v, "BULKHEAD_NOTIFICATIONS_URL"))]
+    pub notifications_url: Option<url::Url>,
+
+    /// Directory of the service keys (`<module>.key.pem`, `<module>.pub.pem`) that
+    /// authenticate calls between modules' processes (default: `<data dir>/service-keys`).
+    #[arg(long, env = "BULKHEAD_SERVICE_KEYS_DIR", global = true)]
+    pub service_keys_dir: Option<PathBuf>,
+
+    /// How long a port call to another process may take when its caller sets no deadline.
+    #[arg(long, env = "BULKHEAD_PORT_TIMEOUT", default_value = "10s", global = true, value_parser = |v: &str| duration_in(v, "BULKHEAD_PORT_TIMEOUT", Some(Duration::from_millis(10)), Some(Duration::from_secs(60))))]
+    pub port_timeout: Duration,
+
+    /// Consecutive failed calls to a module's process that open its circuit breaker.
+    #[arg(long, env = "BULKHEAD_PORT_BREAKER_FAILURES", default_value = "5", global = true, value_parser = |v: &str| count(v, "BULKHEAD_PORT_BREAKER_FAILURES", 1..=1000))]
+    pub port_breaker_failures: u32,
+
+    /// How long an open breaker refuses calls before it lets one probe through (doubling,
+    /// with jitter, up to a minute while probes fail).
+    #[arg(long, env = "BULKHEAD_PORT_BREAKER_OPEN_FOR", default_value = "5s", global = true, value_parser = |v: &str| duration_in(v, "BULKHEAD_PORT_BREAKER_OPEN_FOR", Some(Duration::from_millis(100)), Some(Duration::from_secs(600))))]
+    pub port_breaker_open_for: Duration,
+}
+
+impl RemoteArgs {
+    /// The URL configured for `module`'s process, with the variable that sets it.
+    pub fn url(&self, module: &str) -> (Option<&url::Url>, String) {
+        let url = match module {
+            "users" => self.users_url.as_ref(),
+            "inventory" => self.inventory_url.as_ref(),
+            "orders" => self.orders_url.as_ref(),
+            "payments" => self.payments_url.as_ref(),
+            "notifications" => self.notifications_url.as_ref(),
+            _ => None,
+        };
+        (url, format!("BULKHEAD_{}_URL", module.to_uppercase()))
+    }
+
+    /// How port calls to other processes behave.
+    pub fn transport(&self) -> platform::remote::TransportSettings {
+        let mut settings =
+            platform::remote::TransportSettings { default_timeout: self.port_timeout, ..Default::default() };
+        settings.breaker.failures = self.port_breaker_failures;
+        settings.breaker.open_for = self.port_breaker_open_for;
+        settings.breaker.max_open = settings.breaker.max_open.max(self.port_breaker_open_for);
+        settings
+    }
 }
 
 impl Config {
@@ -325,9 +327,9 @@ impl Config {
         Cli::try_parse_from(["bulkhead"]).map(|cli| cli.config)
     }
 
-    /// Where the token signing keys live.
-    pub fn jwt_keys_dir(&self) -> PathBuf {
-        self.jwt_keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    /// Where the service keys live.
+    pub fn service_keys_dir(&self) -> PathBuf {
+        self.remote.service_keys_dir.clone().unwrap_or_else(|| self.data_dir.join("service-keys"))
     }
 
     pub fn log_format(&self) -> LogFormat {
@@ -377,205 +379,43 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_postgres_url(value: &str, variable: &str) -> Result<SecretString, String> {
-    let url = url::Url::parse(value).map_err(|e| format!("{variable} is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(format!("{variable} must start with postgres:// or postgresql://"));
-    }
-    Ok(SecretString::from(value.to_owned()))
-}
-
-fn parse_count(value: &str, variable: &str, range: std::ops::RangeInclusive<u32>) -> Result<u32, String> {
-    value
-        .trim()
-        .parse()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or_else(|| format!("{variable} must be a whole number from {} to {}", range.start(), range.end()))
+    settings::postgres_url(value, variable)
 }
 
 fn parse_pool_size(value: &str) -> Result<u32, String> {
-    parse_count(value, "BULKHEAD_DB_POOL_SIZE", 1..=500)
+    count(value, "BULKHEAD_DB_POOL_SIZE", 1..=500)
 }
 
 fn parse_rate(value: &str) -> Result<u32, String> {
-    parse_count(value, "BULKHEAD_RATE_LIMIT_PER_SECOND", 0..=1_000_000)
+    count(value, "BULKHEAD_RATE_LIMIT_PER_SECOND", 0..=1_000_000)
 }
 
 fn parse_burst(value: &str) -> Result<u32, String> {
-    parse_count(value, "BULKHEAD_RATE_LIMIT_BURST", 1..=1_000_000)
-}
-
-fn parse_request_timeout(value: &str) -> Result<Duration, String> {
-    parse_duration(value).map_err(|e| format!("BULKHEAD_REQUEST_TIMEOUT: {e}"))
-}
-
-fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
-    parse_duration(value).map_err(|e| format!("BULKHEAD_SHUTDOWN_TIMEOUT: {e}"))
-}
-
-fn parse_bus_retention(value: &str) -> Result<Duration, String> {
-    parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_RETENTION: {e}"))
-}
-
-fn parse_bus_retention_interval(value: &str) -> Result<Duration, String> {
-    parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_RETENTION_INTERVAL: {e}"))
-}
-
-fn parse_reservation_ttl(value: &str) -> Result<Duration, String> {
-    match parse_duration(value) {
-        Ok(ttl) if ttl >= Duration::from_secs(1) => Ok(ttl),
-        Ok(_) => Err("BULKHEAD_INVENTORY_RESERVATION_TTL must be at least 1s".to_owned()),
-        Err(e) => Err(format!("BULKHEAD_INVENTORY_RESERVATION_TTL: {e}")),
-    }
-}
-
-fn parse_payment_timeout(value: &str) -> Result<Duration, String> {
-    match parse_duration(value) {
-        Ok(timeout) if timeout >= Duration::from_secs(1) => Ok(timeout),
-        Ok(_) => Err("BULKHEAD_ORDERS_PAYMENT_TIMEOUT must be at least 1s".to_owned()),
-        Err(e) => Err(format!("BULKHEAD_ORDERS_PAYMENT_TIMEOUT: {e}")),
-    }
-}
-
-/// Where email goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MailTransportKind {
-    Mailbox,
-    Smtp,
-}
-
-/// How the SMTP connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SmtpTlsMode {
-    None,
-    Starttls,
-    Tls,
-}
-
-fn parse_secret(value: &str) -> Result<SecretString, String> {
-    Ok(SecretString::from(value.to_owned()))
-}
-
-fn parse_smtp_timeout(value: &str) -> Result<Duration, String> {
-    match parse_duration(value) {
-        Ok(timeout) if timeout >= Duration::from_secs(1) => Ok(timeout),
-        Ok(_) => Err("BULKHEAD_SMTP_TIMEOUT must be at least 1s".to_owned()),
-        Err(e) => Err(format!("BULKHEAD_SMTP_TIMEOUT: {e}")),
-    }
-}
-
-fn parse_webhook_timeout(value: &str) -> Result<Duration, String> {
-    match parse_duration(value) {
-        Ok(timeout) if timeout >= Duration::from_secs(1) && timeout <= Duration::from_secs(60) => Ok(timeout),
-        Ok(_) => Err("BULKHEAD_WEBHOOK_TIMEOUT must be between 1s and 60s".to_owned()),
-        Err(e) => Err(format!("BULKHEAD_WEBHOOK_TIMEOUT: {e}")),
-    }
-}
-
-/// The payment gateways built in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PaymentsGateway {
-    Sandbox,
-}
-
-fn parse_sandbox_latency(value: &str) -> Result<Duration, String> {
-    match parse_duration(value) {
-        Ok(latency) if latency <= Duration::from_secs(60) => Ok(latency),
-        Ok(_) => Err("BULKHEAD_PAYMENTS_SANDBOX_LATENCY must be at most 60s".to_owned()),
-        Err(e) => Err(format!("BULKHEAD_PAYMENTS_SANDBOX_LATENCY: {e}")),
-    }
-}
-
-fn parse_gateway_timeout(value: &str) -> Result<Duration, String> {
-    match parse_duration(value) {
-        Ok(timeout) if timeout >= Duration::from_millis(100) => Ok(timeout),
-        Ok(_) => Err("BULKHEAD_PAYMENTS_GATEWAY_TIMEOUT must be at least 100ms".to_owned()),
-        Err(e) => Err(format!("BULKHEAD_PAYMENTS_GATEWAY_TIMEOUT: {e}")),
-    }
-}
-
-fn parse_reconcile_after(value: &str) -> Result<Duration, String> {
-    match parse_duration(value) {
-        Ok(after) if after >= Duration::from_secs(1) => Ok(after),
-        Ok(_) => Err("BULKHEAD_PAYMENTS_RECONCILE_AFTER must be at least 1s".to_owned()),
-        Err(e) => Err(format!("BULKHEAD_PAYMENTS_RECONCILE_AFTER: {e}")),
-    }
-}
-
-fn parse_webhook_secret(value: &str) -> Result<SecretString, String> {
-    if value.chars().count() < 16 {
-        return Err("BULKHEAD_PAYMENTS_WEBHOOK_SECRET must be at least 16 characters".to_owned());
-    }
-    Ok(SecretString::from(value.to_owned()))
-}
-
-fn parse_webhook_url(value: &str) -> Result<String, String> {
-    match url::Url::parse(value) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(value.to_owned()),
-        _ => Err(format!("BULKHEAD_PAYMENTS_WEBHOOK_URL must be an http(s) URL, not `{value}`")),
-    }
-}
-
-fn parse_bus_poll_interval(value: &str) -> Result<Duration, String> {
-    parse_duration(value).map_err(|e| format!("BULKHEAD_BUS_POLL_INTERVAL: {e}"))
-}
-
-fn parse_public_url(value: &str) -> Result<String, String> {
-    match url::Url::parse(value) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
-            Ok(value.trim_end_matches('/').to_owned())
-        }
-        _ => Err(format!("BULKHEAD_PUBLIC_URL must be an http(s) URL such as https://shop.example.com, not `{value}`")),
-    }
-}
-
-fn parse_admin_email(value: &str) -> Result<String, String> {
-    let valid = value.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
-    if valid { Ok(value.trim().to_owned()) } else { Err("BULKHEAD_ADMIN_EMAIL must be an email address".to_owned()) }
-}
-
-fn parse_admin_password(value: &str) -> Result<SecretString, String> {
-    let length = value.chars().count();
-    if (12..=128).contains(&length) {
-        Ok(SecretString::from(value.to_owned()))
-    } else {
-        Err("BULKHEAD_ADMIN_PASSWORD must be 12 to 128 characters long".to_owned())
-    }
+    count(value, "BULKHEAD_RATE_LIMIT_BURST", 1..=1_000_000)
 }
 
 fn parse_size(value: &str) -> Result<usize, String> {
-    let error = || format!("BULKHEAD_BODY_LIMIT must be a size such as 262144, 256KiB or 1MiB, not `{value}`");
-    let trimmed = value.trim();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let number: usize = number.parse().map_err(|_| error())?;
-    let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" | "kib" | "k" => 1024,
-        "mb" | "mib" | "m" => 1024 * 1024,
-        _ => return Err(error()),
-    };
-    match number.checked_mul(factor) {
-        Some(bytes) if bytes > 0 => Ok(bytes),
-        _ => Err(error()),
-    }
+    settings::size(value, "BULKHEAD_BODY_LIMIT")
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    let error = || format!("expected a duration such as 30s, 1500ms, 2m, 36h or 7d, not `{value}`");
-    let trimmed = value.trim();
-    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    let number: u64 = number.parse().map_err(|_| error())?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(number),
-        "" | "s" => Duration::from_secs(number),
-        "m" => Duration::from_secs(number.saturating_mul(60)),
-        "h" => Duration::from_secs(number.saturating_mul(3600)),
-        "d" => Duration::from_secs(number.saturating_mul(86_400)),
-        _ => return Err(error()),
-    };
-    if duration.is_zero() { Err(error()) } else { Ok(duration) }
+fn parse_request_timeout(value: &str) -> Result<Duration, String> {
+    duration_in(value, "BULKHEAD_REQUEST_TIMEOUT", None, None)
+}
+
+fn parse_shutdown_timeout(value: &str) -> Result<Duration, String> {
+    duration_in(value, "BULKHEAD_SHUTDOWN_TIMEOUT", None, None)
+}
+
+fn parse_bus_retention(value: &str) -> Result<Duration, String> {
+    duration_in(value, "BULKHEAD_BUS_RETENTION", None, None)
+}
+
+fn parse_bus_retention_interval(value: &str) -> Result<Duration, String> {
+    duration_in(value, "BULKHEAD_BUS_RETENTION_INTERVAL", None, None)
+}
+
+fn parse_bus_poll_interval(value: &str) -> Result<Duration, String> {
+    duration_in(value, "BULKHEAD_BUS_POLL_INTERVAL", None, None)
 }
 
 fn parse_origin(value: &str) -> Result<HeaderValue, String> {
@@ -583,6 +423,14 @@ fn parse_origin(value: &str) -> Result<HeaderValue, String> {
         .map_err(|_| format!("BULKHEAD_CORS_ORIGINS: `{value}` is not an origin such as https://shop.example"))?;
     HeaderValue::from_str(url.origin().ascii_serialization().as_str())
         .map_err(|_| format!("BULKHEAD_CORS_ORIGINS: `{value}` is not a valid origin"))
+}
+
+/// An IP address (a single host) or a CIDR block.
+fn parse_proxy(value: &str) -> Result<ipnet::IpNet, String> {
+    let value = value.trim();
+    value.parse::<ipnet::IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+        format!("BULKHEAD_TRUSTED_PROXIES: `{value}` is not an IP address or a CIDR block such as 10.0.0.0/8")
+    })
 }
 
 #[cfg(test)]
@@ -625,13 +473,20 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations_parse_with_units() {
-        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
-        assert_eq!(parse_size("512"), Ok(512));
-        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert!(parse_duration("0s").is_err());
+    fn module_urls_and_trusted_proxies_parse() {
+        let cli =
+            parse(&["--payments-url", "http://10.0.0.7:8081/", "--trusted-proxies", "127.0.0.1,10.0.0.0/8"]).unwrap();
+        assert_eq!(cli.config.remote.url("payments").0.map(url::Url::as_str), Some("http://10.0.0.7:8081/"));
+        assert_eq!(cli.config.remote.url("users"), (None, "BULKHEAD_USERS_URL".to_owned()));
+        assert_eq!(cli.config.trusted_proxies.len(), 2);
+        for (args, variable) in [
+            (&["--users-url", "users:8080"][..], "BULKHEAD_USERS_URL"),
+            (&["--trusted-proxies", "the ingress"][..], "BULKHEAD_TRUSTED_PROXIES"),
+            (&["--port-timeout", "2h"][..], "BULKHEAD_PORT_TIMEOUT"),
+        ] {
+            let message = parse(args).unwrap_err().to_string();
+            assert!(message.contains(variable), "{args:?}: {message}");
+        }
     }
 
     #[test]
@@ -660,18 +515,6 @@ mod tests {
     }
 
     #[test]
-    fn serve_migrates_on_start_unless_told_that_a_job_does() {
-        assert!(parse(&[]).unwrap().config.migrate_on_start);
-        assert!(!parse(&["--migrate-on-start", "false"]).unwrap().config.migrate_on_start);
-        assert!(parse(&["--migrate-on-start", "maybe"]).is_err());
-    }
-
-    #[test]
-    fn healthcheck_is_a_command_of_its_own() {
-        assert!(matches!(parse(&["healthcheck"]).unwrap().command, Some(Command::Healthcheck)));
-    }
-
-    #[test]
     fn the_bus_retention_interval_reaches_the_bus_and_the_shutdown_timeout_the_jobs() {
         let cli = parse(&["--bus-retention-interval", "15m", "--shutdown-timeout", "5s"]).unwrap();
         assert_eq!(cli.config.bus().retention_every, Duration::from_secs(900));
@@ -683,5 +526,17 @@ mod tests {
     fn migrate_subcommands_parse() {
         let cli = parse(&["migrate", "down", "--module", "orders", "--steps", "2"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Migrate { action: MigrateAction::Down { steps: 2, .. } })));
+    }
+
+    #[test]
+    fn serve_migrates_on_start_unless_told_that_a_job_does() {
+        assert!(parse(&[]).unwrap().config.migrate_on_start);
+        assert!(!parse(&["--migrate-on-start", "false"]).unwrap().config.migrate_on_start);
+        assert!(parse(&["--migrate-on-start", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn healthcheck_is_a_command_of_its_own() {
+        assert!(matches!(parse(&["healthcheck"]).unwrap().command, Some(Command::Healthcheck)));
     }
 }

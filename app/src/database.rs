@@ -57,7 +57,13 @@ impl Backing {
                 .with_context(|| format!("BULKHEAD_{}_DATABASE_URL is not a PostgreSQL URL", module.to_uppercase()))?;
             parsed_urls.insert(module, options);
         }
-        let setup = DatabaseSetup { admin, module_urls: parsed_urls, pool_size: config.db_pool_size, jobs };
+        let setup = DatabaseSetup {
+            admin,
+            module_urls: parsed_urls,
+            pool_size: config.db_pool_size,
+            jobs,
+            peers: crate::modules::ALL.to_vec(),
+        };
         let databases = match Databases::connect(&setup, schemas).await {
             Ok(databases) => databases,
             Err(error) => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use platform::auth::JwtVerifier;
 use platform::bus::Bus;
 use platform::db::{Databases, ModuleSchema, migrate};
 use platform::http::{ApiError, Data, ErrorEnvelope};
@@ -16,14 +17,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::edge::Upstream;
+
 #[derive(Debug, Clone)]
-pub struct HealthState {
-    pub databases: Databases,
-    pub schemas: Arc<[ModuleSchema]>,
-    pub bus: Bus,
+pub(crate) struct HealthState {
+    pub(crate) databases: Databases,
+    pub(crate) schemas: Arc<[ModuleSchema]>,
+    pub(crate) bus: Bus,
     /// The jobs pool.
-    pub jobs: sqlx::PgPool,
-    pub readiness: ReadinessMetrics,
+    pub(crate) jobs: sqlx::PgPool,
+    /// For the keys it holds (fetched from users' process when users is hosted elsewhere).
+    pub(crate) verifier: JwtVerifier,
+    /// Modules hosted by other processes this one depends on.
+    pub(crate) upstreams: Vec<Upstream>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) readiness: ReadinessMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,12 +42,12 @@ struct CheckLabels {
 /// The outcome of each readiness check at the last `/health/ready` (1 ok, 0 failing), so
 /// alerts see what the orchestrator's probes saw. No series before the first probe.
 #[derive(Debug, Clone, Default)]
-pub struct ReadinessMetrics {
+pub(crate) struct ReadinessMetrics {
     checks: Family<CheckLabels, Gauge>,
 }
 
 impl ReadinessMetrics {
-    pub fn register(metrics: &Metrics) -> Self {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
         let this = Self::default();
         metrics.register(
             "bulkhead_readiness_check",
@@ -50,8 +58,7 @@ impl ReadinessMetrics {
     }
 
     fn record(&self, checks: &serde_json::Map<String, serde_json::Value>) {
-        // The bus check reports, it never fails readiness.
-        for (check, outcome) in checks.iter().filter(|(check, _)| *check != "bus") {
+        for (check, outcome) in checks {
             let ok = outcome.as_str() == Some("ok");
             self.checks.get_or_create(&CheckLabels { check: check.clone() }).set(i64::from(ok));
         }
@@ -83,7 +90,10 @@ pub struct Readiness {
 
 /// Readiness: every hosted module's database answers and its migrations are all applied, and
 /// so do the jobs storage's (`jobs`). The bus is reported too; lost notifications only slow it
-/// down (it polls), so they do not make the process unready.
+/// down (it polls), so they do not make the process unready. So are the processes of modules
+/// hosted elsewhere (`remote.<module>`) and, without users here, its signing keys
+/// (`users.jwks`): another process being down degrades what depends on it, and taking this
+/// one out of service would only spread the outage.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
         (status = 200, description = "Ready to serve traffic", body = inline(platform::http::Envelope<Readiness>)),
@@ -91,6 +101,7 @@ pub struct Readiness {
     ))]
 pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, ApiError> {
     let (mut checks, healthy) = storage_checks(&state.databases, &state.schemas, &state.jobs).await;
+    // Only these decide readiness; the reports below do not.
     state.readiness.record(&checks);
     let bus = if state.bus.is_empty() {
         "idle (no module hosted)"
@@ -100,6 +111,31 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         "polling (notifications not connected)"
     };
     checks.insert("bus".to_owned(), bus.into());
+    let probes = state.upstreams.iter().map(|upstream| async {
+        let url = format!("{}/health", upstream.url.as_str().trim_end_matches('/'));
+        let answer = state.client.get(&url).timeout(Duration::from_secs(2)).send().await;
+        let outcome = match answer {
+            Ok(response) if response.status().is_success() => "ok".to_owned(),
+            Ok(response) => format!("answers {}", response.status()),
+            Err(error) => format!("unreachable ({error})"),
+        };
+        (format!("remote.{}", upstream.module), outcome)
+    });
+    for (name, outcome) in futures::future::join_all(probes).await {
+        checks.insert(name, outcome.into());
+    }
+    if !state.schemas.iter().any(|schema| schema.name == "users") {
+        // A process that started before users asks again here rather than at the first token.
+        let report = match state.verifier.key_ids().len() {
+            0 => match state.verifier.refresh().await {
+                Ok(keys) if keys > 0 => "ok".to_owned(),
+                Ok(_) => "the users module publishes no keys yet".to_owned(),
+                Err(error) => format!("no keys yet: {error:#}"),
+            },
+            _ => "ok".to_owned(),
+        };
+        checks.insert("users.jwks".to_owned(), report.into());
+    }
     if healthy { Ok(Data(Readiness { status: "ready", checks })) } else { Err(not_ready(checks)) }
 }
 
@@ -150,21 +186,21 @@ fn not_ready(checks: serde_json::Map<String, serde_json::Value>) -> ApiError {
 /// What a server started with `BULKHEAD_MIGRATE_ON_START=false` knows while it waits for
 /// `bulkhead migrate up`: its databases, not yet its modules.
 #[derive(Debug, Clone)]
-pub struct WaitingState {
-    pub databases: Databases,
-    pub schemas: Arc<[ModuleSchema]>,
-    pub jobs: sqlx::PgPool,
+pub(crate) struct WaitingState {
+    pub(crate) databases: Databases,
+    pub(crate) schemas: Arc<[ModuleSchema]>,
+    pub(crate) jobs: sqlx::PgPool,
 }
 
 impl WaitingState {
     /// Whether every hosted module's migrations and the jobs storage's are applied.
-    pub async fn migrated(&self) -> bool {
+    pub(crate) async fn migrated(&self) -> bool {
         storage_checks(&self.databases, &self.schemas, &self.jobs).await.1
     }
 }
 
 /// The routes a waiting server answers: alive, and not ready until migrated.
-pub fn waiting_routes(state: WaitingState) -> axum::Router {
+pub(crate) fn waiting_routes(state: WaitingState) -> axum::Router {
     axum::Router::new()
         .route("/health", axum::routing::get(live))
         .route("/health/ready", axum::routing::get(waiting_ready))

@@ -3,9 +3,11 @@
 pub mod cli;
 pub mod config;
 mod database;
+pub mod edge;
 mod health;
 pub mod modules;
 mod ports;
+pub mod process;
 mod server;
 
 pub use config::{Cli, Command, Config};

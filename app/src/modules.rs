@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-#[cfg_attr(not(feature = "inventory"), expect(unused_imports, reason = "only inventory's start needs it"))]
+#[cfg_attr(
+    not(any(feature = "users", feature = "inventory")),
+    expect(unused_imports, reason = "only the starts of users and inventory need it")
+)]
 use anyhow::Context;
 
 use std::net::SocketAddr;
@@ -15,6 +18,11 @@ use platform::{Module, ModuleDescriptor};
 
 use crate::config::Config;
 use crate::database::Backing;
+use crate::ports::{Ports, Remotes};
+
+/// Every module of the system, compiled in or not: a process can reach (and provision a role
+/// for) a module it was built without.
+pub const ALL: [&str; 5] = ["users", "inventory", "orders", "payments", "notifications"];
 
 /// Every module compiled in, in dependency order (a module's ports come from earlier ones).
 pub fn compiled() -> Vec<ModuleDescriptor> {
@@ -43,13 +51,15 @@ pub(crate) struct Process<'a> {
         expect(dead_code, reason = "only orders, payments and notifications register metrics of their own")
     )]
     pub(crate) metrics: &'a Metrics,
+    /// The way to modules hosted elsewhere.
+    pub(crate) remotes: &'a Remotes,
 }
 
 /// Builds the hosted modules from their pools, in dependency order, and runs their
 /// first-start work (the users module's first admin).
 ///
 /// # Errors
-/// A module that cannot start, with the reason.
+/// A module that cannot start, or a port of a module hosted elsewhere with no URL configured.
 #[cfg_attr(
     not(any(
         feature = "users",
@@ -65,10 +75,6 @@ pub(crate) async fn build(
     config: &Config,
     backing: &Backing,
     verifier: &JwtVerifier,
-    #[cfg_attr(
-        not(any(feature = "orders", feature = "payments", feature = "notifications")),
-        expect(unused_variables, reason = "only orders, payments and notifications need the process")
-    )]
     process: &Process<'_>,
 ) -> anyhow::Result<Vec<Arc<dyn Module>>> {
     let hosts = |name: &str| hosted.iter().any(|d| d.schema.name == name);
@@ -85,12 +91,17 @@ pub(crate) async fn build(
     let mut built: Vec<Arc<dyn Module>> = Vec::new();
     #[cfg_attr(
         not(any(all(feature = "inventory", feature = "orders"), all(feature = "users", feature = "notifications"))),
-        expect(unused_mut, reason = "no port to wire")
+        expect(unused_mut, reason = "no port served in process")
     )]
-    let mut ports = crate::ports::Ports::default();
+    let mut ports = Ports::new(process.remotes);
     #[cfg(feature = "users")]
     if hosts("users") {
-        let module = users_module(config, backing, verifier).await?;
+        let pool = backing.databases.pool("users")?.clone();
+        let settings = config.users.config(&config.data_dir);
+        let module = users::UsersModule::new(pool, verifier.clone(), settings).context("starting the users module")?;
+        if let Some(admin) = module.ensure_first_admin().await.context("creating the first admin")? {
+            announce_first_admin(&admin);
+        }
         #[cfg(feature = "notifications")]
         {
             ports.users = Some(module.api());
@@ -99,10 +110,9 @@ pub(crate) async fn build(
     }
     #[cfg(feature = "inventory")]
     if hosts("inventory") {
-        let settings = inventory::InventoryConfig { reservation_ttl: config.inventory_reservation_ttl };
         let pool = backing.databases.pool("inventory")?.clone();
-        let module = inventory::InventoryModule::new(pool, verifier.clone(), settings);
-        if config.demo_data {
+        let module = inventory::InventoryModule::new(pool, verifier.clone(), config.inventory.config());
+        if config.inventory.demo_data {
             let seeded = module.seed_demo_catalogue().await.context("seeding the demo catalogue")?;
             if seeded > 0 {
                 tracing::info!(
@@ -119,127 +129,29 @@ pub(crate) async fn build(
     }
     #[cfg(feature = "orders")]
     if hosts("orders") {
-        let settings =
-            orders::OrdersConfig { payment_timeout: config.orders_payment_timeout, ..orders::OrdersConfig::default() };
         let pool = backing.databases.pool("orders")?.clone();
+        let inventory = ports.inventory("orders")?;
         built.push(Arc::new(
-            orders::OrdersModule::new(pool, ports.inventory(), verifier.clone(), settings)
+            orders::OrdersModule::new(pool, inventory, verifier.clone(), config.orders.config())
                 .with_metrics(process.metrics),
         ));
     }
     #[cfg(feature = "payments")]
     if hosts("payments") {
-        built.push(Arc::new(payments_module(config, backing, verifier, process)?));
+        let pool = backing.databases.pool("payments")?.clone();
+        let (gateway, settings) = config.payments.gateway_and_config(process.addr);
+        built.push(Arc::new(payments::PaymentsModule::new(pool, gateway, verifier.clone(), settings, process.metrics)));
     }
     #[cfg(feature = "notifications")]
     if hosts("notifications") {
-        built.push(Arc::new(notifications_module(config, backing, verifier, process, ports.users())?));
+        let pool = backing.databases.pool("notifications")?.clone();
+        let settings = config.notifications.config(&config.data_dir)?;
+        let users = ports.users("notifications")?;
+        let module = notifications::NotificationsModule::new(pool, users, verifier.clone(), settings)?;
+        built.push(Arc::new(module.with_metrics(process.metrics)));
     }
     tracing::debug!(?ports, "ports wired");
     Ok(built)
-}
-
-/// Notifications with the configured mail transport and webhook settings.
-#[cfg(feature = "notifications")]
-fn notifications_module(
-    config: &Config,
-    backing: &Backing,
-    verifier: &JwtVerifier,
-    process: &Process<'_>,
-    users: Arc<dyn users_contract::UsersApi>,
-) -> anyhow::Result<notifications::NotificationsModule> {
-    use crate::config::{MailTransportKind, SmtpTlsMode};
-    use notifications::{MailTransport, SmtpConfig, SmtpTls};
-    let mut settings = notifications::NotificationsConfig { shop_name: config.shop_name.clone(), ..Default::default() };
-    settings.email.from.clone_from(&config.mail_from);
-    settings.email.transport = match config.mail_transport {
-        MailTransportKind::Mailbox => MailTransport::Mailbox {
-            dir: config.mailbox_dir.clone().unwrap_or_else(|| config.data_dir.join("mailbox")),
-        },
-        MailTransportKind::Smtp => {
-            let (Some(host), Some(port)) = (config.smtp_host.clone(), config.smtp_port) else {
-                anyhow::bail!("BULKHEAD_MAIL_TRANSPORT=smtp needs BULKHEAD_SMTP_HOST and BULKHEAD_SMTP_PORT");
-            };
-            let tls = match config.smtp_tls {
-                SmtpTlsMode::None => SmtpTls::None,
-                SmtpTlsMode::Starttls => SmtpTls::StartTls,
-                SmtpTlsMode::Tls => SmtpTls::Tls,
-            };
-            let mut smtp = SmtpConfig::new(host, port, tls);
-            match (&config.smtp_username, &config.smtp_password) {
-                (Some(_), Some(_)) | (None, None) => {}
-                _ => anyhow::bail!("set both BULKHEAD_SMTP_USERNAME and BULKHEAD_SMTP_PASSWORD, or neither"),
-            }
-            smtp.username.clone_from(&config.smtp_username);
-            smtp.password.clone_from(&config.smtp_password);
-            smtp.timeout = config.smtp_timeout;
-            MailTransport::Smtp(smtp)
-        }
-    };
-    settings.webhooks.allow_private_targets = config.webhooks_allow_private_targets;
-    settings.webhooks.timeout = config.webhook_timeout;
-    settings.webhooks.disable_after_failures = config.webhook_disable_after;
-    let pool = backing.databases.pool("notifications")?.clone();
-    let module = notifications::NotificationsModule::new(pool, users, verifier.clone(), settings)?;
-    Ok(module.with_metrics(process.metrics))
-}
-
-/// Payments with the configured gateway. The sandbox delivers its webhooks back to this
-/// process unless `BULKHEAD_PAYMENTS_WEBHOOK_URL` says otherwise.
-#[cfg(feature = "payments")]
-fn payments_module(
-    config: &Config,
-    backing: &Backing,
-    verifier: &JwtVerifier,
-    process: &Process<'_>,
-) -> anyhow::Result<payments::PaymentsModule> {
-    use crate::config::PaymentsGateway;
-    let secret = config.payments_webhook_secret.clone().unwrap_or_else(|| {
-        let generated = format!("whsec_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        secrecy::SecretString::from(generated)
-    });
-    let gateway: Arc<dyn payments::PaymentGateway> = match config.payments_gateway {
-        PaymentsGateway::Sandbox => {
-            let sandbox = payments::SandboxGateway::new(payments::SandboxConfig {
-                latency: config.payments_sandbox_latency,
-                ..payments::SandboxConfig::default()
-            });
-            let url = config.payments_webhook_url.clone().unwrap_or_else(|| {
-                let mut addr = process.addr;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                format!("http://{addr}{}", payments::SANDBOX_WEBHOOK_PATH)
-            });
-            sandbox.set_webhook_target(payments::WebhookTarget { url, secret: secret.clone() });
-            Arc::new(sandbox)
-        }
-    };
-    let mut settings = payments::PaymentsConfig::new(secret);
-    settings.gateway_timeout = config.payments_gateway_timeout;
-    settings.reconcile_after = config.payments_reconcile_after;
-    let pool = backing.databases.pool("payments")?.clone();
-    Ok(payments::PaymentsModule::new(pool, gateway, verifier.clone(), settings, process.metrics))
-}
-
-#[cfg(feature = "users")]
-async fn users_module(
-    config: &Config,
-    backing: &Backing,
-    verifier: &JwtVerifier,
-) -> anyhow::Result<users::UsersModule> {
-    use anyhow::Context;
-    let mut settings = users::UsersConfig::new(config.jwt_keys_dir(), config.public_url.clone());
-    if let Some(email) = &config.admin_email {
-        settings.first_admin.email.clone_from(email);
-    }
-    settings.first_admin.password.clone_from(&config.admin_password);
-    let pool = backing.databases.pool("users")?.clone();
-    let module = users::UsersModule::new(pool, verifier.clone(), settings).context("starting the users module")?;
-    if let Some(admin) = module.ensure_first_admin().await.context("creating the first admin")? {
-        announce_first_admin(&admin);
-    }
-    Ok(module)
 }
 
 /// Shown once, on the terminal (not in the logs): the only place a generated password appears.

@@ -5,30 +5,35 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
+use axum::routing::get;
 use platform::Module;
 use platform::auth::JwtVerifier;
 use platform::bus::admin::{self, AdminState};
 use platform::bus::{Bus, BusBuilder};
 use platform::db::ModuleSchema;
 use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
-use platform::http::{ApiError, HttpSettings, stack};
+use platform::http::{ApiError, HttpSettings, Query, stack};
 use platform::jobs::JobsRuntime;
 use platform::jobs::admin::{self as jobs_admin, JobsAdminState};
 use platform::metrics::Metrics;
+use platform::remote::{InternalAccess, PortMetrics, ServiceKeys, require_service_token};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::config::Config;
 use crate::database::Backing;
+use crate::edge::{Edge, SpecQuery, SpecScope};
 use crate::health::{self, HealthState};
 use crate::modules;
+use crate::ports::Remotes;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -56,6 +61,22 @@ use crate::modules;
     )
 )]
 struct ApiDoc;
+
+/// The internal API: the server side of every hosted module's ports, for the processes of
+/// other modules (ADR 0014). Served at `/internal/openapi.json`, apart from the public API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Bulkhead internal API",
+        description = "The ports of the modules this process hosts, called by the processes of other modules. \
+            Every call carries a service token (an EdDSA JWT whose `sub` is the calling module and `aud` \
+            the called one); a module may call only the ports its manifest declares.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    components(schemas(platform::http::ErrorEnvelope, platform::http::ErrorBody, platform::http::FieldError)),
+    modifiers(&BearerAuth)
+)]
+struct InternalDoc;
 
 /// The `bearer` security scheme handlers refer to.
 struct BearerAuth;
@@ -106,12 +127,32 @@ impl Application {
                 wait_for_migrations(&listener, &backing, &schemas, &config).await?;
             }
             let metrics = Metrics::new();
-            let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
-            let process = modules::Process { addr: listener.local_addr()?, metrics: &metrics };
+            let client = reqwest::Client::builder().build().context("building the HTTP client for other processes")?;
+            let hosted_names: Vec<&str> = hosted.iter().map(|d| d.schema.name).collect();
+            let verifier = token_verifier(&config, &hosted_names, &client).await?;
+            let keys = ServiceKeys::open(&config.service_keys_dir())?;
+            let remotes = Remotes {
+                args: config.remote.clone(),
+                keys: keys.clone(),
+                client: client.clone(),
+                metrics: PortMetrics::register(&metrics),
+            };
+            let process = modules::Process { addr: listener.local_addr()?, metrics: &metrics, remotes: &remotes };
             let modules = modules::build(&hosted, &config, &backing, &verifier, &process).await?;
             let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics)?;
             let jobs = assemble_jobs(&config, &backing, &modules, &bus, &metrics)?;
-            let router = router(&config, &backing, schemas.clone(), &modules, metrics, verifier.clone(), bus.clone())?;
+            let edge = Edge::new(&hosted_names, &config.remote)?;
+            let parts = RouterParts {
+                schemas: schemas.clone(),
+                modules: &modules,
+                metrics,
+                verifier: verifier.clone(),
+                bus: bus.clone(),
+                keys,
+                edge,
+                client,
+            };
+            let router = router(&config, &backing, parts)?;
             anyhow::Ok((router, listener, verifier, bus, jobs))
         }
         .await;
@@ -280,35 +321,90 @@ pub(crate) fn assemble_jobs(
         .queues(bus.retention_jobs()))
 }
 
-fn router(
-    config: &Config,
-    backing: &Backing,
+/// The verifier of access tokens: with the users module's keys when it is hosted here (it
+/// adds them as it starts), else with its JWKS, read from its process.
+async fn token_verifier(config: &Config, hosted: &[&str], client: &reqwest::Client) -> anyhow::Result<JwtVerifier> {
+    let verifier = JwtVerifier::new(&config.jwt_issuer, &config.jwt_audience);
+    if hosted.contains(&"users") {
+        return Ok(verifier);
+    }
+    let (url, variable) = config.remote.url("users");
+    let url = url.with_context(|| {
+        format!(
+            "this process does not host the users module, whose keys verify access tokens: \
+             set {variable} to the URL of the process that hosts it"
+        )
+    })?;
+    let jwks = format!("{}/.well-known/jwks.json", url.as_str().trim_end_matches('/'))
+        .parse()
+        .with_context(|| format!("{variable} does not make a JWKS URL"))?;
+    let verifier = verifier.with_jwks_url(jwks, client.clone());
+    // Processes may start in any order: tokens are refused until users answers, no longer.
+    if let Err(error) = verifier.refresh().await {
+        tracing::warn!("{error:#}; access tokens are refused until the users module answers");
+    }
+    Ok(verifier)
+}
+
+/// What the router is made of.
+struct RouterParts<'a> {
     schemas: Arc<[ModuleSchema]>,
-    modules: &[Arc<dyn Module>],
+    modules: &'a [Arc<dyn Module>],
     metrics: Metrics,
     verifier: JwtVerifier,
     bus: Bus,
-) -> anyhow::Result<Router> {
+    keys: ServiceKeys,
+    edge: Edge,
+    client: reqwest::Client,
+}
+
+fn router(config: &Config, backing: &Backing, parts: RouterParts<'_>) -> anyhow::Result<Router> {
+    let RouterParts { schemas, modules, metrics, verifier, bus, keys, edge, client } = parts;
     // The public API of every hosted module, under /api/v1. Module routes are merged here,
     // before the layers below, which wrap only routes already present. The API's own fallback
     // keeps unknown API paths inside its middleware (rate limiting) too.
     let jobs = backing.databases.jobs_pool()?.clone();
     let mut api = OpenApiRouter::<()>::new()
         .merge(admin::router(AdminState { bus: bus.clone(), verifier: verifier.clone() }))
-        .merge(jobs_admin::router(JobsAdminState { pool: jobs.clone(), verifier }));
+        .merge(jobs_admin::router(JobsAdminState { pool: jobs.clone(), verifier: verifier.clone() }));
     let mut root = OpenApiRouter::new();
+    let mut internal = OpenApiRouter::with_openapi(InternalDoc::openapi());
     for module in modules {
         api = api.merge(stack::tag_module_routes(module.name(), module.public_routes()));
         root = root.merge(stack::tag_module_routes(module.name(), module.root_routes()));
+        // The server side of the module's ports: only its declared callers get in.
+        let served = module.manifest().ports_served;
+        if !served.is_empty() {
+            let access = InternalAccess {
+                keys: keys.clone(),
+                callee: module.name(),
+                callers: served.iter().flat_map(|port| port.callers.iter().copied()).collect(),
+            };
+            let routes = stack::tag_module_routes(module.name(), module.internal_routes())
+                .route_layer(from_fn_with_state(access, require_service_token));
+            internal = internal.nest(&format!("/internal/{}/v1", module.name()), routes);
+        }
     }
     let (api, api_spec) = api.split_for_parts();
-    let mut api = api.fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) });
+    // Routes of modules hosted elsewhere go to their processes.
+    let (proxied_api, proxied_root) = edge.routes();
+    let mut api = api.merge(proxied_api).fallback(|| async { ApiError::for_status(StatusCode::NOT_FOUND) });
     if let Some((per_second, burst)) = config.rate_limit() {
         api = api.layer(from_fn_with_state(ClientRateLimit::new(per_second, burst), limit_by_client));
     }
 
+    let upstreams = edge.upstreams().to_vec();
     let readiness = health::ReadinessMetrics::register(&metrics);
-    let health_state = HealthState { databases: backing.databases.clone(), schemas, bus, jobs, readiness };
+    let health_state = HealthState {
+        databases: backing.databases.clone(),
+        schemas,
+        bus,
+        jobs,
+        verifier,
+        upstreams,
+        client,
+        readiness,
+    };
     let (operations, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
@@ -316,12 +412,29 @@ fn router(
         .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()))
         .merge(root)
         .split_for_parts();
-    let spec = spec.nest("/api/v1", api_spec);
-    let router = operations.nest("/api/v1", api).merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
+    let spec = serde_json::to_value(spec.nest("/api/v1", api_spec)).context("writing the OpenAPI document")?;
+    let (internal, internal_spec) = internal.split_for_parts();
+    let router = operations
+        .merge(proxied_root)
+        .nest("/api/v1", api)
+        .merge(internal)
+        .route("/api/openapi.json", get(move |query| openapi(edge.clone(), spec.clone(), query)))
+        .route("/internal/openapi.json", get(move || std::future::ready(Json(internal_spec.clone()))))
+        .merge(SwaggerUi::new("/api/docs").config(SwaggerConfig::from("/api/openapi.json")));
     let settings = HttpSettings {
         body_limit_bytes: config.body_limit,
         request_timeout: config.request_timeout,
         cors_origins: config.cors_origins.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     Ok(stack::apply(router, &settings, metrics))
+}
+
+/// The OpenAPI document of the whole API: this process's routes, and those of the modules it
+/// proxies, from their processes.
+async fn openapi(edge: Edge, local: serde_json::Value, Query(query): Query<SpecQuery>) -> Json<serde_json::Value> {
+    match query.scope {
+        SpecScope::Api => Json(edge.merged_openapi(local).await),
+        SpecScope::Process => Json(local),
+    }
 }

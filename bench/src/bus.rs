@@ -77,6 +77,7 @@ async fn measure(
         pool_size: 16,
         // The bus alone is measured.
         jobs: JobsDatabase::Disabled,
+        peers: Vec::new(),
     };
     let databases = Databases::connect(&setup, &schemas).await?;
     databases.migrate(&schemas).await?;

@@ -32,12 +32,7 @@ pub struct Claims {
     pub sid: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Customer,
-    Admin,
-}
+pub use shared_kernel::Role;
 
 /// Who is calling, as proven by a verified token.
 #[derive(Debug, Clone)]
@@ -85,13 +80,51 @@ pub enum TokenError {
 }
 
 /// Verifies access tokens against a rotating set of public keys. Cheap to clone; all clones
-/// share the key set, so the users module's rotation is seen everywhere at once.
+/// share the key set, so the users module's rotation is seen everywhere at once. In a
+/// process that does not host users, the keys come from users' JWKS ([`JwtVerifier::with_jwks_url`]).
 #[derive(Clone)]
 pub struct JwtVerifier {
     issuer: String,
     audience: String,
     keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
+    remote: Option<Arc<RemoteJwks>>,
 }
+
+/// Where a process that does not host users gets the keys: users' JWKS, read at start, again
+/// when a token names a key not seen yet (a rotation), and every few minutes (a retirement).
+#[derive(Debug)]
+struct RemoteJwks {
+    url: url::Url,
+    client: reqwest::Client,
+    /// When the set was last asked for and whether it came; one fetch at a time.
+    fetched: tokio::sync::Mutex<Option<Fetched>>,
+}
+
+/// The last fetch of a remote JWKS.
+#[derive(Debug, Clone, Copy)]
+struct Fetched {
+    at: std::time::Instant,
+    succeeded: bool,
+}
+
+impl Fetched {
+    /// Whether it is too recent to fetch again on an unknown key id: a failed fetch is
+    /// tried again sooner, so a process that started before users catches up at once.
+    fn blocks_refetch(self) -> bool {
+        let wait = if self.succeeded { JWKS_REFETCH_AT_MOST_EVERY } else { JWKS_RETRY_AFTER_FAILURE };
+        self.at.elapsed() < wait
+    }
+}
+
+/// After a failed fetch, an unknown key id may fetch again this soon.
+const JWKS_RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// An unknown key id may make the JWKS be fetched again this often, no more: a stream of
+/// forged key ids must not become a stream of requests to the users module.
+const JWKS_REFETCH_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keys are refreshed this often anyway, so a key users retired stops being trusted.
+const JWKS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +140,86 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// A verifier with no keys yet: it refuses every token until keys are added.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), audience: audience.into(), keys: Arc::default() }
+        Self { issuer: issuer.into(), audience: audience.into(), keys: Arc::default(), remote: None }
+    }
+
+    /// The same verifier, trusting the keys of the JWKS at `url` (the users module's
+    /// `/.well-known/jwks.json` in another process). Call [`JwtVerifier::refresh`] to read it
+    /// a first time.
+    #[must_use]
+    pub fn with_jwks_url(mut self, url: url::Url, client: reqwest::Client) -> Self {
+        self.remote = Some(Arc::new(RemoteJwks { url, client, fetched: tokio::sync::Mutex::new(None) }));
+        self
+    }
+
+    /// Reads the remote JWKS now (nothing to do without one); returns how many keys it holds.
+    ///
+    /// # Errors
+    /// The JWKS cannot be fetched or read; the keys trusted so far stay.
+    pub async fn refresh(&self) -> anyhow::Result<usize> {
+        let Some(remote) = &self.remote else { return Ok(self.key_ids().len()) };
+        let mut fetched = remote.fetched.lock().await;
+        let outcome = self.fetch(remote).await;
+        *fetched = Some(Fetched { at: std::time::Instant::now(), succeeded: outcome.is_ok() });
+        outcome
+    }
+
+    async fn fetch(&self, remote: &RemoteJwks) -> anyhow::Result<usize> {
+        use anyhow::Context;
+        let response = remote
+            .client
+            .get(remote.url.clone())
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("fetching the signing keys from {}", remote.url))?;
+        let jwks: JwkSet = response.json().await.with_context(|| format!("reading the JWKS of {}", remote.url))?;
+        self.set_jwks(&jwks)?;
+        Ok(jwks.keys.len())
+    }
+
+    /// Fetches the remote JWKS again if `due` says so of the last fetch, unless another call
+    /// is at it already (which this one then waits for).
+    async fn refresh_when(&self, due: impl Fn(Fetched) -> bool) {
+        let Some(remote) = &self.remote else { return };
+        let mut fetched = remote.fetched.lock().await;
+        if fetched.is_some_and(|last| !due(last)) {
+            return;
+        }
+        let outcome = self.fetch(remote).await;
+        *fetched = Some(Fetched { at: std::time::Instant::now(), succeeded: outcome.is_ok() });
+        if let Err(error) = outcome {
+            tracing::warn!("{error:#}");
+        }
+    }
+
+    /// [`JwtVerifier::verify`], reading the remote JWKS again first when the token names a
+    /// key not seen yet, or when the keys are old.
+    ///
+    /// # Errors
+    /// [`TokenError`] saying what was wrong.
+    pub async fn verify_current(&self, token: &str) -> Result<Principal, TokenError> {
+        if self.remote.is_none() {
+            return self.verify(token);
+        }
+        // Old keys are refreshed beside the request, which need not wait for it.
+        let stale = |last: Fetched| last.at.elapsed() >= JWKS_MAX_AGE;
+        if self
+            .remote
+            .as_ref()
+            .is_some_and(|remote| remote.fetched.try_lock().is_ok_and(|fetched| fetched.is_some_and(stale)))
+        {
+            let verifier = self.clone();
+            tokio::spawn(async move { verifier.refresh_when(stale).await });
+        }
+        match self.verify(token) {
+            Err(TokenError::UnknownKey(_)) => {
+                self.refresh_when(|last| !last.blocks_refetch()).await;
+                self.verify(token)
+            }
+            verified => verified,
+        }
     }
 
     pub fn issuer(&self) -> &str {
@@ -201,7 +313,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
         let verifier = JwtVerifier::from_ref(state);
-        match verifier.verify(token) {
+        match verifier.verify_current(token).await {
             Ok(principal) => Ok(Self(principal)),
             Err(reason) => {
                 tracing::info!(%reason, "refused a bearer token");

@@ -16,7 +16,8 @@
 pub mod admin;
 pub mod append;
 mod consumer;
-pub mod event;
+/// The event contract lives in the shared kernel, so contract crates need not depend on platform.
+pub use shared_kernel::event;
 pub mod listener;
 mod metrics;
 mod retention;

@@ -1,6 +1,7 @@
 //! The HTTP kit: envelopes, errors, extractors, pagination, idempotency, rate limiting and
 //! the shared middleware stack (DESIGN §7).
 
+pub mod client_address;
 pub mod context;
 pub mod envelope;
 pub mod error;

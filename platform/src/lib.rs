@@ -3,17 +3,21 @@
 //! extractors, middleware), metrics, telemetry and test support (feature `testing`).
 
 pub mod auth;
+pub mod breaker;
 pub mod bus;
 pub mod clock;
 pub mod db;
 pub mod http;
 pub mod jobs;
+pub mod key_files;
 pub mod metrics;
 pub mod module;
-pub mod money;
-pub mod port;
+pub mod remote;
+pub mod settings;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use module::{Manifest, Module, ModuleDescriptor};
+pub use module::{Manifest, Module, ModuleDescriptor, ServedPort};
+/// The shared kernel's types, where module code has always found them.
+pub use shared_kernel::{keyed_event, money, port};

@@ -22,10 +22,12 @@ pub trait Module: Send + Sync + 'static {
         OpenApiRouter::new()
     }
 
-    /// The server side of the module's ports, mounted under `/internal/<name>/v1`, called by
-    /// processes that do not host this module.
-    fn internal_routes(&self) -> axum::Router {
-        axum::Router::new()
+    /// The server side of the module's ports, mounted under `/internal/<name>/v1` behind
+    /// service tokens (only the modules in [`Manifest::ports_served`] get in), called by
+    /// processes that do not host this module. Documented like the public routes, in the
+    /// internal OpenAPI document.
+    fn internal_routes(&self) -> OpenApiRouter {
+        OpenApiRouter::new()
     }
 
     /// The module's durable subscriptions to other modules' events; their cursors live in
@@ -50,10 +52,20 @@ pub trait Module: Send + Sync + 'static {
 pub struct Manifest {
     /// Port traits of other modules this module calls (e.g. `InventoryApi`).
     pub ports_used: Vec<&'static str>,
+    /// Port traits this module serves, each with the modules allowed to call it from another
+    /// process (its contract's `CALLERS`).
+    pub ports_served: Vec<ServedPort>,
     /// Event types this module appends to its outbox.
     pub events_published: Vec<&'static str>,
     /// Event types of other modules this module handles.
     pub events_subscribed: Vec<&'static str>,
+}
+
+/// A port a module serves, and who may call it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ServedPort {
+    pub port: &'static str,
+    pub callers: &'static [&'static str],
 }
 
 /// What `app` needs to know about a module before it can build one: its schema (to provision

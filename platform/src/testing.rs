@@ -119,6 +119,7 @@ impl TestDatabase {
             module_urls: Default::default(),
             pool_size: 5,
             jobs: JobsDatabase::Provisioned,
+            peers: Vec::new(),
         }
     }
 
@@ -179,6 +180,7 @@ async fn ensure_template(server: &TestServer, schemas: &[ModuleSchema]) -> anyho
             module_urls: Default::default(),
             pool_size: 2,
             jobs: JobsDatabase::Provisioned,
+            peers: Vec::new(),
         };
         let databases = Databases::connect(&setup, schemas).await?;
         let migrated = databases.migrate(schemas).await;
@@ -365,6 +367,26 @@ impl TestSigner {
     /// A fresh key named `kid`.
     pub fn generate(kid: &str) -> Self {
         Self { kid: kid.to_owned(), key: ed25519_dalek::SigningKey::from_bytes(&rand::random()) }
+    }
+
+    /// A fresh key named by its RFC 7638 thumbprint, as the users module names the keys in
+    /// its key directory: written there ([`TestSigner::pkcs8_pem`]), it signs tokens every
+    /// process trusts through users' JWKS.
+    pub fn named_by_thumbprint() -> Self {
+        let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+        let kid = crate::key_files::ed25519_thumbprint(&key.verifying_key().to_bytes());
+        Self { kid, key }
+    }
+
+    /// The private key as PKCS#8 PEM, the form of the users module's key files.
+    ///
+    /// # Panics
+    /// Never for an Ed25519 key.
+    pub fn pkcs8_pem(&self) -> String {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        #[expect(clippy::expect_used, reason = "test support; an Ed25519 key always encodes")]
+        let pem = self.key.to_pkcs8_pem(Default::default()).expect("an Ed25519 key encodes");
+        pem.to_string()
     }
 
     pub fn kid(&self) -> &str {

@@ -1,6 +1,15 @@
-//! Test support for cross-module scenarios: the real application spawned in process on port
-//! 0 against a database of its own, driven over HTTP like a client.
+//! Test support for cross-module scenarios: the real application on a database of its own,
+//! driven over HTTP like a client, in either topology.
+//!
+//! - [`Topology::Monolith`]: every module in this test process, on port 0.
+//! - [`Topology::Split`]: every module in its own OS process, started from the built binary,
+//!   each with its own database role; the orders process is the edge the test talks to.
+//!
+//! A scenario is written once against [`TestApp`] and run on both (`on_both_topologies!` in
+//! the scenario crate).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support fails loudly")]
+
+mod split;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,74 +22,91 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use platform::auth::Role;
+pub use platform::testing::eventually;
+pub use split::{SplitProcesses, wait_for_health};
 
 /// The first admin every spawned app creates.
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "operator passphrase 42";
-pub use platform::testing::eventually;
 
-/// The application running in this process.
+/// Where the modules run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// All modules in one process.
+    Monolith,
+    /// Each module in its own process, behind an edge.
+    Split,
+}
+
+/// The application, running in one of the topologies.
 #[derive(Debug)]
 pub struct TestApp {
+    /// The address clients use: the monolith, or the edge of the split.
     pub address: SocketAddr,
     pub client: reqwest::Client,
     pub database: TestDatabase,
+    pub topology: Topology,
     signing: TestSigner,
     verifier: platform::auth::JwtVerifier,
-    shutdown: CancellationToken,
-    server: JoinHandle<anyhow::Result<()>>,
-    _data_dir: tempfile::TempDir,
+    running: Running,
+    data_dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+enum Running {
+    InProcess { shutdown: CancellationToken, server: JoinHandle<anyhow::Result<()>> },
+    Processes(SplitProcesses),
 }
 
 impl TestApp {
-    /// Spawns the app with every compiled module, on a fresh database.
+    /// Spawns the monolith with every compiled module, on a fresh database.
     pub async fn spawn() -> Self {
-        Self::spawn_with(&[]).await
+        Self::spawn_on(Topology::Monolith, &[]).await
     }
 
-    /// Spawns the app with extra command-line flags (e.g. `["--rate-limit-per-second", "1"]`).
+    /// Spawns the monolith with extra command-line flags (e.g. `["--rate-limit-per-second", "1"]`).
     pub async fn spawn_with(flags: &[&str]) -> Self {
+        Self::spawn_on(Topology::Monolith, flags).await
+    }
+
+    /// Spawns the app in `topology` with extra flags (given to every process of a split).
+    pub async fn spawn_on(topology: Topology, flags: &[&str]) -> Self {
         let schemas: Vec<_> = bulkhead::modules::compiled().iter().map(|d| d.schema).collect();
         let database = TestDatabase::create(&schemas).await.unwrap();
         let data_dir = tempfile::tempdir().unwrap();
-        let url = database.url();
-        let data_dir_arg = data_dir.path().display().to_string();
-        let mut args = vec![
-            "bulkhead",
-            "--addr",
-            "127.0.0.1:0",
-            "--database-url",
-            url.expose_secret(),
-            "--data-dir",
-            &data_dir_arg,
-            "--db-pool-size",
-            "5",
-            "--admin-email",
-            ADMIN_EMAIL,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ];
-        args.extend_from_slice(flags);
-        let config: Config = Cli::try_parse_from(args).unwrap().config;
-        let application = Application::build(config).await.unwrap();
-        let signing = TestSigner::new();
-        let verifier = application.jwt_verifier();
-        signing.trust(&verifier);
-        let address = application.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let (address, signing, verifier, running) = match topology {
+            Topology::Monolith => {
+                let (address, signing, verifier, shutdown, server) =
+                    spawn_in_process(&database, data_dir.path(), flags).await;
+                (address, signing, verifier, Running::InProcess { shutdown, server })
+            }
+            Topology::Split => {
+                // The test's key is one of the users module's own: every process trusts it
+                // through users' JWKS, as they trust the tokens users signs.
+                let signing = TestSigner::named_by_thumbprint();
+                let keys = data_dir.path().join("keys");
+                std::fs::create_dir_all(&keys).unwrap();
+                std::fs::write(keys.join("1.ed25519.pem"), signing.pkcs8_pem()).unwrap();
+                let verifier = platform::auth::JwtVerifier::new("bulkhead", "bulkhead-api");
+                let processes = SplitProcesses::start(&database, data_dir.path(), flags).await;
+                (processes.edge(), signing, verifier, Running::Processes(processes))
+            }
+        };
+        let app = Self { address, client, database, topology, signing, verifier, running, data_dir };
         // The bus and the jobs runtime start before the server accepts: wait until it does, so
         // a test that then disturbs the database does not disturb the start instead.
-        let health = format!("http://{address}/health");
-        eventually(Duration::from_secs(30), || async { Ok(client.get(&health).send().await.is_ok().then_some(())) })
-            .await
-            .expect("the app never started serving");
-        Self { address, client, database, signing, verifier, shutdown, server, _data_dir: data_dir }
+        let health = app.url("/health");
+        eventually(Duration::from_secs(60), || async {
+            Ok(app.client.get(&health).send().await.is_ok().then_some(()))
+        })
+        .await
+        .expect("the app never started serving");
+        app
     }
 
     /// An access token the app accepts, for `subject` with `roles`, signed by a key the test
-    /// added to the app's verifier (the users module signs real ones).
+    /// added to the app's keys (the users module signs real ones).
     pub fn token(&self, subject: &str, roles: &[Role]) -> String {
         self.signing.token(&self.verifier, subject, roles)
     }
@@ -126,12 +152,61 @@ impl TestApp {
 
     /// The file mailbox the app writes its email to (one `.eml` per message).
     pub fn mailbox_dir(&self) -> std::path::PathBuf {
-        self._data_dir.path().join("mailbox")
+        self.data_dir.path().join("mailbox")
     }
 
-    /// Graceful shutdown, as on SIGTERM; returns what the server returned.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.server.await?
+    /// The processes of a split topology (`None` for the monolith), to stop, kill or
+    /// restart one of them.
+    pub fn processes(&mut self) -> Option<&mut SplitProcesses> {
+        match &mut self.running {
+            Running::Processes(processes) => Some(processes),
+            Running::InProcess { .. } => None,
+        }
     }
+
+    /// Graceful shutdown, as on SIGTERM: every process must drain and exit cleanly.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        match self.running {
+            Running::InProcess { shutdown, server } => {
+                shutdown.cancel();
+                server.await?
+            }
+            Running::Processes(processes) => processes.stop().await,
+        }
+    }
+}
+
+/// The monolith in this test process.
+async fn spawn_in_process(
+    database: &TestDatabase,
+    data_dir: &std::path::Path,
+    flags: &[&str],
+) -> (SocketAddr, TestSigner, platform::auth::JwtVerifier, CancellationToken, JoinHandle<anyhow::Result<()>>) {
+    let url = database.url();
+    let data_dir_arg = data_dir.display().to_string();
+    let mut args = vec![
+        "bulkhead",
+        "--addr",
+        "127.0.0.1:0",
+        "--database-url",
+        url.expose_secret(),
+        "--data-dir",
+        &data_dir_arg,
+        "--db-pool-size",
+        "5",
+        "--admin-email",
+        ADMIN_EMAIL,
+        "--admin-password",
+        ADMIN_PASSWORD,
+    ];
+    args.extend_from_slice(flags);
+    let config: Config = Cli::try_parse_from(args).unwrap().config;
+    let application = Application::build(config).await.unwrap();
+    let signing = TestSigner::new();
+    let verifier = application.jwt_verifier();
+    signing.trust(&verifier);
+    let address = application.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+    (address, signing, verifier, shutdown, server)
 }

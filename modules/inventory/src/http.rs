@@ -1,6 +1,7 @@
 //! The inventory HTTP API: the catalogue under `/api/v1/products` (public reads, admin
 //! writes) and stock adjustments and movements under each product (admins).
 
+mod internal;
 mod products;
 mod stock;
 
@@ -27,6 +28,8 @@ impl FromRef<InventoryState> for JwtVerifier {
         state.verifier.clone()
     }
 }
+
+pub(crate) use internal::router as internal_router;
 
 /// The public routes, relative to `/api/v1`.
 pub(crate) fn router(service: Arc<InventoryService>, verifier: JwtVerifier) -> OpenApiRouter {

@@ -7,6 +7,7 @@ mod domain;
 mod http;
 mod jobs;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 
@@ -19,10 +20,12 @@ use platform::bus::Subscription;
 use platform::clock::{Clock, SystemClock};
 use platform::db::ModuleSchema;
 use platform::jobs::JobQueue;
-use platform::{Manifest, Module, ModuleDescriptor};
+use platform::{Manifest, Module, ModuleDescriptor, ServedPort};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
+
+pub use settings::InventoryArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/inventory");
 
@@ -85,6 +88,10 @@ impl Module for InventoryModule {
         http::router(self.service.clone(), self.verifier.clone())
     }
 
+    fn internal_routes(&self) -> OpenApiRouter {
+        http::internal_router(self.service.clone())
+    }
+
     fn subscriptions(&self) -> Vec<Subscription> {
         subscriptions::all(&self.service)
     }
@@ -96,6 +103,7 @@ impl Module for InventoryModule {
     fn manifest(&self) -> Manifest {
         Manifest {
             ports_used: Vec::new(),
+            ports_served: vec![ServedPort { port: inventory_contract::PORT, callers: inventory_contract::CALLERS }],
             events_published: inventory_contract::events::PUBLISHED.to_vec(),
             events_subscribed: vec!["orders.order_placed", "orders.order_confirmed", "orders.order_cancelled"],
         }

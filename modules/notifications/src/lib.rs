@@ -9,6 +9,7 @@ mod jobs;
 mod mail;
 mod metrics;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 mod webhook_client;
@@ -29,6 +30,8 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use users_contract::UsersApi;
 use utoipa_axum::router::OpenApiRouter;
+
+pub use settings::NotificationsArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/notifications");
 
@@ -254,7 +257,8 @@ impl Module for NotificationsModule {
 
     fn manifest(&self) -> Manifest {
         Manifest {
-            ports_used: vec!["UsersApi"],
+            ports_used: vec![users_contract::PORT],
+            ports_served: Vec::new(),
             events_published: Vec::new(),
             // Plus the placed orders, to know whom an order's payment events are about.
             events_subscribed: [subscriptions::EVENT_TYPES.as_slice(), &[subscriptions::ORDER_OWNERS]].concat(),

@@ -7,6 +7,7 @@ mod http;
 mod jobs;
 mod metrics;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 
@@ -24,6 +25,8 @@ use platform::{Manifest, Module, ModuleDescriptor};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use utoipa_axum::router::OpenApiRouter;
+
+pub use settings::OrdersArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/orders");
 
@@ -97,7 +100,8 @@ impl Module for OrdersModule {
 
     fn manifest(&self) -> Manifest {
         Manifest {
-            ports_used: vec!["InventoryApi"],
+            ports_used: vec![inventory_contract::PORT],
+            ports_served: Vec::new(),
             events_published: orders_contract::events::PUBLISHED.to_vec(),
             events_subscribed: [
                 inventory_contract::events::SAGA_EVENTS.as_slice(),

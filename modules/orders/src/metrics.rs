@@ -71,12 +71,6 @@ pub(crate) fn settlement(from: OrderStatus, to: OrderStatus) -> Option<&'static 
 mod tests {
     use super::*;
 
-    fn rendered(metrics: &SagaMetrics) -> String {
-        let registry = platform::metrics::Metrics::new();
-        metrics.register(&registry);
-        registry.render()
-    }
-
     #[test]
     fn only_the_moves_that_settle_a_placement_count() {
         assert_eq!(settlement(OrderStatus::AwaitingPayment, OrderStatus::Confirmed), Some("confirmed"));

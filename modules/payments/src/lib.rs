@@ -9,6 +9,7 @@ mod gateway;
 mod http;
 mod jobs;
 mod service;
+mod settings;
 mod store;
 mod subscriptions;
 
@@ -31,6 +32,8 @@ pub use gateway::{
     Authorization, AuthorizeRequest, BreakerSettings, CaptureRequest, GatewayError, GatewayPayment, PaymentGateway,
     RefundRequest, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, VoidRequest, WebhookTarget,
 };
+
+pub use settings::PaymentsArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/payments");
 
@@ -134,6 +137,7 @@ impl Module for PaymentsModule {
     fn manifest(&self) -> Manifest {
         Manifest {
             ports_used: Vec::new(),
+            ports_served: Vec::new(),
             events_published: payments_contract::events::SAGA_EVENTS.to_vec(),
             events_subscribed: vec!["orders.payment_requested", "orders.order_cancelled", "orders.refund_requested"],
         }

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod dto;
+mod internal;
 mod keys;
 mod me;
 
@@ -18,6 +19,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::service::{AccountError, AuthError, UsersService};
+
+pub(crate) use internal::router as internal_router;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]

@@ -15,8 +15,8 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use platform::auth::{Claims, JwtVerifier};
+use platform::key_files::{create_private_dir, ed25519_thumbprint, write_private_file};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 const SUFFIX: &str = ".ed25519.pem";
 
@@ -192,47 +192,10 @@ fn read_key(path: &Path) -> anyhow::Result<Key> {
     let der = signing.to_pkcs8_der().map_err(|e| anyhow::anyhow!("{e}")).with_context(describe)?;
     let public = signing.verifying_key().to_bytes();
     Ok(Key {
-        kid: thumbprint(&public),
+        kid: ed25519_thumbprint(&public),
         created_at,
         public,
         encoding: EncodingKey::from_ed_der(der.as_bytes()),
         file: path.to_owned(),
     })
-}
-
-/// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order.
-fn thumbprint(public: &[u8; 32]) -> String {
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, URL_SAFE_NO_PAD.encode(public));
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).with_context(|| format!("creating the signing key directory {}", dir.display()))
-}
-
-fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
-    use super::*;
-
-    #[test]
-    fn thumbprints_follow_rfc_7638() {
-        // RFC 8037 appendix A.3: the thumbprint of its example Ed25519 key.
-        let x = URL_SAFE_NO_PAD.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
-        assert_eq!(thumbprint(&x.try_into().unwrap()), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
-    }
 }

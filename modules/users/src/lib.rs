@@ -5,6 +5,7 @@ mod domain;
 mod http;
 mod keys;
 mod service;
+mod settings;
 mod store;
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use platform::auth::JwtVerifier;
 use platform::clock::{Clock, SystemClock};
 use platform::db::ModuleSchema;
-use platform::{Manifest, Module, ModuleDescriptor};
+use platform::{Manifest, Module, ModuleDescriptor, ServedPort};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -22,6 +23,8 @@ use users_contract::UsersApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use domain::{Backoff, ThrottlePolicy};
+
+pub use settings::UsersArgs;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/users");
 
@@ -150,9 +153,14 @@ impl Module for UsersModule {
         http::well_known(self.service.clone())
     }
 
+    fn internal_routes(&self) -> OpenApiRouter {
+        http::internal_router(self.service.clone())
+    }
+
     fn manifest(&self) -> Manifest {
         Manifest {
             ports_used: Vec::new(),
+            ports_served: vec![ServedPort { port: users_contract::PORT, callers: users_contract::CALLERS }],
             events_published: users_contract::events::PUBLISHED.to_vec(),
             events_subscribed: Vec::new(),
         }

@@ -245,6 +245,34 @@ impl Consumer {
 
     /// Keeps this member in the group until cancelled, then leaves it so the others take
     /// over its partitions at their next heartbeat.
+    /// Prepares the cursors again and again (backing off up to half a minute) until the
+    /// source can be read, then consumes as usual.
+    pub async fn run_once_source_is_ready(self: Arc<Self>, cancel: CancellationToken) {
+        let mut pause = Duration::from_millis(500);
+        loop {
+            let prepared = async {
+                self.ensure_cursors().await?;
+                self.heartbeat().await
+            };
+            match prepared.await {
+                Ok(_) => break,
+                Err(error) => tracing::debug!(subscription = self.name(), "the source is not readable yet: {error:#}"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+        tracing::info!(subscription = self.name(), "the source can be read: subscription started");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().run_membership(cancel.clone()));
+        for partition in 0..i32::from(self.subscription.partitions) {
+            tasks.spawn(self.clone().run_partition(partition, cancel.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
     pub async fn run_membership(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             if let Err(error) = self.heartbeat().await {

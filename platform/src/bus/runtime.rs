@@ -291,8 +291,23 @@ impl Bus {
     /// # Errors
     /// When a subscription's cursors cannot be prepared.
     pub async fn start(&self, cancel: CancellationToken) -> anyhow::Result<BusTasks> {
+        // A source another process publishes may not be readable yet (its process has not
+        // migrated it, or not granted it): those subscriptions join when it is.
+        let mut waiting = Vec::new();
         for consumer in &self.inner.consumers {
-            consumer.ensure_cursors().await.with_context(|| format!("preparing subscription {}", consumer.name()))?;
+            match consumer.ensure_cursors().await {
+                Ok(()) => {}
+                Err(error) if source_not_ready(&error) => {
+                    tracing::warn!(
+                        subscription = consumer.name(),
+                        source = consumer.subscription.source,
+                        "the source's event log cannot be read yet (is a process hosting it up?); the subscription starts once it can: {error:#}"
+                    );
+                    waiting.push(consumer.clone());
+                    continue;
+                }
+                Err(error) => return Err(error).with_context(|| format!("preparing subscription {}", consumer.name())),
+            }
             consumer.heartbeat().await.with_context(|| format!("joining the consumer group of {}", consumer.name()))?;
         }
         let mut tasks = JoinSet::new();
@@ -315,6 +330,10 @@ impl Bus {
             ));
         }
         for consumer in &self.inner.consumers {
+            if waiting.iter().any(|w| Arc::ptr_eq(w, consumer)) {
+                tasks.spawn(consumer.clone().run_once_source_is_ready(cancel.clone()));
+                continue;
+            }
             tasks.spawn(consumer.clone().run_membership(cancel.clone()));
             for partition in 0..i32::from(consumer.subscription.partitions) {
                 tasks.spawn(consumer.clone().run_partition(partition, cancel.clone()));
@@ -638,4 +657,16 @@ impl Bus {
             }
         }
     }
+}
+
+/// Whether preparing a subscription failed because its source's outbox is missing or not yet
+/// readable by this module's role, which another process fixes when it starts.
+fn source_not_ready(error: &anyhow::Error) -> bool {
+    const UNDEFINED_TABLE: &str = "42P01";
+    const INVALID_SCHEMA: &str = "3F000";
+    error.chain().filter_map(|cause| cause.downcast_ref::<sqlx::Error>()).any(|e| {
+        [UNDEFINED_TABLE, INVALID_SCHEMA, crate::db::INSUFFICIENT_PRIVILEGE]
+            .iter()
+            .any(|code| crate::db::has_sqlstate(e, code))
+    })
 }

@@ -63,6 +63,10 @@ pub struct DatabaseSetup {
     pub pool_size: u32,
     /// Where the jobs runtime keeps its queues.
     pub jobs: JobsDatabase,
+    /// Every module of the system, hosted here or not. With admin rights their roles are
+    /// created up front, so whichever process creates a module's outbox can let every other
+    /// module read it at once, whatever order the processes of a split start in.
+    pub peers: Vec<&'static str>,
 }
 
 /// Where the jobs storage (schema `apalis`, ADR 0010) is reached from.
@@ -115,6 +119,12 @@ impl Databases {
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(10))
         };
+        if let (Some(access), Some(pool)) = (&setup.admin, &admin) {
+            for peer in setup.peers.iter().filter(|peer| !schemas.iter().any(|s| s.name == **peer)) {
+                validate_identifier(peer)?;
+                ensure_role(pool, access, &role_name(peer)).await?;
+            }
+        }
         let mut modules = BTreeMap::new();
         for schema in schemas {
             let options = match (setup.module_urls.get(schema.name), &setup.admin, &admin) {

@@ -7,6 +7,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
+use super::client_address::ClientAddress;
 use super::request_id::{RequestId, TraceParent};
 use crate::bus::Metadata;
 use crate::port::CallContext;
@@ -29,7 +30,7 @@ impl RequestContext {
 
     /// Context for port calls made while serving this request.
     pub fn call(&self, actor: Option<String>) -> CallContext {
-        CallContext::for_request(self.request_id.clone(), actor)
+        CallContext::for_request(self.request_id.clone(), actor, self.traceparent.clone())
     }
 }
 
@@ -40,7 +41,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         Ok(Self {
             request_id: parts.extensions.get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default(),
             traceparent: parts.extensions.get::<TraceParent>().map(|t| t.0.clone()),
-            client_address: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()),
+            client_address: parts
+                .extensions
+                .get::<ClientAddress>()
+                .map(|client| client.0)
+                .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())),
             user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
         })
     }

@@ -30,14 +30,7 @@ pub struct ErrorBody {
     pub request_id: Option<String>,
 }
 
-/// One failed field of a request body, query or path.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FieldError {
-    /// Path to the field, e.g. `lines[0].quantity`.
-    pub field: String,
-    pub code: String,
-    pub message: String,
-}
+pub use shared_kernel::FieldError;
 
 /// A failure answered over HTTP. Build it with the constructors; domain error enums convert
 /// into it with `From` impls in their modules. Boxed, so `Result<_, ApiError>` stays small.

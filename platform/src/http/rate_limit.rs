@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::client_address::ClientAddress;
 use super::error::ApiError;
 
 /// A keyed limiter shared by every request of one router.
@@ -46,7 +47,11 @@ impl ClientRateLimit {
 /// Middleware: `router.layer(from_fn_with_state(limit, limit_by_client))`. Requests without
 /// a peer address (in-process calls) are not limited.
 pub async fn limit_by_client(State(limit): State<ClientRateLimit>, request: Request, next: Next) -> Response {
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let client = request
+        .extensions()
+        .get::<ClientAddress>()
+        .map(|client| client.0)
+        .or_else(|| request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()));
     if let Some(client) = client
         && let Err(error) = limit.check(client)
     {

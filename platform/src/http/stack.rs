@@ -22,6 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
+use super::client_address;
 use super::error::{ApiError, ErrorEnvelope, ErrorReport};
 use super::request_id::{self, RequestId};
 use crate::metrics::{Metrics, track_http};
@@ -33,11 +34,18 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Origins allowed by CORS; empty means same-origin only.
     pub cors_origins: Vec<HeaderValue>,
+    /// Proxies whose `X-Forwarded-For` names the client ([`super::client_address`]).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { body_limit_bytes: 256 * 1024, request_timeout: Duration::from_secs(30), cors_origins: Vec::new() }
+        Self {
+            body_limit_bytes: 256 * 1024,
+            request_timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -62,6 +70,7 @@ pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Route
     router.layer(
         ServiceBuilder::new()
             .layer(from_fn(request_id::assign))
+            .layer(from_fn_with_state(settings.trusted_proxies.clone().into(), client_address::resolve))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)

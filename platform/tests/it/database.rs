@@ -122,6 +122,7 @@ async fn a_module_with_its_own_url_creates_its_schema_and_migrates_without_admin
         module_urls: [("gamma".to_owned(), own)].into(),
         pool_size: 2,
         jobs: JobsDatabase::Disabled,
+        peers: Vec::new(),
     };
 
     let databases = Databases::connect(&setup, &[GAMMA]).await.unwrap();
@@ -138,8 +139,13 @@ async fn a_module_with_its_own_url_creates_its_schema_and_migrates_without_admin
 
 #[tokio::test]
 async fn a_module_without_admin_access_or_its_own_url_is_a_clear_error() {
-    let setup =
-        DatabaseSetup { admin: None, module_urls: Default::default(), pool_size: 1, jobs: JobsDatabase::Disabled };
+    let setup = DatabaseSetup {
+        admin: None,
+        module_urls: Default::default(),
+        pool_size: 1,
+        jobs: JobsDatabase::Disabled,
+        peers: Vec::new(),
+    };
     let error = Databases::connect(&setup, &[BETA]).await.unwrap_err().to_string();
     assert!(error.contains("BULKHEAD_BETA_DATABASE_URL"), "{error}");
     assert!(error.contains("DATABASE_URL"), "{error}");
@@ -183,6 +189,7 @@ async fn an_admin_with_createrole_but_not_superuser_can_provision_modules() {
         module_urls: Default::default(),
         pool_size: 2,
         jobs: JobsDatabase::Disabled,
+        peers: Vec::new(),
     };
     let databases = Databases::connect(&setup, &[DELTA]).await.unwrap();
     databases.migrate(&[DELTA]).await.unwrap();

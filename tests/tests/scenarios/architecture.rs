@@ -1,7 +1,8 @@
 //! The dependency rule (DESIGN §1), read from `cargo metadata`: a module may depend on
 //! `platform` and on other modules' `-contract` packages, never on another module's
-//! implementation; contract packages depend on `platform` at most; only `app` (package
-//! `bulkhead`) and the test package know every implementation.
+//! implementation; contract packages depend on the shared kernel, serde and friends only, so
+//! any process can compile them in; only `app` (package `bulkhead`) and the test package know
+//! every implementation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -11,9 +12,15 @@ use serde_json::Value;
 
 const MODULES: [&str; 5] = ["users", "orders", "payments", "inventory", "notifications"];
 
+/// What a contract may be built from besides the shared kernel: data types and their
+/// schemas, nothing that runs.
+const LIGHT_CRATES: [&str; 7] = ["serde", "serde_json", "chrono", "uuid", "thiserror", "async-trait", "utoipa"];
+
 struct Workspace {
     /// Package name → names of the workspace packages it depends on (normal dependencies).
     dependencies: BTreeMap<String, BTreeSet<String>>,
+    /// Package name → every crate it always depends on (normal, not optional).
+    required: BTreeMap<String, BTreeSet<String>>,
     /// Package name → manifest directory relative to the workspace root.
     directories: BTreeMap<String, String>,
 }
@@ -30,9 +37,18 @@ fn workspace() -> Workspace {
     let packages = metadata["packages"].as_array().unwrap();
     let names: BTreeSet<String> = packages.iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
     let mut dependencies = BTreeMap::new();
+    let mut required = BTreeMap::new();
     let mut directories = BTreeMap::new();
     for package in packages {
         let name = package["name"].as_str().unwrap().to_owned();
+        let always: BTreeSet<String> = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"].is_null() && d["optional"] == false)
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect();
+        required.insert(name.clone(), always);
         let internal: BTreeSet<String> = package["dependencies"]
             .as_array()
             .unwrap()
@@ -46,7 +62,7 @@ fn workspace() -> Workspace {
         dependencies.insert(name.clone(), internal);
         directories.insert(name, directory);
     }
-    Workspace { dependencies, directories }
+    Workspace { dependencies, required, directories }
 }
 
 #[test]
@@ -67,22 +83,39 @@ fn modules_depend_only_on_platform_and_other_modules_contracts() {
 }
 
 #[test]
-fn contracts_depend_on_nothing_but_platform() {
+fn contracts_depend_on_the_shared_kernel_serde_and_friends_only() {
     let workspace = workspace();
     let mut violations = Vec::new();
     for module in MODULES {
         let contract = format!("{module}-contract");
-        let Some(dependencies) = workspace.dependencies.get(&contract) else { continue };
-        violations
-            .extend(dependencies.iter().filter(|d| *d != "platform").map(|d| format!("{contract} depends on {d}")));
+        let Some(always) = workspace.required.get(&contract) else { continue };
+        violations.extend(
+            always
+                .iter()
+                .filter(|d| *d != "shared-kernel" && !LIGHT_CRATES.contains(&d.as_str()))
+                .map(|d| format!("{contract} depends on {d}")),
+        );
     }
     assert!(violations.is_empty(), "contracts must stay light: {violations:?}");
 }
 
 #[test]
+fn the_shared_kernel_is_light_and_knows_no_other_package() {
+    let workspace = workspace();
+    let internal = &workspace.dependencies["shared-kernel"];
+    assert!(internal.is_empty(), "the shared kernel depends on {internal:?}");
+    let heavy: Vec<&String> = workspace.required["shared-kernel"]
+        .iter()
+        .filter(|d| !LIGHT_CRATES.contains(&d.as_str()) && *d != "rand")
+        .collect();
+    assert!(heavy.is_empty(), "the shared kernel must stay light: {heavy:?}");
+}
+
+#[test]
 fn platform_knows_no_module() {
     let workspace = workspace();
-    let dependencies = &workspace.dependencies["platform"];
+    let dependencies: Vec<&String> =
+        workspace.dependencies["platform"].iter().filter(|d| *d != "shared-kernel").collect();
     assert!(dependencies.is_empty(), "platform depends on {dependencies:?}");
 }
 
@@ -110,7 +143,7 @@ fn packages_live_where_the_layout_says() {
         let expected = match package.as_str() {
             "bulkhead" => "app".to_owned(),
             "bulkhead-tests" => "tests".to_owned(),
-            "platform" | "bench" => package.clone(),
+            "platform" | "bench" | "shared-kernel" => package.clone(),
             module if MODULES.contains(&module) => format!("modules/{module}"),
             contract => match contract.strip_suffix("-contract") {
                 Some(owner) if MODULES.contains(&owner) => format!("modules/{owner}/contract"),

@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use bulkhead_tests::{TestApp, eventually};
+use bulkhead_tests::{TestApp, Topology, eventually};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::Connection;
 
-#[tokio::test]
-async fn liveness_and_readiness_answer_in_the_envelope() {
-    let app = TestApp::spawn().await;
+async fn liveness_and_readiness_answer_in_the_envelope(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let live = app.get("/health").await;
     assert_eq!(live.status(), StatusCode::OK);
     assert_eq!(live.json::<Value>().await.unwrap(), serde_json::json!({ "data": { "status": "ok" }, "meta": {} }));
@@ -25,9 +24,8 @@ async fn liveness_and_readiness_answer_in_the_envelope() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn readiness_fails_with_503_when_the_database_goes_away() {
-    let app = TestApp::spawn().await;
+async fn readiness_fails_with_503_when_the_database_goes_away(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let (server, _) = platform::testing::server_admin().await.unwrap();
     let mut admin = sqlx::PgConnection::connect_with(&server).await.unwrap();
     // Refuse new connections and end existing ones: the pools lose the database.
@@ -52,9 +50,8 @@ async fn readiness_fails_with_503_when_the_database_goes_away() {
     assert_eq!(app.get("/health").await.status(), StatusCode::OK, "liveness does not depend on the database");
 }
 
-#[tokio::test]
-async fn metrics_count_requests_by_route_template() {
-    let app = TestApp::spawn().await;
+async fn metrics_count_requests_by_route_template(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     app.get("/health/ready").await;
     app.get("/no/such/page").await;
     let response = app.get("/metrics").await;
@@ -65,16 +62,14 @@ async fn metrics_count_requests_by_route_template() {
     assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
 }
 
-#[tokio::test]
-async fn the_openapi_document_is_served_and_stable() {
-    let app = TestApp::spawn().await;
+async fn the_openapi_document_is_served_and_stable(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let spec: Value = app.get("/api/openapi.json").await.json().await.unwrap();
     insta::assert_json_snapshot!("openapi", spec, { ".info.version" => "[version]" });
 }
 
-#[tokio::test]
-async fn swagger_ui_renders_offline_from_vendored_assets() {
-    let app = TestApp::spawn().await;
+async fn swagger_ui_renders_offline_from_vendored_assets(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let page = app.client.get(app.url("/api/docs/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
@@ -87,9 +82,8 @@ async fn swagger_ui_renders_offline_from_vendored_assets() {
     assert!(initializer.contains("/api/openapi.json"), "{initializer}");
 }
 
-#[tokio::test]
-async fn unknown_api_routes_and_wrong_methods_get_the_envelope() {
-    let app = TestApp::spawn().await;
+async fn unknown_api_routes_and_wrong_methods_get_the_envelope(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let missing = app.get("/api/v1/nothing-here").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let request_id = missing.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -102,9 +96,8 @@ async fn unknown_api_routes_and_wrong_methods_get_the_envelope() {
     assert_eq!(wrong.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
 }
 
-#[tokio::test]
-async fn the_api_is_rate_limited_per_client_but_health_checks_are_not() {
-    let app = TestApp::spawn_with(&["--rate-limit-per-second", "1", "--rate-limit-burst", "2"]).await;
+async fn the_api_is_rate_limited_per_client_but_health_checks_are_not(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &["--rate-limit-per-second", "1", "--rate-limit-burst", "2"]).await;
     let statuses = futures_statuses(&app, "/api/v1/anything", 4).await;
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
     let health = futures_statuses(&app, "/health", 10).await;
@@ -119,18 +112,16 @@ async fn futures_statuses(app: &TestApp, path: &str, count: usize) -> Vec<Status
     statuses
 }
 
-#[tokio::test]
-async fn a_graceful_stop_finishes_cleanly() {
-    let app = TestApp::spawn().await;
+async fn a_graceful_stop_finishes_cleanly(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
     let address = app.address;
     app.stop().await.unwrap();
     assert!(tokio::net::TcpStream::connect(address).await.is_err(), "the listener is closed");
 }
 
-#[tokio::test]
-async fn the_bus_admin_api_answers_admins_only() {
-    let app = TestApp::spawn().await;
+async fn the_bus_admin_api_answers_admins_only(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let path = "/api/v1/admin/bus/subscriptions";
     assert_eq!(app.get(path).await.status(), StatusCode::UNAUTHORIZED);
     let customer = app.client.get(app.url(path)).bearer_auth(app.customer_token()).send().await.unwrap();
@@ -144,9 +135,8 @@ async fn the_bus_admin_api_answers_admins_only() {
     assert!(ready["data"]["checks"]["bus"].is_string(), "{ready}");
 }
 
-#[tokio::test]
-async fn responses_carry_security_headers_are_compressed_and_cors_admits_only_configured_origins() {
-    let app = TestApp::spawn_with(&["--cors-origins", "https://shop.example"]).await;
+async fn responses_carry_security_headers_are_compressed_and_cors_admits_only_configured_origins(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &["--cors-origins", "https://shop.example"]).await;
     let response = app.client.get(app.url("/api/openapi.json")).header("accept-encoding", "gzip").send().await.unwrap();
     let headers = response.headers();
     assert_eq!(headers["x-content-type-options"], "nosniff");
@@ -168,9 +158,22 @@ async fn responses_carry_security_headers_are_compressed_and_cors_admits_only_co
     assert!(!refused.headers().contains_key("access-control-allow-origin"));
 }
 
+on_both_topologies!(
+    liveness_and_readiness_answer_in_the_envelope,
+    readiness_fails_with_503_when_the_database_goes_away,
+    metrics_count_requests_by_route_template,
+    the_openapi_document_is_served_and_stable,
+    swagger_ui_renders_offline_from_vendored_assets,
+    unknown_api_routes_and_wrong_methods_get_the_envelope,
+    the_api_is_rate_limited_per_client_but_health_checks_are_not,
+    a_graceful_stop_finishes_cleanly,
+    the_bus_admin_api_answers_admins_only,
+    responses_carry_security_headers_are_compressed_and_cors_admits_only_configured_origins,
+);
+
 #[tokio::test]
 async fn without_migrating_on_start_the_server_waits_unready_until_migrate_up_has_run() {
-    // A database with nothing of inventory's yet, as a fresh cluster before the migration Job.
+    // A database with nothing of users' yet, as a fresh cluster before the migration Job.
     let database = platform::testing::TestDatabase::create(&[]).await.unwrap();
     let data_dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -184,7 +187,7 @@ async fn without_migrating_on_start_the_server_waits_unready_until_migrate_up_ha
         "--data-dir",
         &dir,
         "--modules",
-        "inventory",
+        "users",
         "--migrate-on-start",
         "false",
     ];
@@ -200,7 +203,7 @@ async fn without_migrating_on_start_the_server_waits_unready_until_migrate_up_ha
     .await
     .expect("no readiness answer while waiting for migrations");
     assert_eq!(waiting["error"]["code"], "not_ready");
-    assert_eq!(waiting["error"]["details"]["inventory.database_and_migrations"], "migrations pending", "{waiting}");
+    assert_eq!(waiting["error"]["details"]["users.database_and_migrations"], "migrations pending", "{waiting}");
     assert_eq!(client.get(&live).send().await.unwrap().status(), StatusCode::OK, "alive while waiting");
     assert!(!starting.is_finished(), "nothing starts before the migrations are applied");
 

@@ -2,14 +2,13 @@
 //! users, places an order from the demo catalogue, and the saga reserves its stock — or
 //! rejects it with reasons when there is not enough, holding nothing.
 
-use bulkhead_tests::TestApp;
+use bulkhead_tests::{TestApp, Topology};
 use serde_json::Value;
 
 use crate::shop::{await_status, customer, place, product};
 
-#[tokio::test]
-async fn a_placed_order_reaches_awaiting_payment_with_its_stock_reserved() {
-    let app = TestApp::spawn().await;
+async fn a_placed_order_reaches_awaiting_payment_with_its_stock_reserved(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let token = customer(&app, "buyer@example.com").await;
     let mug = product(&app, "MUG-001").await;
     let available_before = mug["stock"]["available"].as_i64().unwrap();
@@ -31,9 +30,8 @@ async fn a_placed_order_reaches_awaiting_payment_with_its_stock_reserved() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn an_order_for_more_than_is_in_stock_is_rejected_with_reasons_and_holds_nothing() {
-    let app = TestApp::spawn().await;
+async fn an_order_for_more_than_is_in_stock_is_rejected_with_reasons_and_holds_nothing(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let token = customer(&app, "eager@example.com").await;
     let puzzle = product(&app, "PUZZ-001").await;
     let in_stock = puzzle["stock"]["available"].as_i64().unwrap();
@@ -50,3 +48,8 @@ async fn an_order_for_more_than_is_in_stock_is_rejected_with_reasons_and_holds_n
     assert_eq!(puzzle_now["data"]["stock"]["available"].as_i64(), Some(in_stock), "nothing stays reserved");
     app.stop().await.unwrap();
 }
+
+on_both_topologies!(
+    a_placed_order_reaches_awaiting_payment_with_its_stock_reserved,
+    an_order_for_more_than_is_in_stock_is_rejected_with_reasons_and_holds_nothing,
+);

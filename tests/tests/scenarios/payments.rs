@@ -5,15 +5,14 @@
 
 use std::time::Duration;
 
-use bulkhead_tests::{TestApp, eventually};
+use bulkhead_tests::{TestApp, Topology, eventually};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::shop::{await_payment, await_status, customer, place, product, stock};
 
-#[tokio::test]
-async fn a_paid_order_is_confirmed_with_its_stock_taken_and_its_payment_captured() {
-    let app = TestApp::spawn().await;
+async fn a_paid_order_is_confirmed_with_its_stock_taken_and_its_payment_captured(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let token = customer(&app, "payer@example.com").await;
     let mug = product(&app, "MUG-001").await;
     let mug_id = mug["id"].as_str().unwrap();
@@ -35,9 +34,8 @@ async fn a_paid_order_is_confirmed_with_its_stock_taken_and_its_payment_captured
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_declined_card_cancels_the_order_and_frees_its_stock() {
-    let app = TestApp::spawn().await;
+async fn a_declined_card_cancels_the_order_and_frees_its_stock(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let token = customer(&app, "declined@example.com").await;
     let tee = product(&app, "TEE-001").await;
     let tee_id = tee["id"].as_str().unwrap();
@@ -58,9 +56,8 @@ async fn a_declined_card_cancels_the_order_and_frees_its_stock() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_paid_order_cancelled_by_its_customer_is_refunded_and_restocked() {
-    let app = TestApp::spawn().await;
+async fn a_paid_order_cancelled_by_its_customer_is_refunded_and_restocked(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let token = customer(&app, "regret@example.com").await;
     let mug = product(&app, "MUG-001").await;
     let mug_id = mug["id"].as_str().unwrap();
@@ -92,3 +89,9 @@ async fn a_paid_order_cancelled_by_its_customer_is_refunded_and_restocked() {
         .expect("the units never came back");
     app.stop().await.unwrap();
 }
+
+on_both_topologies!(
+    a_paid_order_is_confirmed_with_its_stock_taken_and_its_payment_captured,
+    a_declined_card_cancels_the_order_and_frees_its_stock,
+    a_paid_order_cancelled_by_its_customer_is_refunded_and_restocked,
+);

@@ -1,13 +1,12 @@
 //! The users module inside the real application: a customer registers, signs in and uses the
 //! token; the first admin administers; other processes verify tokens from the JWKS alone.
 
-use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
+use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, Topology};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn a_customer_registers_signs_in_and_reads_their_account() {
-    let app = TestApp::spawn().await;
+async fn a_customer_registers_signs_in_and_reads_their_account(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let registration =
         json!({"email": "Lin@Example.com", "password": "a perfectly fine passphrase", "display_name": "Lin"});
     let response = app.post("/api/v1/users", None, &registration).await;
@@ -34,9 +33,8 @@ async fn a_customer_registers_signs_in_and_reads_their_account() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn tokens_the_users_module_signs_open_the_bus_admin_api() {
-    let app = TestApp::spawn().await;
+async fn tokens_the_users_module_signs_open_the_bus_admin_api(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let admin = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     assert_eq!(app.get_as("/api/v1/admin/bus/subscriptions", &admin).await.status(), StatusCode::OK);
     let registration =
@@ -46,3 +44,8 @@ async fn tokens_the_users_module_signs_open_the_bus_admin_api() {
     assert_eq!(app.get_as("/api/v1/admin/bus/subscriptions", &customer).await.status(), StatusCode::FORBIDDEN);
     app.stop().await.unwrap();
 }
+
+on_both_topologies!(
+    a_customer_registers_signs_in_and_reads_their_account,
+    tokens_the_users_module_signs_open_the_bus_admin_api,
+);

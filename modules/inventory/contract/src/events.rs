@@ -2,9 +2,9 @@
 //! Keyed by order id, so an order's events stay in order.
 
 use chrono::{DateTime, Utc};
-use platform::bus::Event;
-use platform::keyed_event;
 use serde::{Deserialize, Serialize};
+use shared_kernel::event::Event;
+use shared_kernel::keyed_event;
 use uuid::Uuid;
 
 /// Units held for one product of an order.
@@ -104,7 +104,7 @@ mod tests {
 
     use chrono::TimeZone;
 
-    use platform::bus::wire;
+    use shared_kernel::event::wire;
 
     use super::*;
 

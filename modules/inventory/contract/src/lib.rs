@@ -1,13 +1,24 @@
 //! The inventory module's public face: the [`InventoryApi`] port orders calls to price an
 //! order, and the inventory events of the order saga ([`events`]; docs/saga.md).
 
-use platform::money::{Currency, Money};
-use platform::port::CallContext;
 use serde::{Deserialize, Serialize};
+use shared_kernel::money::{Currency, Money};
+use shared_kernel::port::CallContext;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod events;
+pub mod internal_api;
+
+/// The port's name, as manifests declare it (`ports_used`).
+pub const PORT: &str = "InventoryApi";
+
+/// The modules that may call the port from another process: those whose manifest declares
+/// it. The internal API refuses any other caller; the architecture test keeps this list and
+/// the manifests in step.
+pub const CALLERS: &[&str] = &["orders"];
 
 /// How a line names a product: by id or by SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -18,14 +29,14 @@ pub enum ProductRef {
 }
 
 /// One line to price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QuoteLine {
     pub product: ProductRef,
     pub quantity: u32,
 }
 
 /// A priced line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QuotedLine {
     pub product_id: Uuid,
     pub sku: String,
@@ -59,7 +70,7 @@ pub struct LineProblem {
 
 /// The answer to a quote: every line priced, in one currency, or the problems. An order can
 /// be placed only from a quote without problems.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Quote {
     /// `None` when no line could be priced.
     pub currency: Option<Currency>,

@@ -2,10 +2,10 @@
 //! snapshot below. docs/saga.md shows when each is appended and who reacts.
 
 use chrono::{DateTime, Utc};
-use platform::bus::Event;
-use platform::keyed_event;
-use platform::money::Money;
 use serde::{Deserialize, Serialize};
+use shared_kernel::event::Event;
+use shared_kernel::keyed_event;
+use shared_kernel::money::Money;
 use uuid::Uuid;
 
 use crate::{OrderId, OrderLine, OrderStatus, ShippingAddress};
@@ -160,9 +160,9 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
     use chrono::TimeZone;
-    use platform::money::Currency;
+    use shared_kernel::money::Currency;
 
-    use platform::bus::wire;
+    use shared_kernel::event::wire;
 
     use super::*;
 

@@ -79,9 +79,9 @@ pub struct OrderLine {
     pub sku: String,
     pub name: String,
     pub quantity: u32,
-    pub unit_price: platform::money::Money,
+    pub unit_price: shared_kernel::money::Money,
     /// `unit_price × quantity`.
-    pub line_total: platform::money::Money,
+    pub line_total: shared_kernel::money::Money,
 }
 
 /// Where the order goes.

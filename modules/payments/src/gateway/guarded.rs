@@ -5,107 +5,22 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use failsafe::backoff::{self, EqualJittered};
-use failsafe::failure_policy::{self, ConsecutiveFailures};
-use failsafe::{Instrument, StateMachine};
+use platform::breaker::CircuitBreaker;
+pub use platform::breaker::{BreakerSettings, BreakerState};
 use platform::metrics::{Metrics, latency_buckets};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use serde::Serialize;
 use tracing::Instrument as _;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
     Authorization, AuthorizeRequest, CaptureRequest, GatewayError, GatewayPayment, PaymentGateway, RefundRequest,
     VoidRequest,
 };
-
-/// When the breaker opens and for how long.
-#[derive(Debug, Clone)]
-pub struct BreakerSettings {
-    /// Consecutive transient failures that open the breaker (5).
-    pub failures: u32,
-    /// How long it stays open the first time (10 s); each failed probe doubles it, with
-    /// jitter, up to `max_open` (2 min).
-    pub open_for: Duration,
-    pub max_open: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self { failures: 5, open_for: Duration::from_secs(10), max_open: Duration::from_secs(120) }
-    }
-}
-
-/// The breaker's state, as operators see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum BreakerState {
-    /// Calls go through.
-    Closed,
-    /// Calls fail fast; the gateway is left alone.
-    Open,
-    /// The open period is over; the next calls probe the gateway.
-    HalfOpen,
-}
-
-/// Tracks the state for reads and metrics (failsafe reports transitions, not the state).
-#[derive(Debug, Clone)]
-struct Observer {
-    state: Arc<AtomicU8>,
-    gauge: Gauge,
-}
-
-impl Observer {
-    fn set(&self, state: BreakerState) {
-        self.state.store(state as u8, Ordering::SeqCst);
-        self.gauge.set(state as i64);
-    }
-}
-
-impl Instrument for Observer {
-    fn on_call_rejected(&self) {}
-
-    fn on_open(&self) {
-        tracing::warn!("payment gateway circuit breaker opened: calls fail fast until it probes again");
-        self.set(BreakerState::Open);
-    }
-
-    fn on_half_open(&self) {
-        tracing::info!("payment gateway circuit breaker half-open: probing the gateway");
-        self.set(BreakerState::HalfOpen);
-    }
-
-    fn on_closed(&self) {
-        if self.state.load(Ordering::SeqCst) != BreakerState::Closed as u8 {
-            tracing::info!("payment gateway circuit breaker closed: the gateway answers again");
-        }
-        self.set(BreakerState::Closed);
-    }
-}
-
-/// The one call allowed through while half-open; cleared when it ends, even if the call is
-/// dropped midway (a cancelled job).
-struct Probe<'a>(&'a AtomicBool);
-
-impl<'a> Probe<'a> {
-    fn start(flag: &'a AtomicBool) -> Option<Self> {
-        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).ok().map(|_| Self(flag))
-    }
-}
-
-impl Drop for Probe<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -123,10 +38,7 @@ struct OperationLabels {
 pub(crate) struct Guarded {
     inner: Arc<dyn PaymentGateway>,
     timeout: Duration,
-    breaker: StateMachine<ConsecutiveFailures<EqualJittered>, Observer>,
-    observer: Observer,
-    /// Whether a half-open probe is in flight.
-    probing: Arc<AtomicBool>,
+    breaker: CircuitBreaker,
     calls: Family<CallLabels, Counter>,
     duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
 }
@@ -148,23 +60,17 @@ impl Guarded {
         settings: &BreakerSettings,
         metrics: &Metrics,
     ) -> Self {
-        let observer = Observer { state: Arc::new(AtomicU8::new(BreakerState::Closed as u8)), gauge: Gauge::default() };
-        let backoff = backoff::equal_jittered(settings.open_for, settings.max_open.max(settings.open_for));
-        let policy = failure_policy::consecutive_failures(settings.failures.max(1), backoff);
-        let breaker = StateMachine::new(policy, observer.clone());
         let this = Self {
             inner,
             timeout,
-            breaker,
-            observer,
-            probing: Arc::default(),
+            breaker: CircuitBreaker::new("the payment gateway", settings),
             calls: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
         };
         metrics.register(
             "bulkhead_payments_gateway_breaker_state",
             "The payment gateway's circuit breaker: 0 closed, 1 open, 2 half-open",
-            this.observer.gauge.clone(),
+            this.breaker.gauge(),
         );
         metrics.register(
             "bulkhead_payments_gateway_calls",
@@ -180,11 +86,7 @@ impl Guarded {
     }
 
     pub(crate) fn state(&self) -> BreakerState {
-        match self.observer.state.load(Ordering::SeqCst) {
-            1 => BreakerState::Open,
-            2 => BreakerState::HalfOpen,
-            _ => BreakerState::Closed,
-        }
+        self.breaker.state()
     }
 
     /// Runs one call: refused while the breaker is open, cut off at the timeout, and its
@@ -194,20 +96,9 @@ impl Guarded {
         operation: &'static str,
         call: impl Future<Output = Result<T, GatewayError>>,
     ) -> Result<T, GatewayError> {
-        let rejected = || {
+        let Some(_permit) = self.breaker.permit() else {
             self.calls.get_or_create(&CallLabels { operation, outcome: "rejected" }).inc();
-            Err(GatewayError::BreakerOpen)
-        };
-        if !self.breaker.is_call_permitted() {
-            return rejected();
-        }
-        // Half-open lets one probe through at a time; the others wait for its verdict.
-        let _probe = match self.state() {
-            BreakerState::HalfOpen => match Probe::start(&self.probing) {
-                Some(probe) => Some(probe),
-                None => return rejected(),
-            },
-            _ => None,
+            return Err(GatewayError::BreakerOpen);
         };
         let started = Instant::now();
         let span = tracing::info_span!(
@@ -233,10 +124,7 @@ impl Guarded {
         };
         self.calls.get_or_create(&CallLabels { operation, outcome: label }).inc();
         span.record("outcome", label);
-        match &outcome {
-            Err(error) if error.is_transient() => self.breaker.on_error(),
-            _ => self.breaker.on_success(),
-        }
+        self.breaker.record(outcome.as_ref().is_err_and(GatewayError::is_transient));
         outcome
     }
 

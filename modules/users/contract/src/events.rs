@@ -4,10 +4,10 @@
 //! change to the wire shape fails a test.
 
 use chrono::{DateTime, Utc};
-use platform::auth::Role;
-use platform::bus::Event;
-use platform::keyed_event;
 use serde::{Deserialize, Serialize};
+use shared_kernel::Role;
+use shared_kernel::event::Event;
+use shared_kernel::keyed_event;
 
 use crate::{ActionRequestId, Preferences, UserId};
 
@@ -120,7 +120,7 @@ mod tests {
     use chrono::TimeZone;
     use uuid::Uuid;
 
-    use platform::bus::wire;
+    use shared_kernel::event::wire;
 
     use super::*;
 

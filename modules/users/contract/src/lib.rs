@@ -7,12 +7,23 @@
 //! so the secret never sits in an event, a log line or a stored row (ADR 0008).
 
 use chrono::{DateTime, Utc};
-use platform::port::CallContext;
 use serde::{Deserialize, Serialize};
+use shared_kernel::port::CallContext;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod events;
+pub mod internal_api;
+
+/// The port's name, as manifests declare it (`ports_used`).
+pub const PORT: &str = "UsersApi";
+
+/// The modules that may call the port from another process: those whose manifest declares
+/// it. The internal API refuses any other caller; the architecture test keeps this list and
+/// the manifests in step.
+pub const CALLERS: &[&str] = &["notifications"];
 
 /// A user's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -104,7 +115,7 @@ pub enum AccountStatus {
 }
 
 /// How to reach a user: what the notifications module needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Contact {
     pub user_id: UserId,
     pub email: String,
@@ -124,7 +135,7 @@ pub enum ActionPurpose {
 
 /// A freshly minted one-time link. It carries a secret: put it in the message and nowhere
 /// else — not in logs, not in stored rows. `Debug` leaves the secret out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ActionLink {
     pub request_id: ActionRequestId,
     pub user_id: UserId,

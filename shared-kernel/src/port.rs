@@ -1,9 +1,11 @@
-//! The port kit (DESIGN §5): what travels with every synchronous call between modules, in
-//! process or over HTTP, so both topologies carry the same context and deadline.
+//! What travels with every synchronous call between modules (DESIGN §5), in process or over
+//! HTTP, so both topologies carry the same context and deadline.
+
+pub mod remote;
 
 use std::time::{Duration, Instant};
 
-use crate::bus::{EventEnvelope, Metadata};
+use crate::event::{EventEnvelope, Metadata};
 
 /// The context of one port call: who asked, as part of what, and by when an answer is useful.
 #[derive(Debug, Clone)]
@@ -14,15 +16,27 @@ pub struct CallContext {
     pub causation_id: Option<String>,
     /// Who acted: a user id, or `system:<what>`.
     pub actor: Option<String>,
+    /// The id of the HTTP request being served when the call was made, so logs of every
+    /// process it reaches can be searched by one id.
+    pub request_id: Option<String>,
+    /// W3C trace context of the caller, so the callee's work joins the caller's trace.
+    pub traceparent: Option<String>,
     /// After this instant the caller no longer waits; remote adapters turn it into a timeout.
     pub deadline: Option<Instant>,
 }
 
 impl CallContext {
     /// The context of a call made while serving an HTTP request.
-    pub fn for_request(request_id: impl Into<String>, actor: Option<String>) -> Self {
+    pub fn for_request(request_id: impl Into<String>, actor: Option<String>, traceparent: Option<String>) -> Self {
         let request_id = request_id.into();
-        Self { causation_id: Some(request_id.clone()), correlation_id: request_id, actor, deadline: None }
+        Self {
+            causation_id: Some(request_id.clone()),
+            correlation_id: request_id.clone(),
+            actor,
+            request_id: Some(request_id),
+            traceparent,
+            deadline: None,
+        }
     }
 
     /// The context of a call made while handling an event (or a job it caused).
@@ -36,6 +50,8 @@ impl CallContext {
             correlation_id: metadata.correlation_id.clone(),
             causation_id: metadata.causation_id.clone(),
             actor: metadata.actor.clone(),
+            request_id: None,
+            traceparent: metadata.traceparent.clone(),
             deadline: None,
         }
     }

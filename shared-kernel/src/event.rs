@@ -40,7 +40,7 @@ macro_rules! keyed_event {
         $crate::keyed_event!($type, $name, $key, 1);
     };
     ($type:ty, $name:literal, $key:ident, $version:literal) => {
-        impl $crate::bus::Event for $type {
+        impl $crate::event::Event for $type {
             const TYPE: &'static str = $name;
             const VERSION: u32 = $version;
             fn aggregate_key(&self) -> String {
