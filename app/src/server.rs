@@ -20,7 +20,7 @@ use platform::http::{ApiError, HttpSettings, Query, stack};
 use platform::jobs::JobsRuntime;
 use platform::jobs::admin::{self as jobs_admin, JobsAdminState};
 use platform::metrics::Metrics;
-use platform::remote::{InternalAccess, PortMetrics, ServiceKeys, require_service_token};
+use platform::remote::{PortMetrics, ServiceKeys, internal_api};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -373,16 +373,8 @@ fn router(config: &Config, backing: &Backing, parts: RouterParts<'_>) -> anyhow:
         api = api.merge(stack::tag_module_routes(module.name(), module.public_routes()));
         root = root.merge(stack::tag_module_routes(module.name(), module.root_routes()));
         // The server side of the module's ports: only its declared callers get in.
-        let served = module.manifest().ports_served;
-        if !served.is_empty() {
-            let access = InternalAccess {
-                keys: keys.clone(),
-                callee: module.name(),
-                callers: served.iter().flat_map(|port| port.callers.iter().copied()).collect(),
-            };
-            let routes = stack::tag_module_routes(module.name(), module.internal_routes())
-                .route_layer(from_fn_with_state(access, require_service_token));
-            internal = internal.nest(&format!("/internal/{}/v1", module.name()), routes);
+        if let Some(routes) = internal_api(module.as_ref(), &keys) {
+            internal = internal.merge(routes);
         }
     }
     let (api, api_spec) = api.split_for_parts();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use failsafe::backoff::{self, EqualJittered};
 use failsafe::failure_policy::{self, ConsecutiveFailures};
 use failsafe::{Instrument, StateMachine};
 use prometheus_client::metrics::gauge::Gauge;
@@ -42,6 +41,28 @@ pub enum BreakerState {
     Open,
     /// The open period is over; the next calls probe the gateway.
     HalfOpen,
+}
+
+/// How long the breaker stays open each time in a row it opens: exponential from `start` up
+/// to `max`, keeping half and jittering the other half (AWS's "equal jitter"), so breakers
+/// that opened together do not probe together. Failsafe's own needs whole seconds; a
+/// port's breaker may open for less.
+#[derive(Debug, Clone)]
+struct OpenPeriods {
+    start: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Iterator for OpenPeriods {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let step = self.start.saturating_mul(2u32.saturating_pow(self.attempt.min(30))).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = step / 2;
+        Some(half + half.mul_f64(rand::random::<f64>()))
+    }
 }
 
 /// Tracks the state for reads and metrics (failsafe reports transitions, not the state).
@@ -99,7 +120,7 @@ impl Drop for Permit<'_> {
 /// A circuit breaker; clones share their state.
 #[derive(Clone)]
 pub struct CircuitBreaker {
-    machine: StateMachine<ConsecutiveFailures<EqualJittered>, Observer>,
+    machine: StateMachine<ConsecutiveFailures<OpenPeriods>, Observer>,
     observer: Observer,
     /// Whether a half-open probe is in flight.
     probing: Arc<AtomicBool>,
@@ -122,8 +143,9 @@ impl CircuitBreaker {
             state: Arc::new(AtomicU8::new(BreakerState::Closed as u8)),
             gauge: Gauge::default(),
         };
-        let backoff = backoff::equal_jittered(settings.open_for, settings.max_open.max(settings.open_for));
-        let policy = failure_policy::consecutive_failures(settings.failures.max(1), backoff);
+        let periods =
+            OpenPeriods { start: settings.open_for, max: settings.max_open.max(settings.open_for), attempt: 0 };
+        let policy = failure_policy::consecutive_failures(settings.failures.max(1), periods);
         Self { machine: StateMachine::new(policy, observer.clone()), observer, probing: Arc::default() }
     }
 
@@ -164,5 +186,22 @@ impl CircuitBreaker {
         } else {
             self.machine.on_success();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_periods_double_with_jitter_up_to_the_cap() {
+        let mut periods =
+            OpenPeriods { start: Duration::from_millis(200), max: Duration::from_millis(1000), attempt: 0 };
+        let first = periods.next().unwrap_or_default();
+        assert!((Duration::from_millis(100)..=Duration::from_millis(200)).contains(&first), "{first:?}");
+        let second = periods.next().unwrap_or_default();
+        assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&second), "{second:?}");
+        let capped = periods.nth(10).unwrap_or_default();
+        assert!((Duration::from_millis(500)..=Duration::from_millis(1000)).contains(&capped), "{capped:?}");
     }
 }

@@ -69,8 +69,10 @@ pub struct ServedPort {
 }
 
 /// What `app` needs to know about a module before it can build one: its schema (to provision
-/// and migrate). Lives as a `const` in the module's crate.
+/// and migrate) and its manifest (for verification and the module map). Lives as a `const`
+/// in the module's crate.
 #[derive(Debug, Clone, Copy)]
 pub struct ModuleDescriptor {
     pub schema: ModuleSchema,
+    pub manifest: fn() -> Manifest,
 }

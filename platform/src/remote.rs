@@ -12,7 +12,7 @@ mod server;
 mod transport;
 
 pub use keys::{SERVICE_TOKEN_ISSUER, ServiceKeys, ServiceTokenError};
-pub use server::{CallingModule, InternalAccess, PortCall, require_service_token};
+pub use server::{CallingModule, InternalAccess, PortCall, internal_api, require_service_token};
 pub use transport::{HttpTransport, PortMetrics, TransportSettings};
 
 /// The headers a port call carries besides its service token (`x-request-id` and

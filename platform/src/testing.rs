@@ -339,6 +339,32 @@ impl Served {
     }
 }
 
+/// The transport `caller`'s process would call `callee`'s ports through, at `served`: what a
+/// contract test runs a port's cases against over HTTP.
+///
+/// # Errors
+/// The caller's key cannot be made.
+pub fn port_transport(
+    served: &Served,
+    keys: &crate::remote::ServiceKeys,
+    caller: &'static str,
+    callee: &'static str,
+    settings: crate::remote::TransportSettings,
+) -> anyhow::Result<std::sync::Arc<dyn shared_kernel::port::remote::Transport>> {
+    keys.sign_for(caller)?;
+    let url: url::Url = served.url("").parse()?;
+    let metrics = crate::remote::PortMetrics::register(&Metrics::new());
+    Ok(std::sync::Arc::new(crate::remote::HttpTransport::new(
+        reqwest::Client::new(),
+        &url,
+        caller,
+        callee,
+        keys.clone(),
+        settings,
+        metrics,
+    )))
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         self.stop.cancel();

@@ -31,7 +31,7 @@ static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/inventory");
 
 /// What `app` needs before it has a pool: the schema to provision and migrate.
 pub const DESCRIPTOR: ModuleDescriptor =
-    ModuleDescriptor { schema: ModuleSchema { name: "inventory", migrations: &MIGRATIONS } };
+    ModuleDescriptor { schema: ModuleSchema { name: "inventory", migrations: &MIGRATIONS }, manifest };
 
 /// How the module behaves; [`InventoryConfig::default`] gives the documented values.
 #[derive(Debug, Clone)]
@@ -101,11 +101,16 @@ impl Module for InventoryModule {
     }
 
     fn manifest(&self) -> Manifest {
-        Manifest {
-            ports_used: Vec::new(),
-            ports_served: vec![ServedPort { port: inventory_contract::PORT, callers: inventory_contract::CALLERS }],
-            events_published: inventory_contract::events::PUBLISHED.to_vec(),
-            events_subscribed: vec!["orders.order_placed", "orders.order_confirmed", "orders.order_cancelled"],
-        }
+        manifest()
+    }
+}
+
+/// What the module uses and offers (DESIGN §2), known without building it.
+fn manifest() -> Manifest {
+    Manifest {
+        ports_used: Vec::new(),
+        ports_served: vec![ServedPort { port: inventory_contract::PORT, callers: inventory_contract::CALLERS }],
+        events_published: inventory_contract::events::PUBLISHED.to_vec(),
+        events_subscribed: vec!["orders.order_placed", "orders.order_confirmed", "orders.order_cancelled"],
     }
 }

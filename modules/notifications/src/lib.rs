@@ -37,7 +37,7 @@ static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/notifications");
 
 /// What `app` needs before it has a pool: the schema to provision and migrate.
 pub const DESCRIPTOR: ModuleDescriptor =
-    ModuleDescriptor { schema: ModuleSchema { name: "notifications", migrations: &MIGRATIONS } };
+    ModuleDescriptor { schema: ModuleSchema { name: "notifications", migrations: &MIGRATIONS }, manifest };
 
 /// How the module behaves; [`NotificationsConfig::default`] gives the documented values.
 #[derive(Debug, Clone)]
@@ -256,13 +256,18 @@ impl Module for NotificationsModule {
     }
 
     fn manifest(&self) -> Manifest {
-        Manifest {
-            ports_used: vec![users_contract::PORT],
-            ports_served: Vec::new(),
-            events_published: Vec::new(),
-            // Plus the placed orders, to know whom an order's payment events are about.
-            events_subscribed: [subscriptions::EVENT_TYPES.as_slice(), &[subscriptions::ORDER_OWNERS]].concat(),
-        }
+        manifest()
+    }
+}
+
+/// What the module uses and offers (DESIGN §2), known without building it.
+fn manifest() -> Manifest {
+    Manifest {
+        ports_used: vec![users_contract::PORT],
+        ports_served: Vec::new(),
+        events_published: Vec::new(),
+        // Plus the placed orders, to know whom an order's payment events are about.
+        events_subscribed: [subscriptions::EVENT_TYPES.as_slice(), &[subscriptions::ORDER_OWNERS]].concat(),
     }
 }
 

@@ -32,7 +32,7 @@ static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/orders");
 
 /// What `app` needs before it has a pool: the schema to provision and migrate.
 pub const DESCRIPTOR: ModuleDescriptor =
-    ModuleDescriptor { schema: ModuleSchema { name: "orders", migrations: &MIGRATIONS } };
+    ModuleDescriptor { schema: ModuleSchema { name: "orders", migrations: &MIGRATIONS }, manifest };
 
 /// How the module behaves; [`OrdersConfig::default`] gives the documented values.
 #[derive(Debug, Clone)]
@@ -99,15 +99,20 @@ impl Module for OrdersModule {
     }
 
     fn manifest(&self) -> Manifest {
-        Manifest {
-            ports_used: vec![inventory_contract::PORT],
-            ports_served: Vec::new(),
-            events_published: orders_contract::events::PUBLISHED.to_vec(),
-            events_subscribed: [
-                inventory_contract::events::SAGA_EVENTS.as_slice(),
-                payments_contract::events::SAGA_EVENTS.as_slice(),
-            ]
-            .concat(),
-        }
+        manifest()
+    }
+}
+
+/// What the module uses and offers (DESIGN §2), known without building it.
+fn manifest() -> Manifest {
+    Manifest {
+        ports_used: vec![inventory_contract::PORT],
+        ports_served: Vec::new(),
+        events_published: orders_contract::events::PUBLISHED.to_vec(),
+        events_subscribed: [
+            inventory_contract::events::SAGA_EVENTS.as_slice(),
+            payments_contract::events::SAGA_EVENTS.as_slice(),
+        ]
+        .concat(),
     }
 }

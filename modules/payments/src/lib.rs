@@ -39,7 +39,7 @@ static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/payments");
 
 /// What `app` needs before it has a pool: the schema to provision and migrate.
 pub const DESCRIPTOR: ModuleDescriptor =
-    ModuleDescriptor { schema: ModuleSchema { name: "payments", migrations: &MIGRATIONS } };
+    ModuleDescriptor { schema: ModuleSchema { name: "payments", migrations: &MIGRATIONS }, manifest };
 
 /// The path of the sandbox gateway's webhook, relative to the public base URL.
 pub const SANDBOX_WEBHOOK_PATH: &str = "/api/v1/payments/webhooks/sandbox";
@@ -135,11 +135,16 @@ impl Module for PaymentsModule {
     }
 
     fn manifest(&self) -> Manifest {
-        Manifest {
-            ports_used: Vec::new(),
-            ports_served: Vec::new(),
-            events_published: payments_contract::events::SAGA_EVENTS.to_vec(),
-            events_subscribed: vec!["orders.payment_requested", "orders.order_cancelled", "orders.refund_requested"],
-        }
+        manifest()
+    }
+}
+
+/// What the module uses and offers (DESIGN §2), known without building it.
+fn manifest() -> Manifest {
+    Manifest {
+        ports_used: Vec::new(),
+        ports_served: Vec::new(),
+        events_published: payments_contract::events::SAGA_EVENTS.to_vec(),
+        events_subscribed: vec!["orders.payment_requested", "orders.order_cancelled", "orders.refund_requested"],
     }
 }

@@ -30,7 +30,7 @@ static MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/users");
 
 /// What `app` needs before it has a pool: the schema to provision and migrate.
 pub const DESCRIPTOR: ModuleDescriptor =
-    ModuleDescriptor { schema: ModuleSchema { name: "users", migrations: &MIGRATIONS } };
+    ModuleDescriptor { schema: ModuleSchema { name: "users", migrations: &MIGRATIONS }, manifest };
 
 /// How the module behaves; [`UsersConfig::new`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -158,11 +158,16 @@ impl Module for UsersModule {
     }
 
     fn manifest(&self) -> Manifest {
-        Manifest {
-            ports_used: Vec::new(),
-            ports_served: vec![ServedPort { port: users_contract::PORT, callers: users_contract::CALLERS }],
-            events_published: users_contract::events::PUBLISHED.to_vec(),
-            events_subscribed: Vec::new(),
-        }
+        manifest()
+    }
+}
+
+/// What the module uses and offers (DESIGN §2), known without building it.
+fn manifest() -> Manifest {
+    Manifest {
+        ports_used: Vec::new(),
+        ports_served: vec![ServedPort { port: users_contract::PORT, callers: users_contract::CALLERS }],
+        events_published: users_contract::events::PUBLISHED.to_vec(),
+        events_subscribed: Vec::new(),
     }
 }

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::middleware::Next;
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use shared_kernel::port::CallContext;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::headers;
 use super::keys::ServiceKeys;
+use crate::Module;
 use crate::auth::bearer_token;
 use crate::http::ApiError;
 use crate::http::request_id::{RequestId, TraceParent};
@@ -29,6 +31,24 @@ pub struct InternalAccess {
     pub callee: &'static str,
     /// The modules allowed to call it (its contract's `CALLERS`).
     pub callers: Vec<&'static str>,
+}
+
+/// `module`'s internal API, nested under `/internal/<module>/v1` behind
+/// [`require_service_token`] (only the callers its manifest's served ports name get in), or
+/// `None` when it serves no port.
+pub fn internal_api(module: &dyn Module, keys: &ServiceKeys) -> Option<OpenApiRouter> {
+    let served = module.manifest().ports_served;
+    if served.is_empty() {
+        return None;
+    }
+    let access = InternalAccess {
+        keys: keys.clone(),
+        callee: module.name(),
+        callers: served.iter().flat_map(|port| port.callers.iter().copied()).collect(),
+    };
+    let routes = crate::http::stack::tag_module_routes(module.name(), module.internal_routes())
+        .route_layer(from_fn_with_state(access, require_service_token));
+    Some(OpenApiRouter::new().nest(&format!("/internal/{}/v1", module.name()), routes))
 }
 
 /// The verified calling module, in the request's extensions.

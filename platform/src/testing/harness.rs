@@ -1,6 +1,8 @@
 //! A module alone, as its own tests run it: a fresh database holding the module's schema and
 //! stand-ins for the modules whose events it reads (only their outboxes), the real bus and
-//! jobs runtime, and the module's public routes served over HTTP with the shared middleware.
+//! jobs runtime, and the module's public routes served over HTTP with the shared middleware,
+//! beside its internal API behind service tokens, which [`ModuleHarness::port_transport`]
+//! calls as another module's process would.
 //! Tests append the other modules' events to the stand-in outboxes and watch the module react.
 
 use std::time::Duration;
@@ -18,6 +20,7 @@ use crate::db::{Databases, ModuleSchema};
 use crate::http::{HttpSettings, stack};
 use crate::jobs::JobsHandle;
 use crate::metrics::Metrics;
+use crate::remote::{ServiceKeys, TransportSettings, internal_api};
 
 /// The running module; stops its bus, jobs and server when dropped.
 pub struct ModuleHarness {
@@ -28,6 +31,9 @@ pub struct ModuleHarness {
     pub signer: TestSigner,
     pub verifier: JwtVerifier,
     pub metrics: Metrics,
+    /// The trust bundle of service keys the internal API checks callers against.
+    pub service_keys: ServiceKeys,
+    _service_keys_dir: tempfile::TempDir,
     /// The module under test (the first schema).
     module: &'static str,
     /// The stand-ins' names: the sources of its subscriptions.
@@ -89,7 +95,13 @@ impl ModuleHarness {
         let jobs = jobs_runtime(&databases, &metrics)?.queues(queues).start(stop.clone()).await?;
 
         let (api, _) = module.public_routes().split_for_parts();
-        let router = stack::apply(Router::new().nest("/api/v1", api), &HttpSettings::default(), metrics.clone());
+        let mut router = Router::new().nest("/api/v1", api);
+        let service_keys_dir = tempfile::tempdir()?;
+        let service_keys = ServiceKeys::open(service_keys_dir.path())?;
+        if let Some(internal) = internal_api(&module, &service_keys) {
+            router = router.merge(internal.split_for_parts().0);
+        }
+        let router = stack::apply(router, &HttpSettings::default(), metrics.clone());
         let served = Served::start(router).await?;
         let signer = TestSigner::new();
         signer.trust(&verifier);
@@ -102,6 +114,8 @@ impl ModuleHarness {
             signer,
             verifier,
             metrics,
+            service_keys,
+            _service_keys_dir: service_keys_dir,
             module: first.name,
             sources: stand_ins.iter().map(|schema| schema.name).collect(),
             recurring,
@@ -114,6 +128,19 @@ impl ModuleHarness {
 
     pub fn url(&self, path: &str) -> String {
         self.served.url(path)
+    }
+
+    /// The transport another module's process would call this module's ports through,
+    /// signing as `caller` (whose key pair is made in the harness's trust bundle).
+    ///
+    /// # Errors
+    /// The caller's key cannot be made.
+    pub fn port_transport(
+        &self,
+        caller: &'static str,
+        settings: TransportSettings,
+    ) -> anyhow::Result<std::sync::Arc<dyn shared_kernel::port::remote::Transport>> {
+        super::port_transport(&self.served, &self.service_keys, caller, self.module, settings)
     }
 
     /// An access token for `subject` with `roles`, trusted by the module.

@@ -8,4 +8,5 @@ mod embedded;
 mod http_errors;
 mod idempotency;
 mod jobs;
+mod remote;
 mod support;

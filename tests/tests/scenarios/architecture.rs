@@ -153,3 +153,69 @@ fn packages_live_where_the_layout_says() {
         assert_eq!(directory, &expected, "{package}");
     }
 }
+
+/// Every compiled module's manifest, by name.
+fn manifests() -> BTreeMap<&'static str, platform::Manifest> {
+    bulkhead::modules::compiled().iter().map(|d| (d.schema.name, (d.manifest)())).collect()
+}
+
+#[test]
+fn a_port_admits_exactly_the_modules_whose_manifests_declare_it() {
+    let manifests = manifests();
+    let mut violations = Vec::new();
+    for (module, manifest) in &manifests {
+        for port in &manifest.ports_used {
+            let served = manifests.values().flat_map(|m| &m.ports_served).find(|served| served.port == *port);
+            match served {
+                None => violations.push(format!("{module} uses {port}, which no module serves")),
+                Some(served) if !served.callers.contains(module) => {
+                    violations.push(format!("{module} uses {port}, whose contract does not list it as a caller"));
+                }
+                Some(_) => {}
+            }
+        }
+        for served in &manifest.ports_served {
+            for caller in served.callers {
+                let declares = manifests.get(caller).is_some_and(|m| m.ports_used.contains(&served.port));
+                if !declares {
+                    violations.push(format!("{} admits {caller}, whose manifest does not declare it", served.port));
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+#[test]
+fn synchronous_calls_between_modules_form_no_cycle() {
+    let manifests = manifests();
+    let server_of = |port: &str| {
+        manifests.iter().find(|(_, m)| m.ports_served.iter().any(|s| s.port == port)).map(|(name, _)| *name)
+    };
+    let calls: BTreeMap<&str, Vec<&str>> = manifests
+        .iter()
+        .map(|(module, manifest)| (*module, manifest.ports_used.iter().filter_map(|p| server_of(p)).collect()))
+        .collect();
+    // Depth-first search: a module met again on the current path closes a cycle.
+    fn visit<'a>(module: &'a str, calls: &BTreeMap<&'a str, Vec<&'a str>>, path: &mut Vec<&'a str>) {
+        assert!(!path.contains(&module), "synchronous calls go round in a circle: {path:?} → {module}");
+        path.push(module);
+        for callee in calls.get(module).into_iter().flatten() {
+            visit(callee, calls, path);
+        }
+        path.pop();
+    }
+    for module in calls.keys() {
+        visit(module, &calls, &mut Vec::new());
+    }
+}
+
+#[test]
+fn the_edge_routes_to_every_module_whatever_is_compiled_in() {
+    let routed: BTreeSet<&str> = bulkhead::edge::PUBLIC_ROUTES.iter().map(|(module, _)| *module).collect();
+    let all: BTreeSet<&str> = bulkhead::modules::ALL.into_iter().collect();
+    let compiled: BTreeSet<&str> = bulkhead::modules::compiled().iter().map(|d| d.schema.name).collect();
+    assert_eq!(routed, all);
+    assert!(compiled.is_subset(&all), "{compiled:?} beyond {all:?}");
+    assert_eq!(all, MODULES.into_iter().collect());
+}

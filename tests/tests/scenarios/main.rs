@@ -33,5 +33,6 @@ mod operations;
 mod orders;
 mod payments;
 mod shop;
+mod topology;
 mod traces;
 mod users;

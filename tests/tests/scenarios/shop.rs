@@ -29,6 +29,18 @@ pub async fn place(app: &TestApp, token: &str, key: &str, sku: &str, quantity: u
     accepted(order_request(app, token, key, sku, quantity, payment_method)).await
 }
 
+/// Places an order and returns the answer, whatever it is.
+pub async fn try_place(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    sku: &str,
+    quantity: u32,
+    payment_method: &str,
+) -> reqwest::Response {
+    order_request(app, token, key, sku, quantity, payment_method).send().await.unwrap()
+}
+
 /// `POST /api/v1/orders` for `quantity` of `sku`, ready to send (or to add headers to).
 pub fn order_request(
     app: &TestApp,

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod catalog;
+mod port;
 mod reservations;
 mod stock;
 mod support;

@@ -5,5 +5,6 @@ mod accounts;
 mod admin;
 mod keys;
 mod links;
+mod port;
 mod sessions;
 mod support;

@@ -11,12 +11,14 @@ use platform::clock::ShiftedClock;
 use platform::http::{HttpSettings, stack};
 use platform::metrics::Metrics;
 use platform::port::CallContext;
-use platform::testing::{Served, TestDatabase};
+use platform::remote::{ServiceKeys, TransportSettings, internal_api};
+use platform::testing::{Served, TestDatabase, port_transport};
 use reqwest::{Method, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use users::{UsersConfig, UsersModule};
+use users_contract::client::UsersClient;
 use users_contract::{ActionLink, ActionRequestId, UsersApi};
 
 pub const ADMIN_EMAIL: &str = "root@example.com";
@@ -32,6 +34,9 @@ pub struct Harness {
     pub database: TestDatabase,
     pub verifier: JwtVerifier,
     pub keys_dir: tempfile::TempDir,
+    /// The trust bundle the internal API (the port over HTTP) checks callers against.
+    pub service_keys: ServiceKeys,
+    _service_keys_dir: tempfile::TempDir,
     /// What first-start bootstrapping created, if anything.
     pub first_admin: Option<users::FirstAdmin>,
 }
@@ -76,12 +81,38 @@ impl Harness {
         let first_admin = module.ensure_first_admin().await.unwrap();
         let (api, _) = module.public_routes().split_for_parts();
         let (root, _) = module.root_routes().split_for_parts();
-        let router = Router::new().nest("/api/v1", api).merge(root);
+        let mut router = Router::new().nest("/api/v1", api).merge(root);
+        let service_keys_dir = tempfile::tempdir().unwrap();
+        let service_keys = ServiceKeys::open(service_keys_dir.path()).unwrap();
+        if let Some(internal) = internal_api(&module, &service_keys) {
+            router = router.merge(internal.split_for_parts().0);
+        }
         let router = stack::apply(router, &HttpSettings::default(), Metrics::new());
         let served = Served::start(router).await.unwrap();
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
         let api = module.api();
-        Self { served, client, clock, module, api, database, verifier, keys_dir, first_admin }
+        Self {
+            served,
+            client,
+            clock,
+            module,
+            api,
+            database,
+            verifier,
+            keys_dir,
+            service_keys,
+            _service_keys_dir: service_keys_dir,
+            first_admin,
+        }
+    }
+
+    /// The users port as notifications reaches it from another process: the contract's
+    /// client over the internal API.
+    pub fn port_over_http(&self) -> Arc<dyn UsersApi> {
+        let transport =
+            port_transport(&self.served, &self.service_keys, "notifications", "users", TransportSettings::default())
+                .unwrap();
+        Arc::new(UsersClient::new(transport))
     }
 
     pub fn url(&self, path: &str) -> String {
