@@ -12,7 +12,7 @@ use platform::metrics::Metrics;
 
 use platform::remote::ServiceKeys;
 
-use crate::config::{BusAction, Config, JobsAction, MigrateAction, ServiceKeysAction};
+use crate::config::{BusAction, Config, DatabaseAction, JobsAction, MigrateAction, ServiceKeysAction};
 use crate::database::Backing;
 use crate::modules;
 use crate::server::assemble_bus;
@@ -315,4 +315,33 @@ pub fn service_keys(config: &Config, action: ServiceKeysAction) -> anyhow::Resul
             Ok(())
         }
     }
+}
+
+/// `bulkhead database start|stop`: the embedded server shared by the processes of a split on
+/// one machine. `start` prints `DATABASE_URL=…` (for `export`), and nothing else on stdout.
+///
+/// # Errors
+/// No server binaries, an unusable data dir, or a server that does not start or stop.
+pub async fn database(config: &Config, action: DatabaseAction) -> anyhow::Result<()> {
+    let mut options = platform::db::EmbeddedOptions::new(&config.data_dir);
+    options.bin_dir.clone_from(&config.pg_bin_dir);
+    // Several processes, each with pools of its own, share this server: PostgreSQL's default
+    // of 100 connections is too few for a split of five.
+    options.settings.push(("max_connections".to_owned(), "400".to_owned()));
+    match action {
+        DatabaseAction::Start => {
+            let address = platform::db::EmbeddedPostgres::ensure_running_detached(&options).await?;
+            let url = crate::database::ensure_bulkhead_database(&address).await?;
+            println!("DATABASE_URL={url}");
+            eprintln!(
+                "PostgreSQL runs in {} until `bulkhead database stop`.",
+                config.data_dir.join("postgres").display()
+            );
+        }
+        DatabaseAction::Stop => {
+            let stopped = platform::db::EmbeddedPostgres::stop_detached(&options).await?;
+            eprintln!("{}", if stopped { "PostgreSQL stopped." } else { "PostgreSQL was not running." });
+        }
+    }
+    Ok(())
 }

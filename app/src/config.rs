@@ -48,6 +48,12 @@ pub enum Command {
         #[command(subcommand)]
         action: JobsAction,
     },
+    /// Run the embedded PostgreSQL on its own, for several processes to share (a split
+    /// topology on one machine).
+    Database {
+        #[command(subcommand)]
+        action: DatabaseAction,
+    },
     /// Manage the keys modules' processes prove themselves to each other with.
     ServiceKeys {
         #[command(subcommand)]
@@ -56,6 +62,15 @@ pub enum Command {
     /// Ask the server on `BULKHEAD_ADDR` whether it is alive (`GET /health`): exit 0 if it
     /// answers 200 within 2 s, else 1. For container health checks, where no shell or curl is.
     Healthcheck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabaseAction {
+    /// Start the embedded server in the data dir and leave it running; prints the
+    /// `DATABASE_URL` every process of a split on this machine can use.
+    Start,
+    /// Stop the server `database start` left running.
+    Stop,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use platform::db::{
-    AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase, ModuleSchema,
+    AdminAccess, ClusterAddress, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase,
+    ModuleSchema,
 };
 use sqlx::{Connection, PgConnection};
 
@@ -90,7 +91,16 @@ impl Backing {
 }
 
 async fn ensure_embedded_database(server: &EmbeddedPostgres) -> anyhow::Result<AdminAccess> {
-    let mut connection = PgConnection::connect_with(&server.connect_options("postgres")).await?;
+    create_bulkhead_database(server.address()).await?;
+    Ok(AdminAccess {
+        options: server.connect_options(EMBEDDED_DATABASE),
+        role_secret: server.address().password.clone(),
+    })
+}
+
+/// Creates the database Bulkhead uses in the embedded cluster at `address`, if missing.
+async fn create_bulkhead_database(address: &ClusterAddress) -> anyhow::Result<()> {
+    let mut connection = PgConnection::connect_with(&address.connect_options("postgres")).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(EMBEDDED_DATABASE)
         .fetch_one(&mut connection)
@@ -102,8 +112,20 @@ async fn ensure_embedded_database(server: &EmbeddedPostgres) -> anyhow::Result<A
             .context("creating the bulkhead database")?;
     }
     connection.close().await.ok();
-    Ok(AdminAccess {
-        options: server.connect_options(EMBEDDED_DATABASE),
-        role_secret: server.address().password.clone(),
-    })
+    Ok(())
+}
+
+/// The superuser URL of Bulkhead's database in the embedded cluster at `address` (created
+/// if missing), for `bulkhead database start`.
+///
+/// # Errors
+/// The cluster cannot be reached.
+pub(crate) async fn ensure_bulkhead_database(address: &ClusterAddress) -> anyhow::Result<String> {
+    create_bulkhead_database(address).await?;
+    Ok(format!(
+        "postgres://{}:{}@127.0.0.1:{}/{EMBEDDED_DATABASE}",
+        platform::db::embedded::SUPERUSER,
+        secrecy::ExposeSecret::expose_secret(&address.password),
+        address.port
+    ))
 }

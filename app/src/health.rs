@@ -103,12 +103,15 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
     let (mut checks, healthy) = storage_checks(&state.databases, &state.schemas, &state.jobs).await;
     // Only these decide readiness; the reports below do not.
     state.readiness.record(&checks);
+    let waiting = state.bus.waiting_subscriptions();
     let bus = if state.bus.is_empty() {
-        "idle (no module hosted)"
+        "idle (no module hosted)".to_owned()
+    } else if !waiting.is_empty() {
+        format!("waiting for the event logs of other modules' processes: {}", waiting.join(", "))
     } else if state.bus.notifications_connected() {
-        "ok"
+        "ok".to_owned()
     } else {
-        "polling (notifications not connected)"
+        "polling (notifications not connected)".to_owned()
     };
     checks.insert("bus".to_owned(), bus.into());
     let probes = state.upstreams.iter().map(|upstream| async {

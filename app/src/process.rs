@@ -48,6 +48,7 @@ async fn run() -> ExitCode {
         Command::Migrate { action } => cli::migrate(&config, action).await,
         Command::Bus { action } => cli::bus(&config, action).await,
         Command::Jobs { action } => cli::jobs(&config, action).await,
+        Command::Database { action } => cli::database(&config, action).await,
         Command::ServiceKeys { action } => cli::service_keys(&config, action),
         Command::Healthcheck => Ok(()),
     };

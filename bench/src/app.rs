@@ -2,7 +2,6 @@
 //! embedded PostgreSQL of its own in a temporary data directory, driven over HTTP like a
 //! client (as the scenario tests' `TestApp` does).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,11 +18,17 @@ pub(crate) const ADMIN_PASSWORD: &str = "bench operator passphrase";
 /// The password of every account the benchmarks register.
 pub(crate) const PASSWORD: &str = "a perfectly fine passphrase";
 
+/// A client of the application's API at one base URL, whatever runs behind it.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    pub(crate) client: reqwest::Client,
+    base: String,
+}
+
 /// A running application and a client for it.
 #[derive(Debug)]
 pub(crate) struct BenchApp {
-    pub(crate) client: reqwest::Client,
-    address: SocketAddr,
+    pub(crate) api: Api,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
     _data_dir: tempfile::TempDir,
@@ -63,14 +68,33 @@ impl BenchApp {
         let address = application.local_addr()?;
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+        let app = Self { api: Api::new(&format!("http://{address}"))?, shutdown, server, _data_dir: data_dir };
+        app.api.wait_until_serving().await?;
+        Ok(app)
+    }
+
+    /// Graceful shutdown, as on SIGTERM: the server drains, the embedded cluster stops.
+    ///
+    /// # Errors
+    /// What the server returned.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await.context("the app's task")?
+    }
+}
+
+impl Api {
+    /// A client of the API at `base` (`http://host:port`).
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub(crate) fn new(base: &str) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
-        let app = Self { client, address, shutdown, server, _data_dir: data_dir };
-        app.wait_until_serving().await?;
-        Ok(app)
+        Ok(Self { client, base: base.to_owned() })
     }
 
     async fn wait_until_serving(&self) -> anyhow::Result<()> {
@@ -83,7 +107,7 @@ impl BenchApp {
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        format!("{}{path}", self.base)
     }
 
     /// Registers a customer account with [`PASSWORD`].
@@ -105,15 +129,6 @@ impl BenchApp {
         let response = self.client.post(self.url("/api/v1/auth/login")).json(&body).send().await?;
         let body = expect(response, StatusCode::OK, "signing in").await?;
         body["data"]["access_token"].as_str().map(str::to_owned).context("the sign-in answer has no access_token")
-    }
-
-    /// Graceful shutdown, as on SIGTERM: the server drains, the embedded cluster stops.
-    ///
-    /// # Errors
-    /// What the server returned.
-    pub(crate) async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.server.await.context("the app's task")?
     }
 }
 

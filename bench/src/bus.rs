@@ -2,12 +2,10 @@
 //! cluster for scale.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use platform::bus::{BusBuilder, BusConfig, Event, Metadata, StartFrom, Subscription, handler_fn};
 use platform::db::{
     AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase, ModuleSchema,
@@ -97,7 +95,7 @@ async fn measure(
         "latency_rate_per_sec": rate,
         "batch_size": config.batch_size,
     });
-    match pgbench(server, pgbench_seconds) {
+    match crate::pgbench::pgbench(server, pgbench_seconds) {
         Ok(tps) => report["pgbench_tps"] = tps.round().into(),
         Err(error) => report["pgbench_note"] = format!("pgbench not run: {error:#}").into(),
     }
@@ -209,26 +207,4 @@ async fn append(pool: &PgPool, ticks: &[Tick]) -> anyhow::Result<Vec<Uuid>> {
     let ids = platform::bus::append_all(&mut tx, ticks, &Metadata::system("bench")).await?;
     tx.commit().await?;
     Ok(ids)
-}
-
-/// `pgbench -N` (simple updates), 8 clients, on the same cluster.
-fn pgbench(server: &EmbeddedPostgres, seconds: u64) -> anyhow::Result<f64> {
-    let address = server.address();
-    let password = secrecy::ExposeSecret::expose_secret(&address.password).to_owned();
-    let run = |args: &[&str]| -> anyhow::Result<String> {
-        let output = Command::new("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &address.port.to_string(), "-U", platform::db::embedded::SUPERUSER])
-            .args(args)
-            .env("PGPASSWORD", &password)
-            .output()
-            .context("pgbench is not installed (Debian: postgresql-contrib or postgresql-client)")?;
-        anyhow::ensure!(output.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    };
-    run(&["-i", "-q", "-s", "10", "postgres"])?;
-    let report = run(&["-N", "-c", "8", "-j", "2", "-T", &seconds.to_string(), "postgres"])?;
-    report
-        .lines()
-        .find_map(|line| line.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
-        .context("pgbench printed no tps")
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::app::{self, ADMIN_EMAIL, ADMIN_PASSWORD, BenchApp, PASSWORD};
+use crate::app::{self, ADMIN_EMAIL, ADMIN_PASSWORD, Api, BenchApp, PASSWORD};
 use crate::measure::{Percentiles, at_concurrency, per_second, round2};
 
 const CUSTOMER: &str = "bench-customer@example.com";
@@ -26,19 +26,19 @@ const CUSTOMER: &str = "bench-customer@example.com";
 /// `confirmed` are counted, not errors.
 pub(crate) async fn run(orders: u64, concurrency: u64) -> anyhow::Result<Value> {
     let app = BenchApp::start().await?;
-    let outcome = measure(&app, orders, concurrency).await;
+    let outcome = measure(&app.api, orders, concurrency).await;
     app.stop().await?;
     outcome
 }
 
-async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Result<Value> {
-    app.register(CUSTOMER).await?;
-    let token: Arc<str> = app.sign_in(CUSTOMER, PASSWORD).await?.into();
-    let admin = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await?;
-    let sku = stocked_product(app, &admin, orders).await?;
+pub(crate) async fn measure(api: &Api, orders: u64, concurrency: u64) -> anyhow::Result<Value> {
+    api.register(CUSTOMER).await?;
+    let token: Arc<str> = api.sign_in(CUSTOMER, PASSWORD).await?.into();
+    let admin = api.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+    let sku = stocked_product(api, &admin, orders).await?;
 
-    let client = app.client.clone();
-    let orders_url: Arc<str> = app.url("/api/v1/orders").into();
+    let client = api.client.clone();
+    let orders_url: Arc<str> = api.url("/api/v1/orders").into();
     let body = json!({
         "lines": [{ "sku": sku, "quantity": 1 }],
         "shipping_address": {
@@ -46,6 +46,7 @@ async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Resul
         },
         "payment_method": "pm_card_visa",
     });
+    let started = Instant::now();
     let (placed, elapsed) = at_concurrency(orders, concurrency, move |_| {
         let request = client
             .post(&*orders_url)
@@ -82,6 +83,8 @@ async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Resul
             Err(error) => failures.push(format!("{error:#}")),
         }
     }
+    // Every follower has ended: the last confirmation has been seen.
+    let all_confirmed = started.elapsed();
     let placement = Percentiles::of(&placements)?;
     let reserved = Percentiles::of(&reserved).with_context(|| format!("no order was confirmed: {failures:?}"))?;
     let saga = Percentiles::of(&sagas)?;
@@ -106,6 +109,7 @@ async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Resul
     }
     Ok(json!({
         "placements_per_sec": per_second(placements.len(), elapsed),
+        "confirmed_per_sec": per_second(sagas.len(), all_confirmed),
         "placement_p50_ms": placement.p50,
         "placement_p99_ms": placement.p99,
         "reserve_latency_p50_ms": reserved.p50,
@@ -126,8 +130,8 @@ async fn measure(app: &BenchApp, orders: u64, concurrency: u64) -> anyhow::Resul
 
 /// The demo product with the most stock, after receiving `orders` more units of it as the
 /// first admin, so that every order can be reserved.
-async fn stocked_product(app: &BenchApp, admin: &str, orders: u64) -> anyhow::Result<String> {
-    let response = app.client.get(app.url("/api/v1/products?limit=100")).bearer_auth(admin).send().await?;
+async fn stocked_product(api: &Api, admin: &str, orders: u64) -> anyhow::Result<String> {
+    let response = api.client.get(api.url("/api/v1/products?limit=100")).bearer_auth(admin).send().await?;
     let page = app::expect(response, StatusCode::OK, "listing products").await?;
     let product = page["data"]
         .as_array()
@@ -138,9 +142,9 @@ async fn stocked_product(app: &BenchApp, admin: &str, orders: u64) -> anyhow::Re
         .context("the catalogue has no active product (is BULKHEAD_DEMO_DATA false?)")?;
     let id = product["id"].as_str().context("a product without an id")?;
     let sku = product["sku"].as_str().context("a product without a sku")?;
-    let response = app
+    let response = api
         .client
-        .post(app.url(&format!("/api/v1/products/{id}/stock-adjustments")))
+        .post(api.url(&format!("/api/v1/products/{id}/stock-adjustments")))
         .bearer_auth(admin)
         .header("idempotency-key", Uuid::new_v4().to_string())
         .json(&json!({ "kind": "receive", "quantity": orders, "reason": "bench" }))

@@ -31,15 +31,15 @@ async fn measure(app: &BenchApp, requests: u64, concurrency: u64) -> anyhow::Res
     let mut registrations = Vec::new();
     for account in 0..accounts {
         let started = Instant::now();
-        app.register(&email(account)).await?;
+        app.api.register(&email(account)).await?;
         registrations.push(started.elapsed());
     }
     let hash = Percentiles::of(&registrations)?;
 
     // Checks the credentials and warms the connections before anything is timed.
-    app.sign_in(&email(0), PASSWORD).await?;
-    let client = app.client.clone();
-    let url = app.url("/api/v1/auth/login");
+    app.api.sign_in(&email(0), PASSWORD).await?;
+    let client = app.api.client.clone();
+    let url = app.api.url("/api/v1/auth/login");
     let (latencies, elapsed) = at_concurrency(requests, concurrency, move |worker| {
         let request = client.post(&url).json(&json!({ "email": email(worker), "password": PASSWORD }));
         async move {

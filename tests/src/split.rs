@@ -58,7 +58,10 @@ impl SplitProcesses {
                 process.spawn(&split.logs);
             }
             match split.wait_until_serving().await {
-                Ok(()) => return split,
+                Ok(()) => {
+                    split.wait_until_subscribed().await;
+                    return split;
+                }
                 // Another test took a port between choosing it and binding it: choose again.
                 Err(log) if log.contains("Address already in use") && attempt < 3 => {
                     split.kill_all();
@@ -133,6 +136,26 @@ impl SplitProcesses {
                 return Err(format!("{module} ({exited:?}):\n{}", self.log_of(module)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every process's subscriptions consume: processes start together, so some
+    /// wait a moment for an event log another process creates.
+    async fn wait_until_subscribed(&self) {
+        let client = reqwest::Client::new();
+        for process in &self.processes {
+            let url = format!("http://127.0.0.1:{}/health/ready", process.port);
+            let subscribed = eventually(Duration::from_secs(30), || async {
+                let ready: serde_json::Value = client.get(&url).send().await?.json().await?;
+                Ok((!ready["data"]["checks"]["bus"].as_str().unwrap_or_default().starts_with("waiting")).then_some(()))
+            })
+            .await;
+            assert!(
+                subscribed.is_ok(),
+                "{}'s subscriptions never started:\n{}",
+                process.module,
+                self.log_of(process.module)
+            );
         }
     }
 

@@ -104,6 +104,9 @@ pub(crate) struct Consumer {
     pub session_timeout: Duration,
     /// The partitions this member currently owns.
     pub owned: watch::Sender<Vec<i32>>,
+    /// Whether the cursors are prepared and consuming has begun (a subscription to a source
+    /// another process has not created yet waits; [`Consumer::run_once_source_is_ready`]).
+    pub started: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -248,7 +251,7 @@ impl Consumer {
     /// Prepares the cursors again and again (backing off up to half a minute) until the
     /// source can be read, then consumes as usual.
     pub async fn run_once_source_is_ready(self: Arc<Self>, cancel: CancellationToken) {
-        let mut pause = Duration::from_millis(500);
+        let mut pause = Duration::from_millis(250);
         loop {
             let prepared = async {
                 self.ensure_cursors().await?;
@@ -262,8 +265,10 @@ impl Consumer {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
             }
-            pause = (pause * 2).min(Duration::from_secs(30));
+            // Short: the wait ends when another process starts, which is soon.
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
+        self.started.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(subscription = self.name(), "the source can be read: subscription started");
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().run_membership(cancel.clone()));

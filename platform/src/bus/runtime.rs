@@ -134,6 +134,7 @@ impl BusBuilder {
             heartbeat_every: config.heartbeat_every,
             session_timeout: config.session_timeout,
             owned: tokio::sync::watch::channel(Vec::new()).0,
+            started: std::sync::atomic::AtomicBool::new(false),
         };
         self.inner.consumers.push(Arc::new(consumer));
         Ok(self)
@@ -309,6 +310,7 @@ impl Bus {
                 Err(error) => return Err(error).with_context(|| format!("preparing subscription {}", consumer.name())),
             }
             consumer.heartbeat().await.with_context(|| format!("joining the consumer group of {}", consumer.name()))?;
+            consumer.started.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let mut tasks = JoinSet::new();
         let listen_pool =
@@ -351,6 +353,17 @@ impl Bus {
     /// Whether this bus has anything to run (a hosted publisher or subscription).
     pub fn is_empty(&self) -> bool {
         self.inner.publishers.is_empty() && self.inner.consumers.is_empty()
+    }
+
+    /// Subscriptions still waiting for their source's event log to become readable (its
+    /// process has not created or granted it yet).
+    pub fn waiting_subscriptions(&self) -> Vec<&'static str> {
+        self.inner
+            .consumers
+            .iter()
+            .filter(|c| !c.started.load(std::sync::atomic::Ordering::SeqCst))
+            .map(|c| c.subscription.name)
+            .collect()
     }
 
     /// Whether `NOTIFY` wake-ups arrive; without them the bus still works, by polling.

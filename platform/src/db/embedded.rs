@@ -153,6 +153,23 @@ impl EmbeddedPostgres {
         Ok(server.address.clone())
     }
 
+    /// Stops a server [`EmbeddedPostgres::ensure_running_detached`] left running; returns
+    /// whether one was running.
+    ///
+    /// # Errors
+    /// An unusable data dir, or a server that does not stop.
+    pub async fn stop_detached(options: &EmbeddedOptions) -> anyhow::Result<bool> {
+        let owned = options.clone();
+        blocking(move || {
+            let _lock = DataDirLock::acquire_waiting(&owned.data_dir)?;
+            let cluster = Cluster::prepare(&owned)?;
+            let was_running = cluster.running_pid.is_some();
+            cluster.stop_orphan()?;
+            Ok(was_running)
+        })
+        .await
+    }
+
     async fn launch(cluster: Cluster, lock: Option<DataDirLock>) -> anyhow::Result<Self> {
         let (cluster, child, port) = blocking(move || {
             let (child, port) = cluster.spawn_server()?;

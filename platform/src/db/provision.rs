@@ -107,6 +107,11 @@ impl Databases {
             ),
             None => None,
         };
+        // Held until the pools are provisioned; released when dropped (the session ends).
+        let _catalog = match &admin {
+            Some(admin) => Some(CatalogLock::acquire(admin).await?),
+            None => None,
+        };
         if let Some(admin) = &admin {
             // PostgreSQL 15 already refuses; 14 lets every role create tables in `public`.
             if let Err(error) = sqlx::query("REVOKE CREATE ON SCHEMA public FROM PUBLIC").execute(admin).await {
@@ -171,8 +176,16 @@ impl Databases {
         for schema in schemas {
             migrate::up(self.pool(schema.name)?, schema).await?;
         }
+        let catalog = match self.admin.as_ref().or_else(|| self.modules.values().next()) {
+            Some(pool) => Some(CatalogLock::acquire(pool).await?),
+            None => None,
+        };
         self.grant_outbox_reads(schemas).await?;
-        self.migrate_jobs().await
+        let migrated = self.migrate_jobs().await;
+        if let Some(lock) = catalog {
+            lock.release().await;
+        }
+        migrated
     }
 
     /// Applies the jobs storage's pending migrations (where this process has one), keeps
@@ -267,6 +280,28 @@ impl Databases {
             }
             (None, None) => Ok(()),
         }
+    }
+}
+
+/// One process at a time changes roles, schema owners and grants: PostgreSQL refuses two
+/// transactions updating one catalog row at once ("tuple concurrently updated"), which is
+/// what the processes of a split starting together would do. A session-level advisory lock
+/// on a connection of its own (so a pool of one connection is not starved), released by
+/// [`CatalogLock::release`] or when the connection closes.
+struct CatalogLock(PgConnection);
+
+impl CatalogLock {
+    const KEY: &str = "SELECT pg_advisory_lock(hashtextextended('bulkhead.catalog', 0))";
+
+    async fn acquire(pool: &PgPool) -> anyhow::Result<Self> {
+        let mut connection =
+            PgConnection::connect_with(&pool.connect_options()).await.context("connecting to lock the catalog")?;
+        sqlx::query(Self::KEY).execute(&mut connection).await.context("waiting for other processes' provisioning")?;
+        Ok(Self(connection))
+    }
+
+    async fn release(self) {
+        self.0.close().await.ok();
     }
 }
 
