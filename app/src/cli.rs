@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use platform::Module;
 use platform::bus::{Bus, DeadLetter};
 use platform::db::{ModuleSchema, migrate};
@@ -268,6 +270,30 @@ fn print_failed_job(job: &FailedJob) {
         job.error.as_deref().unwrap_or("-"),
         job.payload
     );
+}
+
+/// `bulkhead healthcheck`: `GET /health` on the server of `BULKHEAD_ADDR` (an unspecified
+/// address, such as `0.0.0.0`, is asked on loopback), 2 s at most.
+///
+/// # Errors
+/// No answer in time, or an answer other than 200.
+pub async fn healthcheck(config: &Config) -> anyhow::Result<()> {
+    let mut address = config.addr;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{address}/health");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .context("building the health check's HTTP client")?;
+    let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(response.status() == reqwest::StatusCode::OK, "GET {url} answered {}", response.status());
+    Ok(())
 }
 
 /// `bulkhead service-keys generate [--dir d]`.

@@ -59,6 +59,9 @@ pub enum Command {
         #[command(subcommand)]
         action: ServiceKeysAction,
     },
+    /// Ask the server on `BULKHEAD_ADDR` whether it is alive (`GET /health`): exit 0 if it
+    /// answers 200 within 2 s, else 1. For container health checks, where no shell or curl is.
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +201,12 @@ pub struct Config {
     /// Time to drain in-flight requests on shutdown before closing anyway.
     #[arg(long, env = "BULKHEAD_SHUTDOWN_TIMEOUT", default_value = "30s", global = true, value_parser = parse_shutdown_timeout)]
     pub shutdown_timeout: Duration,
+
+    /// Apply pending migrations when `serve` starts. `false` leaves them to `bulkhead migrate
+    /// up` (a Kubernetes Job): the server then waits, answering `/health/ready` with 503
+    /// `migrations pending`, until they are applied, so replicas never race a migration.
+    #[arg(long, env = "BULKHEAD_MIGRATE_ON_START", default_value_t = true, global = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
 
     /// Sustained requests per second per client address on `/api` (0 turns limiting off).
     #[arg(long, env = "BULKHEAD_RATE_LIMIT_PER_SECOND", default_value = "100", global = true, value_parser = parse_rate)]
@@ -532,5 +541,17 @@ mod tests {
     fn migrate_subcommands_parse() {
         let cli = parse(&["migrate", "down", "--module", "orders", "--steps", "2"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Migrate { action: MigrateAction::Down { steps: 2, .. } })));
+    }
+
+    #[test]
+    fn serve_migrates_on_start_unless_told_that_a_job_does() {
+        assert!(parse(&[]).unwrap().config.migrate_on_start);
+        assert!(!parse(&["--migrate-on-start", "false"]).unwrap().config.migrate_on_start);
+        assert!(parse(&["--migrate-on-start", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn healthcheck_is_a_command_of_its_own() {
+        assert!(matches!(parse(&["healthcheck"]).unwrap().command, Some(Command::Healthcheck)));
     }
 }

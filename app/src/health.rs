@@ -11,6 +11,9 @@ use platform::bus::Bus;
 use platform::db::{Databases, ModuleSchema, migrate};
 use platform::http::{ApiError, Data, ErrorEnvelope};
 use platform::metrics::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -28,6 +31,38 @@ pub(crate) struct HealthState {
     /// Modules hosted by other processes this one depends on.
     pub(crate) upstreams: Vec<Upstream>,
     pub(crate) client: reqwest::Client,
+    pub(crate) readiness: ReadinessMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    check: String,
+}
+
+/// The outcome of each readiness check at the last `/health/ready` (1 ok, 0 failing), so
+/// alerts see what the orchestrator's probes saw. No series before the first probe.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReadinessMetrics {
+    checks: Family<CheckLabels, Gauge>,
+}
+
+impl ReadinessMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(
+            "bulkhead_readiness_check",
+            "Each readiness check at the last /health/ready: 1 ok, 0 failing",
+            this.checks.clone(),
+        );
+        this
+    }
+
+    fn record(&self, checks: &serde_json::Map<String, serde_json::Value>) {
+        for (check, outcome) in checks {
+            let ok = outcome.as_str() == Some("ok");
+            self.checks.get_or_create(&CheckLabels { check: check.clone() }).set(i64::from(ok));
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,36 +100,9 @@ pub struct Readiness {
         (status = 503, description = "A dependency is down; `details` says which", body = ErrorEnvelope),
     ))]
 pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, ApiError> {
-    let mut checks = serde_json::Map::new();
-    let mut healthy = true;
-    let mut record = |name: String, outcome: anyhow::Result<()>| {
-        let value = match outcome {
-            Ok(()) => "ok".to_owned(),
-            Err(error) => {
-                healthy = false;
-                format!("{error:#}")
-            }
-        };
-        checks.insert(name, value.into());
-    };
-    if let Some(admin) = state.databases.admin() {
-        record("database".to_owned(), ping(admin).await);
-    }
-    for schema in state.schemas.iter() {
-        let outcome = match state.databases.pool(schema.name) {
-            Ok(pool) => match ping(pool).await {
-                Ok(()) => migrations_current(pool, schema).await,
-                Err(error) => Err(error),
-            },
-            Err(error) => Err(error),
-        };
-        record(format!("{}.database_and_migrations", schema.name), outcome);
-    }
-    let jobs = match ping(&state.jobs).await {
-        Ok(()) => jobs_migrations_current(&state.jobs).await,
-        Err(error) => Err(error),
-    };
-    record("jobs".to_owned(), jobs);
+    let (mut checks, healthy) = storage_checks(&state.databases, &state.schemas, &state.jobs).await;
+    // Only these decide readiness; the reports below do not.
+    state.readiness.record(&checks);
     let waiting = state.bus.waiting_subscriptions();
     let bus = if state.bus.is_empty() {
         "idle (no module hosted)".to_owned()
@@ -131,12 +139,81 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         };
         checks.insert("users.jwks".to_owned(), report.into());
     }
-    if healthy {
-        Ok(Data(Readiness { status: "ready", checks }))
-    } else {
-        Err(ApiError::unavailable("not_ready", "A dependency is not ready.", Duration::from_secs(5))
-            .with_details(checks))
+    if healthy { Ok(Data(Readiness { status: "ready", checks })) } else { Err(not_ready(checks)) }
+}
+
+/// The storage checks of readiness: the admin connection, each hosted module's database and
+/// migrations, the jobs storage's. Also whether all passed.
+async fn storage_checks(
+    databases: &Databases,
+    schemas: &[ModuleSchema],
+    jobs: &sqlx::PgPool,
+) -> (serde_json::Map<String, serde_json::Value>, bool) {
+    let mut checks = serde_json::Map::new();
+    let mut healthy = true;
+    let mut record = |name: String, outcome: anyhow::Result<()>| {
+        let value = match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => {
+                healthy = false;
+                format!("{error:#}")
+            }
+        };
+        checks.insert(name, value.into());
+    };
+    if let Some(admin) = databases.admin() {
+        record("database".to_owned(), ping(admin).await);
     }
+    for schema in schemas {
+        let outcome = match databases.pool(schema.name) {
+            Ok(pool) => match ping(pool).await {
+                Ok(()) => migrations_current(pool, schema).await,
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        record(format!("{}.database_and_migrations", schema.name), outcome);
+    }
+    let jobs = match ping(jobs).await {
+        Ok(()) => jobs_migrations_current(jobs).await,
+        Err(error) => Err(error),
+    };
+    record("jobs".to_owned(), jobs);
+    (checks, healthy)
+}
+
+fn not_ready(checks: serde_json::Map<String, serde_json::Value>) -> ApiError {
+    ApiError::unavailable("not_ready", "A dependency is not ready.", Duration::from_secs(5)).with_details(checks)
+}
+
+/// What a server started with `BULKHEAD_MIGRATE_ON_START=false` knows while it waits for
+/// `bulkhead migrate up`: its databases, not yet its modules.
+#[derive(Debug, Clone)]
+pub(crate) struct WaitingState {
+    pub(crate) databases: Databases,
+    pub(crate) schemas: Arc<[ModuleSchema]>,
+    pub(crate) jobs: sqlx::PgPool,
+}
+
+impl WaitingState {
+    /// Whether every hosted module's migrations and the jobs storage's are applied.
+    pub(crate) async fn migrated(&self) -> bool {
+        storage_checks(&self.databases, &self.schemas, &self.jobs).await.1
+    }
+}
+
+/// The routes a waiting server answers: alive, and not ready until migrated.
+pub(crate) fn waiting_routes(state: WaitingState) -> axum::Router {
+    axum::Router::new()
+        .route("/health", axum::routing::get(live))
+        .route("/health/ready", axum::routing::get(waiting_ready))
+        .with_state(state)
+}
+
+async fn waiting_ready(State(state): State<WaitingState>) -> ApiError {
+    let (mut checks, _) = storage_checks(&state.databases, &state.schemas, &state.jobs).await;
+    checks.insert("bus".to_owned(), "not started: waiting for `bulkhead migrate up`".into());
+    not_ready(checks)
 }
 
 async fn ping(pool: &sqlx::PgPool) -> anyhow::Result<()> {

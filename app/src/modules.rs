@@ -47,8 +47,8 @@ pub(crate) struct Process<'a> {
     #[cfg_attr(not(feature = "payments"), expect(dead_code, reason = "only payments' sandbox webhooks need it"))]
     pub(crate) addr: SocketAddr,
     #[cfg_attr(
-        not(any(feature = "payments", feature = "notifications")),
-        expect(dead_code, reason = "only payments and notifications register metrics of their own")
+        not(any(feature = "orders", feature = "payments", feature = "notifications")),
+        expect(dead_code, reason = "only orders, payments and notifications register metrics of their own")
     )]
     pub(crate) metrics: &'a Metrics,
     /// The way to modules hosted elsewhere.
@@ -131,7 +131,10 @@ pub(crate) async fn build(
     if hosts("orders") {
         let pool = backing.databases.pool("orders")?.clone();
         let inventory = ports.inventory("orders")?;
-        built.push(Arc::new(orders::OrdersModule::new(pool, inventory, verifier.clone(), config.orders.config())));
+        built.push(Arc::new(
+            orders::OrdersModule::new(pool, inventory, verifier.clone(), config.orders.config())
+                .with_metrics(process.metrics),
+        ));
     }
     #[cfg(feature = "payments")]
     if hosts("payments") {

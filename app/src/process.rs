@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use platform::telemetry::OtlpTraces;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Application, Cli, Command, cli};
@@ -22,23 +23,42 @@ pub fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     let Cli { config, command } = Cli::parse();
-    platform::telemetry::init(config.log_format());
-    let outcome = match command.unwrap_or(Command::Serve) {
+    let command = command.unwrap_or(Command::Serve);
+    if matches!(command, Command::Healthcheck) {
+        // Runs every few seconds in a container: no logs, no exporter, one answer.
+        return match cli::healthcheck(&config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("bulkhead: unhealthy: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // Only the server's work is worth a trace; the other commands log.
+    let traces = if matches!(command, Command::Serve) { OtlpTraces::from_env(&crate::modules::ALL) } else { None };
+    let telemetry = match platform::telemetry::init(Some(config.log_format()), traces) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("bulkhead: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match command {
         Command::Serve => serve(config).await,
         Command::Migrate { action } => cli::migrate(&config, action).await,
         Command::Bus { action } => cli::bus(&config, action).await,
         Command::Jobs { action } => cli::jobs(&config, action).await,
         Command::Database { action } => cli::database(&config, action).await,
         Command::ServiceKeys { action } => cli::service_keys(&config, action),
+        Command::Healthcheck => Ok(()),
     };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("\nbulkhead: {error:#}");
-            ExitCode::FAILURE
-        }
+    if let Err(error) = &outcome {
+        tracing::error!("{error:#}");
+        eprintln!("\nbulkhead: {error:#}");
     }
+    // The spans of the last requests and of the shutdown itself are still buffered.
+    telemetry.shutdown().await;
+    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 async fn serve(config: crate::Config) -> anyhow::Result<()> {

@@ -115,12 +115,17 @@ impl Application {
         let schemas: Arc<[ModuleSchema]> = hosted.iter().map(|d| d.schema).collect();
         let backing = Backing::connect(&config, &schemas).await?;
         let built = async {
-            backing.databases.migrate(&schemas).await?;
+            if config.migrate_on_start {
+                backing.databases.migrate(&schemas).await?;
+            }
             // Bound before the modules are built: they may need the address (the sandbox
             // gateway's webhooks come back to it). Connections wait until serving starts.
             let listener = TcpListener::bind(config.addr)
                 .await
                 .with_context(|| format!("listening on {} (BULKHEAD_ADDR)", config.addr))?;
+            if !config.migrate_on_start {
+                wait_for_migrations(&listener, &backing, &schemas, &config).await?;
+            }
             let metrics = Metrics::new();
             let client = reqwest::Client::builder().build().context("building the HTTP client for other processes")?;
             let hosted_names: Vec<&str> = hosted.iter().map(|d| d.schema.name).collect();
@@ -229,6 +234,52 @@ impl Application {
     }
 }
 
+/// With `BULKHEAD_MIGRATE_ON_START=false`, waits until `bulkhead migrate up` has applied every
+/// hosted module's migrations and the jobs storage's, answering `/health` (alive) and
+/// `/health/ready` (503, `migrations pending`) on the server's own socket meanwhile, so an
+/// orchestrator keeps the process out of rotation without restarting it.
+async fn wait_for_migrations(
+    listener: &TcpListener,
+    backing: &Backing,
+    schemas: &Arc<[ModuleSchema]>,
+    config: &Config,
+) -> anyhow::Result<()> {
+    let state = health::WaitingState {
+        databases: backing.databases.clone(),
+        schemas: schemas.clone(),
+        jobs: backing.databases.jobs_pool()?.clone(),
+    };
+    if state.migrated().await {
+        return Ok(());
+    }
+    tracing::info!("migrations pending; waiting for `bulkhead migrate up` (BULKHEAD_MIGRATE_ON_START=false)");
+    // A second handle on the same socket serves the health routes while waiting; the real
+    // router takes over the socket afterwards, with no moment where connections are refused.
+    let socket = std::os::fd::AsFd::as_fd(listener).try_clone_to_owned().context("sharing the listening socket")?;
+    let waiting = std::net::TcpListener::from(socket);
+    waiting.set_nonblocking(true).context("sharing the listening socket")?;
+    let waiting = TcpListener::from_std(waiting).context("sharing the listening socket")?;
+    let settings = HttpSettings { request_timeout: config.request_timeout, ..HttpSettings::default() };
+    let routes = stack::apply(health::waiting_routes(state.clone()), &settings, Metrics::new());
+    let migrated = CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(waiting, routes).with_graceful_shutdown(migrated.clone().cancelled_owned()).into_future(),
+    );
+    while !state.migrated().await {
+        tokio::time::sleep(MIGRATIONS_POLL).await;
+    }
+    migrated.cancel();
+    match server.await {
+        Ok(served) => served.context("answering health checks while waiting for migrations")?,
+        Err(error) => tracing::warn!("the health server used while waiting for migrations failed: {error}"),
+    }
+    tracing::info!("migrations applied; starting");
+    Ok(())
+}
+
+/// How often a server waiting for `bulkhead migrate up` looks again.
+const MIGRATIONS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The bus of this process: every hosted module publishes (its outbox is sequenced here) and
 /// brings its subscriptions.
 pub(crate) fn assemble_bus(
@@ -319,8 +370,8 @@ fn router(config: &Config, backing: &Backing, parts: RouterParts<'_>) -> anyhow:
     let mut root = OpenApiRouter::new();
     let mut internal = OpenApiRouter::with_openapi(InternalDoc::openapi());
     for module in modules {
-        api = api.merge(module.public_routes());
-        root = root.merge(module.root_routes());
+        api = api.merge(stack::tag_module_routes(module.name(), module.public_routes()));
+        root = root.merge(stack::tag_module_routes(module.name(), module.root_routes()));
         // The server side of the module's ports: only its declared callers get in.
         if let Some(routes) = internal_api(module.as_ref(), &keys) {
             internal = internal.merge(routes);
@@ -335,8 +386,17 @@ fn router(config: &Config, backing: &Backing, parts: RouterParts<'_>) -> anyhow:
     }
 
     let upstreams = edge.upstreams().to_vec();
-    let health_state =
-        HealthState { databases: backing.databases.clone(), schemas, bus, jobs, verifier, upstreams, client };
+    let readiness = health::ReadinessMetrics::register(&metrics);
+    let health_state = HealthState {
+        databases: backing.databases.clone(),
+        schemas,
+        bus,
+        jobs,
+        verifier,
+        upstreams,
+        client,
+        readiness,
+    };
     let (operations, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

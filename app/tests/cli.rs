@@ -37,9 +37,15 @@ fn bulkhead(data_dir: &Path) -> Command {
 
 impl Running {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts with extra environment variables.
+    fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut child = bulkhead(data_dir)
             .env("BULKHEAD_ADDR", format!("127.0.0.1:{port}"))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -95,16 +101,21 @@ impl Running {
     }
 }
 
-/// One blocking `GET` over a plain socket (the test needs no more than a status line).
-fn is_healthy(base: &str) -> bool {
+/// One blocking `GET` over a plain socket, with extra header lines; the whole answer (the tests
+/// need no more than its status line).
+fn get(base: &str, path: &str, headers: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let Some(host) = base.strip_prefix("http://") else { return false };
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else { return false };
+    let host = base.strip_prefix("http://")?;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut answer = String::new();
-    write!(stream, "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer.starts_with("HTTP/1.1 200")
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n").ok()?;
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+fn is_healthy(base: &str) -> bool {
+    get(base, "/health", "").is_some_and(|answer| answer.starts_with("HTTP/1.1 200"))
 }
 
 #[test]
@@ -238,4 +249,56 @@ fn bus_commands_report_status_and_refuse_unknown_targets_clearly() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no subscription orders.nothing"));
     assert!(postmaster_pid(data_dir.path()).is_none(), "the commands leave no server running");
+}
+
+#[test]
+fn healthcheck_exits_0_while_the_server_answers_and_1_once_it_is_gone() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let app = Running::start(data_dir.path());
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    // As in a container: the server listens on every address, the check asks loopback.
+    let healthcheck = || {
+        bulkhead(data_dir.path()).env("BULKHEAD_ADDR", format!("0.0.0.0:{port}")).arg("healthcheck").output().unwrap()
+    };
+    let output = healthcheck();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stdout.is_empty(), "a health check prints nothing when healthy");
+
+    let (success, output) = app.stop_with(Signal::SIGTERM);
+    assert!(success, "{output}");
+    let output = healthcheck();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unhealthy"));
+}
+
+#[test]
+fn sigterm_exports_the_spans_still_buffered_to_the_otlp_endpoint() {
+    let collector = platform::testing::otlp::Collector::start().unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let endpoint = collector.endpoint();
+    // Batches large and rare enough that nothing leaves before the shutdown does.
+    let app = Running::start_with(
+        data_dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_SERVICE_NAME", "bulkhead-under-test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "65536"),
+        ],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n");
+    let answer = get(&app.base, "/api/v1/products?limit=1", &traceparent).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(collector.spans().is_empty(), "spans are batched, not sent one by one");
+
+    let (success, output) = app.stop_with(Signal::SIGTERM);
+    assert!(success, "{output}");
+    let spans = collector.trace(trace_id);
+    let request = spans.iter().find(|span| span.name == "GET /api/v1/products");
+    let request = request.unwrap_or_else(|| panic!("the request's span was not exported: {spans:#?}"));
+    assert_eq!(request.parent_span_id, "00f067aa0ba902b7", "it continues the caller's trace");
+    assert_eq!(request.service, "bulkhead-under-test", "OTEL_SERVICE_NAME names the service");
+    assert_eq!(request.attribute("bulkhead.module"), Some("inventory"));
 }

@@ -9,6 +9,7 @@
 //! new template.
 
 mod harness;
+pub mod otlp;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -5,6 +5,7 @@
 mod domain;
 mod http;
 mod jobs;
+mod metrics;
 mod service;
 mod settings;
 mod store;
@@ -19,6 +20,7 @@ use platform::bus::Subscription;
 use platform::clock::{Clock, SystemClock};
 use platform::db::ModuleSchema;
 use platform::jobs::JobQueue;
+use platform::metrics::Metrics;
 use platform::{Manifest, Module, ModuleDescriptor};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -67,8 +69,15 @@ impl OrdersModule {
         config: OrdersConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let service = service::OrdersService { pool, inventory, clock, config };
+        let service = service::OrdersService { pool, inventory, clock, config, metrics: Default::default() };
         Self { service: Arc::new(service), verifier }
+    }
+
+    /// Registers the saga's metrics (`bulkhead_orders_saga_*`) in the process's registry.
+    #[must_use]
+    pub fn with_metrics(self, metrics: &Metrics) -> Self {
+        self.service.metrics.register(metrics);
+        self
     }
 }
 

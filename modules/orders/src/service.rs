@@ -15,6 +15,7 @@ pub(crate) use place_order::{LineRequest, PlaceOrder, PlaceOrderError, Placed};
 pub(crate) use saga::SagaError;
 
 use crate::OrdersConfig;
+use crate::metrics::SagaMetrics;
 
 /// Everything the use cases share.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ pub(crate) struct OrdersService {
     pub(crate) inventory: Arc<dyn InventoryApi>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: OrdersConfig,
+    pub(crate) metrics: SagaMetrics,
 }
 
 impl OrdersService {

@@ -5,9 +5,11 @@
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::PgConnection;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::event::{Event, Metadata, key_hash};
+use crate::telemetry;
 
 /// Channel on which appends announce `<module>` (the outbox's schema).
 pub const APPENDED_CHANNEL: &str = "bulkhead_outbox";
@@ -34,6 +36,22 @@ pub async fn append_all<E: Event>(
     if events.is_empty() {
         return Ok(Vec::new());
     }
+    let span = tracing::info_span!(
+        "bus.append",
+        "bulkhead.module" = telemetry::module_of(E::TYPE),
+        event_type = E::TYPE,
+        events = events.len()
+    );
+    // When spans are exported, the events carry this span as their trace context, so their
+    // handlers (in this process or another) continue the trace from here.
+    let metadata = match span.in_scope(telemetry::current_traceparent) {
+        Some(traceparent) => &Metadata { traceparent: Some(traceparent), ..metadata.clone() },
+        None => metadata,
+    };
+    insert(tx, events, metadata).instrument(span).await
+}
+
+async fn insert<E: Event>(tx: &mut PgConnection, events: &[E], metadata: &Metadata) -> anyhow::Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let keys: Vec<String> = events.iter().map(Event::aggregate_key).collect();
     let hashes: Vec<i32> = keys.iter().map(|k| key_hash(k)).collect();

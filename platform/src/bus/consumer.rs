@@ -598,7 +598,13 @@ impl Consumer {
             correlation_id = %event.metadata.correlation_id,
             trace_id = event.metadata.traceparent.as_deref().and_then(super::event::traceparent::trace_id).unwrap_or(""),
             traceparent = event.metadata.traceparent.as_deref().unwrap_or(""),
+            "bulkhead.module" = self.subscriber,
+            "otel.kind" = "consumer",
         );
+        // The handling is part of the trace that appended the event, whichever process did.
+        if let Some(traceparent) = &event.metadata.traceparent {
+            crate::telemetry::continue_trace(&span, traceparent);
+        }
         let started = Instant::now();
         let mut ctx = HandlerContext { tx, envelope: event };
         let outcome = tokio::time::timeout(

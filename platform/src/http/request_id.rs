@@ -1,7 +1,8 @@
 //! `x-request-id`: kept when the caller sends a sane one, generated (UUIDv7) otherwise, put on
 //! the request span, every error body and the response. Also the W3C trace context: a
 //! caller's `traceparent` is continued (a new span in its trace), else a trace starts here,
-//! so events the request causes carry it and their handling can be tied back to it.
+//! so events the request causes carry it and their handling can be tied back to it. When
+//! spans are exported the request span itself is that new span (`telemetry`).
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -46,11 +47,25 @@ fn acceptable(value: &HeaderValue) -> Option<String> {
     sane.then(|| text.to_owned())
 }
 
+/// The caller's `traceparent` header, if it sent one.
+pub fn incoming_traceparent(request: &Request) -> Option<&str> {
+    request.headers().get(&TRACEPARENT_HEADER).and_then(|v| v.to_str().ok())
+}
+
+/// Middleware, inside the request span: the request's [`TraceParent`] is that span's when
+/// spans are exported (its parent is the caller's, see `stack`), else a new span id in the
+/// caller's trace (or a new trace). Its trace id goes on the span, so logs name it.
+pub async fn continue_trace(mut request: Request, next: Next) -> Response {
+    let traceparent = crate::telemetry::current_traceparent()
+        .unwrap_or_else(|| crate::bus::event::traceparent::child_of(incoming_traceparent(&request)));
+    let trace = TraceParent(traceparent);
+    tracing::Span::current().record("trace_id", trace.trace_id());
+    request.extensions_mut().insert(trace);
+    next.run(request).await
+}
+
 /// Middleware: assigns the id before anything else runs and echoes it on the response.
 pub async fn assign(mut request: Request, next: Next) -> Response {
-    let incoming = request.headers().get(&TRACEPARENT_HEADER).and_then(|v| v.to_str().ok());
-    let traceparent = crate::bus::event::traceparent::child_of(incoming);
-    request.extensions_mut().insert(TraceParent(traceparent));
     let id = request
         .headers()
         .get(&REQUEST_ID_HEADER)

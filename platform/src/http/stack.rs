@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -20,10 +20,11 @@ use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use super::client_address;
 use super::error::{ApiError, ErrorEnvelope, ErrorReport};
-use super::request_id::{self, RequestId, TraceParent};
+use super::request_id::{self, RequestId};
 use crate::metrics::{Metrics, track_http};
 
 /// Settings of the shared middleware.
@@ -72,14 +73,11 @@ pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Route
             .layer(from_fn_with_state(settings.trusted_proxies.clone().into(), client_address::resolve))
             .layer(
                 TraceLayer::new_for_http()
-                    .make_span_with(|request: &Request| {
-                        let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
-                        let trace_id = request.extensions().get::<TraceParent>().map_or("", TraceParent::trace_id);
-                        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, trace_id)
-                    })
+                    .make_span_with(request_span)
                     // Failures are logged once, with their cause, by `finalize_errors`.
                     .on_failure(()),
             )
+            .layer(from_fn(request_id::continue_trace))
             .layer(from_fn_with_state(metrics, track_http))
             .layer(cors)
             .layer(CompressionLayer::new())
@@ -105,6 +103,43 @@ pub fn apply(router: Router, settings: &HttpSettings, metrics: Metrics) -> Route
             .layer(MapResponseBodyLayer::new(axum::body::Body::new))
             .layer(RequestBodyLimitLayer::new(settings.body_limit_bytes)),
     )
+}
+
+/// The span of one request, named as OpenTelemetry names server spans (`POST
+/// /api/v1/orders/{id}`, the route template). Its parent is the caller's `traceparent`, so a
+/// call from another process (a port call to `/internal/...`, a client that traces) continues
+/// the caller's trace. Module routes fill in `bulkhead.module` ([`tag_module_routes`]).
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request.extensions().get::<RequestId>().map_or("", RequestId::as_str);
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+        trace_id = tracing::field::Empty,
+        "bulkhead.module" = tracing::field::Empty,
+        "http.route" = route,
+        "otel.name" = format!("{} {route}", request.method()),
+        "otel.kind" = "server",
+    );
+    if let Some(incoming) = request_id::incoming_traceparent(request) {
+        crate::telemetry::continue_trace(&span, incoming);
+    }
+    span
+}
+
+/// A module's routes, each naming the module on its request span (`bulkhead.module`).
+pub fn tag_module_routes(module: &'static str, routes: OpenApiRouter) -> OpenApiRouter {
+    let (router, spec) = routes.split_for_parts();
+    // A layer on a router without routes would apply to nothing (axum refuses it).
+    let router = if router.has_routes() { router.route_layer(from_fn_with_state(module, tag_module)) } else { router };
+    OpenApiRouter::with_openapi(spec).merge(router.into())
+}
+
+async fn tag_module(State(module): State<&'static str>, request: Request, next: Next) -> Response {
+    tracing::Span::current().record(crate::telemetry::MODULE_ATTRIBUTE, module);
+    next.run(request).await
 }
 
 /// Puts every 4xx/5xx into the envelope with the request id, and logs the failure once, with

@@ -1,11 +1,14 @@
 //! Putting a job in its queue inside the caller's transaction.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
-use apalis::prelude::TaskBuilder;
+use apalis::prelude::{MetadataStore, TaskBuilder};
 use apalis_postgres::PgTask;
 use sqlx::{Connection, PgConnection};
 
 use super::{DEFAULT_MAX_ATTEMPTS, Enqueued, Job, Schedule};
+use crate::telemetry::TRACEPARENT;
 
 /// The unique index apalis keeps on `(job_type, idempotency_key)`.
 const IDEMPOTENCY_INDEX: &str = "idx_jobs_idempotency_key";
@@ -20,7 +23,7 @@ const IDEMPOTENCY_INDEX: &str = "idx_jobs_idempotency_key";
 /// # Errors
 /// A payload that does not serialise, or a database failure (the caller's transaction is
 /// still usable after one: the savepoint was rolled back).
-#[tracing::instrument(skip_all, fields(queue = J::QUEUE))]
+#[tracing::instrument(skip_all, fields(queue = J::QUEUE, bulkhead.module = crate::telemetry::module_of(J::QUEUE)))]
 pub async fn enqueue<J: Job>(conn: &mut PgConnection, job: &J, schedule: Schedule) -> anyhow::Result<Enqueued> {
     let payload = serde_json::to_vec(job).with_context(|| format!("serialising a {} job", J::QUEUE))?;
     enqueue_payload(conn, J::QUEUE, payload, &schedule).await
@@ -83,6 +86,10 @@ async fn push(
         .run_at_timestamp(u64::try_from(run_at).unwrap_or(0));
     if let Some(key) = &schedule.idempotency_key {
         task = task.idempotency_key(key);
+    }
+    // The job's run joins the trace of what enqueued it (see `service`).
+    if let Some(traceparent) = crate::telemetry::current_traceparent() {
+        task = task.with_metadata(MetadataStore::from_map(HashMap::from([(TRACEPARENT.to_owned(), traceparent)])));
     }
     let task: PgTask = task.build();
     apalis_postgres::queries::push_tasks(&mut *conn, queue, vec![task]).await?;

@@ -26,6 +26,7 @@ use super::metrics::{JobMetrics, Outcome};
 use super::queue::ErasedHandler;
 use super::{DEFAULT_MAX_ATTEMPTS, JobContext, JobError};
 use crate::bus::RetryPolicy;
+use crate::telemetry;
 
 type Payload = serde_json::Value;
 
@@ -54,7 +55,19 @@ impl Service<Task<Payload>> for HandlerService {
             let id = execution.task_id().map(ToString::to_string).unwrap_or_default();
             let attempt = u32::try_from(execution.attempt()).unwrap_or(u32::MAX);
             let max_attempts = max_attempts(execution.max_attempts());
-            let span = tracing::info_span!("job", queue, job_id = %id, attempt, max_attempts);
+            let span = tracing::info_span!(
+                "job",
+                queue,
+                job_id = %id,
+                attempt,
+                max_attempts,
+                "bulkhead.module" = telemetry::module_of(queue),
+                "otel.name" = queue,
+            );
+            // Each attempt is a span of the trace that enqueued the job.
+            if let Some(traceparent) = execution.metadata().get(telemetry::TRACEPARENT) {
+                telemetry::continue_trace(&span, traceparent);
+            }
             let started = Instant::now();
             let ctx = JobContext { id, attempt };
             let ran = AssertUnwindSafe(handler.run(payload, ctx)).catch_unwind().instrument(span.clone()).await;

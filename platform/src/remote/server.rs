@@ -46,7 +46,8 @@ pub fn internal_api(module: &dyn Module, keys: &ServiceKeys) -> Option<OpenApiRo
         callee: module.name(),
         callers: served.iter().flat_map(|port| port.callers.iter().copied()).collect(),
     };
-    let routes = module.internal_routes().route_layer(from_fn_with_state(access, require_service_token));
+    let routes = crate::http::stack::tag_module_routes(module.name(), module.internal_routes())
+        .route_layer(from_fn_with_state(access, require_service_token));
     Some(OpenApiRouter::new().nest(&format!("/internal/{}/v1", module.name()), routes))
 }
 

@@ -22,6 +22,7 @@ use serde_json::Value;
 use shared_kernel::event::traceparent;
 use shared_kernel::port::CallContext;
 use shared_kernel::port::remote::{Method, RemoteCall, RemoteError, Transport};
+use tracing::Instrument;
 
 use super::headers;
 use super::keys::ServiceKeys;
@@ -189,6 +190,18 @@ impl HttpTransport {
             Err(error) => return Attempt::Final(RemoteError::Unavailable(format!("{error:#}"))),
         };
         let url = format!("{}{}", self.base, call.path);
+        // A client span per attempt; the callee's request span continues it.
+        let span = tracing::info_span!(
+            "port.call",
+            callee = self.callee,
+            path = %call.path,
+            "bulkhead.module" = self.caller,
+            "otel.name" = format!("port {}", self.callee),
+            "otel.kind" = "client",
+        );
+        let trace = span
+            .in_scope(crate::telemetry::current_traceparent)
+            .unwrap_or_else(|| traceparent::child_of(ctx.traceparent.as_deref()));
         let mut request = match call.method {
             Method::Get => self.client.get(url),
             Method::Post => self.client.post(url).json(call.body.as_ref().unwrap_or(&Value::Null)),
@@ -198,7 +211,7 @@ impl HttpTransport {
             .bearer_auth(token)
             .header(headers::DEADLINE_MS, budget.as_millis().to_string())
             .header(headers::CORRELATION_ID, &ctx.correlation_id)
-            .header(headers::TRACEPARENT, traceparent::child_of(ctx.traceparent.as_deref()));
+            .header(headers::TRACEPARENT, trace);
         if let Some(request_id) = &ctx.request_id {
             request = request.header(headers::REQUEST_ID, request_id);
         }
@@ -208,7 +221,7 @@ impl HttpTransport {
         if let Some(actor) = &ctx.actor {
             request = request.header(headers::ACTOR, actor);
         }
-        match request.send().await {
+        match request.send().instrument(span).await {
             Ok(response) => read(response).await,
             Err(error) if error.is_timeout() => Attempt::Transient(RemoteError::Timeout),
             Err(error) => Attempt::Transient(RemoteError::Unavailable(format!("{} unreachable: {error}", self.callee))),

@@ -28,9 +28,11 @@ macro_rules! on_both_topologies {
 
 mod architecture;
 mod notifications;
+mod observability;
 mod operations;
 mod orders;
 mod payments;
 mod shop;
 mod topology;
+mod traces;
 mod users;

@@ -52,12 +52,22 @@ async fn readiness_fails_with_503_when_the_database_goes_away(topology: Topology
 
 async fn metrics_count_requests_by_route_template(topology: Topology) {
     let app = TestApp::spawn_on(topology, &[]).await;
+    // The split's harness asks every process for readiness while it starts: count from here.
+    let ready_count = |text: &str| -> u64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(r#"http_requests_total{method="GET",route="/health/ready",status="200"} "#)
+            })
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = ready_count(&app.get("/metrics").await.text().await.unwrap());
     app.get("/health/ready").await;
     app.get("/no/such/page").await;
     let response = app.get("/metrics").await;
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = response.text().await.unwrap();
-    assert!(text.contains(r#"http_requests_total{method="GET",route="/health/ready",status="200"} 1"#), "{text}");
+    assert_eq!(ready_count(&text), before + 1, "{text}");
     assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
     assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
 }
@@ -170,3 +180,49 @@ on_both_topologies!(
     the_bus_admin_api_answers_admins_only,
     responses_carry_security_headers_are_compressed_and_cors_admits_only_configured_origins,
 );
+
+#[tokio::test]
+async fn without_migrating_on_start_the_server_waits_unready_until_migrate_up_has_run() {
+    // A database with nothing of users' yet, as a fresh cluster before the migration Job.
+    let database = platform::testing::TestDatabase::create(&[]).await.unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (addr, url, dir) = (format!("127.0.0.1:{port}"), database.url(), data_dir.path().display().to_string());
+    let args = [
+        "bulkhead",
+        "--addr",
+        &addr,
+        "--database-url",
+        secrecy::ExposeSecret::expose_secret(&url),
+        "--data-dir",
+        &dir,
+        "--modules",
+        "users",
+        "--migrate-on-start",
+        "false",
+    ];
+    let config = <bulkhead::Cli as clap::Parser>::try_parse_from(args).unwrap().config;
+    let starting = tokio::spawn(bulkhead::Application::build(config.clone()));
+
+    let client = reqwest::Client::new();
+    let (live, ready) = (format!("http://{addr}/health"), format!("http://{addr}/health/ready"));
+    let waiting: Value = eventually(Duration::from_secs(20), || async {
+        let response = client.get(&ready).send().await?;
+        Ok((response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response.json().await?))
+    })
+    .await
+    .expect("no readiness answer while waiting for migrations");
+    assert_eq!(waiting["error"]["code"], "not_ready");
+    assert_eq!(waiting["error"]["details"]["users.database_and_migrations"], "migrations pending", "{waiting}");
+    assert_eq!(client.get(&live).send().await.unwrap().status(), StatusCode::OK, "alive while waiting");
+    assert!(!starting.is_finished(), "nothing starts before the migrations are applied");
+
+    bulkhead::cli::migrate(&config, bulkhead::config::MigrateAction::Up { module: None }).await.unwrap();
+    let application = tokio::time::timeout(Duration::from_secs(20), starting).await.unwrap().unwrap().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+    let response = client.get(&ready).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap());
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -26,9 +26,7 @@ pub async fn product(app: &TestApp, sku: &str) -> Value {
 }
 
 pub async fn place(app: &TestApp, token: &str, key: &str, sku: &str, quantity: u32, payment_method: &str) -> Value {
-    let response = try_place(app, token, key, sku, quantity, payment_method).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    response.json::<Value>().await.unwrap()["data"].clone()
+    accepted(order_request(app, token, key, sku, quantity, payment_method)).await
 }
 
 /// Places an order and returns the answer, whatever it is.
@@ -40,19 +38,31 @@ pub async fn try_place(
     quantity: u32,
     payment_method: &str,
 ) -> reqwest::Response {
+    order_request(app, token, key, sku, quantity, payment_method).send().await.unwrap()
+}
+
+/// `POST /api/v1/orders` for `quantity` of `sku`, ready to send (or to add headers to).
+pub fn order_request(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    sku: &str,
+    quantity: u32,
+    payment_method: &str,
+) -> reqwest::RequestBuilder {
     let order = json!({
         "lines": [{"sku": sku, "quantity": quantity}],
         "shipping_address": {"name": "B", "line1": "1 High St", "city": "Leeds", "postal_code": "LS1 1AA", "country": "GB"},
         "payment_method": payment_method
     });
-    app.client
-        .post(app.url("/api/v1/orders"))
-        .bearer_auth(token)
-        .header("idempotency-key", key)
-        .json(&order)
-        .send()
-        .await
-        .unwrap()
+    app.client.post(app.url("/api/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&order)
+}
+
+/// Sends an order request and returns the order it accepted (202).
+pub async fn accepted(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json::<Value>().await.unwrap()["data"].clone()
 }
 
 pub async fn await_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {

@@ -14,6 +14,7 @@ use super::OrdersService;
 use crate::domain::machine::Order;
 use crate::domain::{Effect, SagaInput, TransitionError};
 use crate::jobs::PaymentTimeout;
+use crate::metrics::settlement;
 use crate::store::orders::{self, Cause, reason_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,7 @@ impl OrdersService {
     ) -> Result<Order, SagaError> {
         let now = self.now();
         let mut order = orders::load_for_update(tx, id).await?.ok_or(SagaError::NotFound)?;
+        let before = order.status;
         let window = chrono::TimeDelta::from_std(self.config.payment_timeout).map_err(anyhow::Error::from)?;
         let transition = order.apply(input, now, window)?;
         if let Some(because) = transition.unchanged_because {
@@ -57,6 +59,10 @@ impl OrdersService {
             let reason = if to == orders_contract::OrderStatus::Cancelled { reason } else { None };
             orders::record_status(tx, id, now, to, cause, reason.as_deref()).await?;
             tracing::info!(status = to.as_str(), "order moved");
+            if let Some(outcome) = settlement(before, to) {
+                let placed_at = orders::placed_at(tx, id).await?;
+                self.metrics.settled(outcome, (now - placed_at).as_seconds_f64());
+            }
         }
         for effect in transition.effects {
             self.carry_out(tx, &order, effect, metadata, now).await?;

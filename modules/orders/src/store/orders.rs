@@ -171,6 +171,15 @@ struct PaymentRow {
     refunded: i64,
 }
 
+/// When the order was placed.
+pub(crate) async fn placed_at(db: &mut PgConnection, id: OrderId) -> anyhow::Result<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT created_at FROM orders WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(&mut *db)
+        .await
+        .context("reading when an order was placed")
+}
+
 /// The order with its saga facts, locked until the transaction ends (so two events about
 /// one order apply one after the other).
 pub(crate) async fn load_for_update(db: &mut PgConnection, id: OrderId) -> anyhow::Result<Option<Order>> {

@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
@@ -100,7 +101,18 @@ impl Guarded {
             return Err(GatewayError::BreakerOpen);
         };
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, call).await.unwrap_or(Err(GatewayError::Timeout));
+        let span = tracing::info_span!(
+            "payments.gateway",
+            operation,
+            outcome = tracing::field::Empty,
+            "bulkhead.module" = "payments",
+            "otel.name" = format!("gateway {operation}"),
+            "otel.kind" = "client",
+        );
+        let outcome = tokio::time::timeout(self.timeout, call)
+            .instrument(span.clone())
+            .await
+            .unwrap_or(Err(GatewayError::Timeout));
         self.duration.get_or_create(&OperationLabels { operation }).observe(started.elapsed().as_secs_f64());
         let label = match &outcome {
             Ok(_) => "ok",
@@ -111,6 +123,7 @@ impl Guarded {
             Err(GatewayError::BreakerOpen) => "rejected",
         };
         self.calls.get_or_create(&CallLabels { operation, outcome: label }).inc();
+        span.record("outcome", label);
         self.breaker.record(outcome.as_ref().is_err_and(GatewayError::is_transient));
         outcome
     }
