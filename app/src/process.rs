@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use platform::telemetry::OtlpTraces;
+use platform::telemetry::{LogTarget, OtlpTraces};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Application, Cli, Command, cli};
@@ -36,7 +36,9 @@ async fn run() -> ExitCode {
     }
     // Only the server's work is worth a trace; the other commands log.
     let traces = if matches!(command, Command::Serve) { OtlpTraces::from_env(&crate::modules::ALL) } else { None };
-    let telemetry = match platform::telemetry::init(Some(config.log_format()), traces) {
+    // The server logs to stdout, as containers expect; a command's stdout is its answer.
+    let target = if matches!(command, Command::Serve) { LogTarget::Stdout } else { LogTarget::Stderr };
+    let telemetry = match platform::telemetry::init(Some(config.log_format()), target, traces) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("bulkhead: {error:#}");

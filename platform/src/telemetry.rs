@@ -28,6 +28,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -225,21 +226,41 @@ impl Telemetry {
     }
 }
 
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The server's logs: standard output, where containers' logs are collected.
+    Stdout,
+    /// A command's logs: standard error, so its standard output is only its answer (what
+    /// `export $(bulkhead database start)` reads).
+    Stderr,
+}
+
 /// Installs the process-wide subscriber: the `RUST_LOG` filter (default [`DEFAULT_FILTER`]),
-/// logs in `log_format` (none: no log output), and span export when `traces` is given.
-/// Calling it again (tests) leaves the first subscriber in place.
+/// logs in `log_format` (none: no log output) to `target`, and span export when `traces` is
+/// given. Calling it again (tests) leaves the first subscriber in place.
 ///
 /// # Errors
 /// An exporter that cannot be set up (a malformed endpoint, an unsupported protocol).
-pub fn init(log_format: Option<LogFormat>, traces: Option<OtlpTraces>) -> anyhow::Result<Telemetry> {
+pub fn init(log_format: Option<LogFormat>, target: LogTarget, traces: Option<OtlpTraces>) -> anyhow::Result<Telemetry> {
     let provider = traces.as_ref().map(OtlpTraces::provider).transpose()?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let traces_layer = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer().with_tracer(provider.tracer("bulkhead")).with_filter(exporter_noise())
     });
-    let pretty = (log_format == Some(LogFormat::Pretty)).then(|| tracing_subscriber::fmt::layer().with_target(false));
+    let writer = || match target {
+        LogTarget::Stdout => BoxMakeWriter::new(std::io::stdout),
+        LogTarget::Stderr => BoxMakeWriter::new(std::io::stderr),
+    };
+    let pretty = (log_format == Some(LogFormat::Pretty))
+        .then(|| tracing_subscriber::fmt::layer().with_target(false).with_writer(writer()));
     let json = (log_format == Some(LogFormat::Json)).then(|| {
-        tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false)
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer())
     });
     let installed = tracing_subscriber::registry().with(filter).with(traces_layer).with(pretty).with(json).try_init();
     match (installed, provider) {

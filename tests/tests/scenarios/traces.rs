@@ -23,7 +23,7 @@ fn exporting() -> &'static (Collector, Telemetry) {
         let modules: Vec<&'static str> = bulkhead::modules::compiled().iter().map(|d| d.schema.name).collect();
         let traces = OtlpTraces::to_endpoint(collector.traces_url(), &modules)
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
-        let telemetry = telemetry::init(None, Some(traces)).unwrap();
+        let telemetry = telemetry::init(None, telemetry::LogTarget::Stdout, Some(traces)).unwrap();
         assert!(telemetry.exports_traces(), "this test binary had a subscriber already");
         (collector, telemetry)
     })
