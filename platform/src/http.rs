@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod listener;
 pub mod pagination;
 pub mod rate_limit;
 pub mod request_id;
