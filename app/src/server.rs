@@ -274,7 +274,8 @@ fn router(
         .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()))
         .merge(root)
         .split_for_parts();
-    let spec = spec.nest("/api/v1", api_spec);
+    let mut spec = spec.nest("/api/v1", api_spec);
+    platform::http::openapi::document_platform_answers(&mut spec, "/api/v1/");
     let router = operations.nest("/api/v1", api).merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", spec));
     let settings = HttpSettings {
         body_limit_bytes: config.body_limit,
