@@ -126,7 +126,7 @@ pub(crate) async fn build(
     }
     #[cfg(feature = "payments")]
     if hosts("payments") {
-        built.push(Arc::new(payments_module(config, backing, verifier, process)?));
+        built.push(Arc::new(payments_module(config, backing, verifier, process).await?));
     }
     #[cfg(feature = "notifications")]
     if hosts("notifications") {
@@ -184,7 +184,7 @@ fn notifications_module(
 /// Payments with the configured gateway. The sandbox delivers its webhooks back to this
 /// process unless `BULKHEAD_PAYMENTS_WEBHOOK_URL` says otherwise.
 #[cfg(feature = "payments")]
-fn payments_module(
+async fn payments_module(
     config: &Config,
     backing: &Backing,
     verifier: &JwtVerifier,
@@ -197,10 +197,16 @@ fn payments_module(
     });
     let gateway: Arc<dyn payments::PaymentGateway> = match config.payments_gateway {
         PaymentsGateway::Sandbox => {
-            let sandbox = payments::SandboxGateway::new(payments::SandboxConfig {
-                latency: config.payments_sandbox_latency,
-                ..payments::SandboxConfig::default()
-            });
+            // The sandbox's books outlive restarts, in a schema of their own (ADR 0021).
+            backing.databases.ensure_schema_for("payments", payments::SANDBOX_SCHEMA).await?;
+            let pool = backing.databases.pool("payments")?.clone();
+            let sandbox = payments::SandboxGateway::new(
+                pool,
+                payments::SandboxConfig {
+                    latency: config.payments_sandbox_latency,
+                    ..payments::SandboxConfig::default()
+                },
+            );
             let url = config.payments_webhook_url.clone().unwrap_or_else(|| {
                 let mut addr = process.addr;
                 if addr.ip().is_unspecified() {
