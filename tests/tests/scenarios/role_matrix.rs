@@ -66,6 +66,7 @@ pub const MATRIX: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/payments/gateway", Access::Admin),
     ("POST", "/api/v1/payments/webhooks/sandbox", Access::Anyone),
     ("GET", "/api/v1/payments/{id}", Access::OwnerOrAdmin),
+    ("POST", "/api/v1/payments/{id}/acknowledge", Access::Admin),
     ("POST", "/api/v1/payments/{id}/refunds", Access::Admin),
     ("GET", "/api/v1/products", Access::Anyone),
     ("POST", "/api/v1/products", Access::Admin),
