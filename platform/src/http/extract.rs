@@ -21,6 +21,10 @@ use super::error::{ApiError, FieldError};
 /// `axum::Json` with envelope rejections. Use `#[serde(deny_unknown_fields)]` on request
 /// DTOs so a misspelt field is an error rather than silently ignored. A string (value or
 /// key) holding U+0000 is a 422 naming its field.
+///
+/// Request bodies are JSON objects: anything else at the top level is a 422. serde would
+/// otherwise fill a struct from an array, field by field in declaration order, so
+/// `[null, null]` would pass for `{}`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -34,6 +38,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| bytes_rejection(&rejection))?;
         if let Some(field) = nul_in_json(&bytes) {
             return Err(ApiError::validation(vec![nul_field_error(field)]));
+        }
+        if is_json_but_not_an_object(&bytes) {
+            let field = FieldError {
+                field: ".".to_owned(),
+                code: "invalid_type".to_owned(),
+                message: "the body must be a JSON object".to_owned(),
+            };
+            return Err(ApiError::unprocessable("invalid_body", "The JSON body does not match the expected shape.")
+                .with_details([field]));
         }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
@@ -58,6 +71,13 @@ fn bytes_rejection(rejection: &BytesRejection) -> ApiError {
         ApiError::bad_request("unreadable_body", "The request body could not be read.")
             .with_source(anyhow::anyhow!(rejection.body_text()))
     }
+}
+
+/// Whether the body is valid JSON whose top level is not an object (an array, a string, a
+/// number…). Invalid JSON is left to the deserializer, which says what is wrong with it.
+fn is_json_but_not_an_object(bytes: &[u8]) -> bool {
+    let starts_an_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    !starts_an_object && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
 }
 
 /// The NUL character: valid in JSON and Rust strings, refused by PostgreSQL's `text` and
@@ -306,6 +326,16 @@ mod tests {
         assert_eq!(nul_in_json(br#"{"path": "C:\\u0000"}"#), None);
         assert!(has_nul_escape(br#"{"path": "C:\\\u0000"}"#));
         assert_eq!(nul_in_json(br#"{"ok": "\u0001"}"#), None);
+    }
+
+    #[test]
+    fn only_an_object_is_a_request_body() {
+        for body in [&b"[null, null]"[..], b"\"text\"", b"42", b"null", b" [] "] {
+            assert!(is_json_but_not_an_object(body), "{}", String::from_utf8_lossy(body));
+        }
+        for body in [&b"{}"[..], b" \n {\"a\": 1}", b"[unclosed", b""] {
+            assert!(!is_json_but_not_an_object(body), "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

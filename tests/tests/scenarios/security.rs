@@ -144,6 +144,24 @@ async fn one_product_on_two_lines_by_id_and_by_sku_is_refused() {
     app.stop().await.unwrap();
 }
 
+/// A body of another JSON shape is not taken for an object: serde would fill a struct from an
+/// array, field by field, so `[null, null]` passed for an empty change (found by Schemathesis).
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused() {
+    let app = TestApp::spawn().await;
+    let buyer = customer(&app, "shapes@example.com").await;
+    for body in [json!([null, null]), json!(["Mallory"]), json!("Mallory"), json!(7)] {
+        let response =
+            app.client.patch(app.url("/api/v1/users/me")).bearer_auth(&buyer).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let envelope: Value = response.json().await.unwrap();
+        assert_eq!(envelope["error"]["code"], "invalid_body", "{body}: {envelope}");
+    }
+    let me: Value = app.get_as("/api/v1/users/me", &buyer).await.json().await.unwrap();
+    assert_eq!(me["data"]["display_name"], "Buyer", "nothing changed");
+    app.stop().await.unwrap();
+}
+
 /// Sends raw bytes and reads the whole answer (the server closes after these errors).
 async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, String, Value) {
     let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
