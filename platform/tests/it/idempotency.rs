@@ -84,6 +84,15 @@ async fn fixture_with_lease(
 }
 
 impl Fixture {
+    /// The request creating a sprocket under `key`, not sent yet (tests send it twice).
+    fn sprocket(&self, key: &str) -> reqwest::RequestBuilder {
+        self.app
+            .client
+            .post(self.app.url("/widgets"))
+            .header("idempotency-key", key)
+            .json(&json!({ "name": "sprocket" }))
+    }
+
     /// POST /widgets with an idempotency key, as `token`'s subject when given.
     async fn post(&self, key: &str, body: Value, token: Option<&str>) -> reqwest::Response {
         let request = self.app.client.post(self.app.url("/widgets")).header("idempotency-key", key).json(&body);
@@ -132,12 +141,7 @@ async fn the_same_key_with_a_different_body_is_422() {
 async fn a_concurrent_duplicate_is_409_while_the_first_is_in_flight() {
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let f = fixture(Some((entered.clone(), release.clone())), None).await;
-    let request = f
-        .app
-        .client
-        .post(f.app.url("/widgets"))
-        .header("idempotency-key", "key-1")
-        .json(&json!({ "name": "sprocket" }));
+    let request = f.sprocket("key-1");
     let first = tokio::spawn(request.try_clone().unwrap().send());
     entered.notified().await;
 
@@ -210,12 +214,7 @@ async fn a_replayed_refusal_keeps_its_code_and_details_under_a_new_request_id() 
 async fn a_long_request_keeps_its_key_by_renewing_its_lease() {
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let f = fixture_with_lease(Some((entered.clone(), release.clone())), None, Some(Duration::from_millis(300))).await;
-    let request = f
-        .app
-        .client
-        .post(f.app.url("/widgets"))
-        .header("idempotency-key", "key-1")
-        .json(&json!({ "name": "sprocket" }));
+    let request = f.sprocket("key-1");
     let first = tokio::spawn(request.try_clone().unwrap().send());
     entered.notified().await;
     // Several leases go by while the first request runs: it renews its hold on the key.
