@@ -211,11 +211,16 @@ impl SandboxGateway {
     /// Where asynchronous outcomes are delivered; without a target they are only seen by
     /// lookups (reconciliation). The first target set starts this process's webhook sender,
     /// which delivers every due webhook of the shared books (whichever replica took the
-    /// payment) and stops when the pool closes.
+    /// payment), and stops once the gateway is dropped or its pool closes.
     pub fn set_webhook_target(&self, target: WebhookTarget) {
         let first = self.webhook.lock().unwrap_or_else(PoisonError::into_inner).replace(target).is_none();
         if first && let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(self.clone().send_webhooks());
+            let sender = WebhookSender {
+                books: Arc::downgrade(&self.books),
+                target: self.webhook.clone(),
+                http: self.http.clone(),
+            };
+            runtime.spawn(sender.run());
         }
     }
 
@@ -335,62 +340,6 @@ impl SandboxGateway {
         .to_string()
     }
 
-    /// Delivers due webhooks until the pool closes: like a real gateway, each is retried
-    /// with backoff until the receiver answers 2xx, across restarts of any process.
-    async fn send_webhooks(self) {
-        const IDLE: Duration = Duration::from_millis(200);
-        loop {
-            if self.books.pool().is_closed() {
-                return;
-            }
-            let sent = self.send_due_webhooks().await;
-            match sent {
-                Ok(0) | Err(_) => tokio::time::sleep(IDLE).await,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    async fn send_due_webhooks(&self) -> anyhow::Result<usize> {
-        if self.books.in_outage().await? {
-            return Ok(0);
-        }
-        self.books.decide_due().await?;
-        let Some(target) = self.webhook.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
-            return Ok(0);
-        };
-        let due = self.books.claim_due_webhooks(10, WEBHOOK_TIMEOUT * 2, WEBHOOK_ATTEMPTS).await?;
-        for webhook in &due {
-            let timestamp = Utc::now().timestamp();
-            let sent = self
-                .http
-                .post(&target.url)
-                .header("content-type", "application/json")
-                .header(
-                    SandboxSignature::HEADER,
-                    SandboxSignature::sign(&target.secret, timestamp, webhook.body.as_bytes()),
-                )
-                .body(webhook.body.clone())
-                .send()
-                .await;
-            let failure = match sent {
-                Ok(response) if response.status().is_success() => None,
-                Ok(response) => Some(format!("answered {}", response.status())),
-                Err(error) => Some(format!("not delivered: {error}")),
-            };
-            match failure {
-                None => self.books.webhook_delivered(webhook.id).await?,
-                Some(error) => {
-                    let exponent = u32::try_from(webhook.attempts.clamp(1, 7) - 1).unwrap_or_default();
-                    let retry_in = (Duration::from_millis(500) * 2u32.pow(exponent)).min(Duration::from_secs(60));
-                    tracing::warn!(attempt = webhook.attempts, %error, "sandbox webhook failed; retrying later");
-                    self.books.webhook_failed(webhook.id, &error, retry_in).await?;
-                }
-            }
-        }
-        Ok(due.len())
-    }
-
     async fn async_authorization(
         &self,
         request: &AuthorizeRequest,
@@ -424,6 +373,75 @@ impl SandboxGateway {
     async fn current(&self, payment_id: Uuid) -> anyhow::Result<Option<Charge>> {
         self.books.decide_due().await?;
         self.books.charge(payment_id).await
+    }
+}
+
+/// Sends the books' due webhooks from one process. It holds the books weakly: when the
+/// gateway is dropped (the app stopped) it stops too.
+struct WebhookSender {
+    books: std::sync::Weak<Books>,
+    target: Arc<Mutex<Option<WebhookTarget>>>,
+    http: reqwest::Client,
+}
+
+impl WebhookSender {
+    /// Delivers due webhooks until the gateway is gone or its pool closes: like a real
+    /// gateway, each is retried with backoff until the receiver answers 2xx, across restarts
+    /// of any process.
+    async fn run(self) {
+        const IDLE: Duration = Duration::from_millis(200);
+        loop {
+            let Some(books) = self.books.upgrade() else { return };
+            if books.pool().is_closed() {
+                return;
+            }
+            let sent = self.send_due(&books).await;
+            drop(books);
+            match sent {
+                Ok(0) | Err(_) => tokio::time::sleep(IDLE).await,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn send_due(&self, books: &Books) -> anyhow::Result<usize> {
+        if books.in_outage().await? {
+            return Ok(0);
+        }
+        books.decide_due().await?;
+        let Some(target) = self.target.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+            return Ok(0);
+        };
+        let due = books.claim_due_webhooks(10, WEBHOOK_TIMEOUT * 2, WEBHOOK_ATTEMPTS).await?;
+        for webhook in &due {
+            let timestamp = Utc::now().timestamp();
+            let sent = self
+                .http
+                .post(&target.url)
+                .header("content-type", "application/json")
+                .header(
+                    SandboxSignature::HEADER,
+                    SandboxSignature::sign(&target.secret, timestamp, webhook.body.as_bytes()),
+                )
+                .body(webhook.body.clone())
+                .send()
+                .await;
+            let failure = match sent {
+                Ok(response) if response.status().is_success() => None,
+                Ok(response) => Some(format!("answered {}", response.status())),
+                Err(error) => Some(format!("not delivered: {error}")),
+            };
+            match failure {
+                None => books.webhook_delivered(webhook.id).await?,
+                Some(error) => {
+                    let exponent = u32::try_from(webhook.attempts.clamp(1, 7) - 1).unwrap_or_default();
+                    let retry_in = (Duration::from_millis(500) * 2u32.pow(exponent)).min(Duration::from_secs(60));
+                    tracing::warn!(attempt = webhook.attempts, %error, "sandbox webhook failed; retrying later");
+                    books.webhook_failed(webhook.id, &error, retry_in).await?;
+                }
+            }
+        }
+        Ok(due.len())
     }
 }
 
