@@ -131,10 +131,9 @@ impl PaymentsService {
                 self.record_failed(&mut tx, &payment, code, &message, &metadata).await?;
                 commit(tx).await
             }
-            // The gateway disagrees about the authorization: reconciliation finds out what it holds.
-            Err(GatewayError::Refused(message)) => {
-                Err(JobError::Abort(anyhow::anyhow!("the gateway refused the capture: {message}")))
-            }
+            // A void won the race (the order was cancelled meanwhile), or the gateway disagrees
+            // about the authorization: what it holds decides, as after a refused void.
+            Err(GatewayError::Refused(message)) => self.after_refused_capture(id, &message, &metadata).await,
             Err(transient) => Err(self.retry_later(transient, "capture")),
         }
     }
@@ -217,6 +216,35 @@ impl PaymentsService {
                 let detail = format!("the gateway refused to {operation} ({refusal}) and reports {seen:?}");
                 self.flag(&mut tx, &payment, Attention::ReleaseRefused, &detail).await?;
             }
+        }
+        commit(tx).await
+    }
+
+    /// The gateway refused to capture: a payment it voided, declined or captured already takes
+    /// that outcome (no failed job); one it does not know, or still holds but will not
+    /// capture, is flagged for a person and left to reconciliation.
+    async fn after_refused_capture(
+        &self,
+        id: Uuid,
+        refusal: &str,
+        metadata: &platform::bus::Metadata,
+    ) -> Result<(), JobError> {
+        let seen = match self.gateway.lookup(id).await {
+            Ok(seen) => seen,
+            Err(error) if error.is_transient() => return Err(self.retry_later(error, "lookup")),
+            Err(error) => return Err(JobError::Abort(error.into())),
+        };
+        let (mut tx, payment) = self.locked(id).await?;
+        match &seen {
+            GatewayPayment::Voided { .. } | GatewayPayment::Declined { .. } | GatewayPayment::Captured { .. } => {
+                tracing::info!(%refusal, gateway = ?seen, "the capture was refused; taking the gateway's word");
+                self.adopt(&mut tx, &payment, &seen, metadata).await?;
+            }
+            _ if payment.attention.is_none() => {
+                let detail = format!("the gateway refused the capture ({refusal}) and reports {seen:?}");
+                self.flag(&mut tx, &payment, Attention::GatewayDisagrees, &detail).await?;
+            }
+            _ => {}
         }
         commit(tx).await
     }
