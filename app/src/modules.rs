@@ -138,8 +138,10 @@ pub(crate) async fn build(
     }
     #[cfg(feature = "payments")]
     if hosts("payments") {
+        // The sandbox's books outlive restarts, in a schema of their own (ADR 0021).
+        backing.databases.ensure_schema_for("payments", payments::SANDBOX_SCHEMA).await?;
         let pool = backing.databases.pool("payments")?.clone();
-        let (gateway, settings) = config.payments.gateway_and_config(process.addr);
+        let (gateway, settings) = config.payments.gateway_and_config(pool.clone(), process.addr);
         built.push(Arc::new(payments::PaymentsModule::new(pool, gateway, verifier.clone(), settings, process.metrics)));
     }
     #[cfg(feature = "notifications")]

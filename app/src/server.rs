@@ -12,6 +12,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use platform::Module;
 use platform::auth::JwtVerifier;
+use platform::auth::revocation::RevocationFeed;
 use platform::bus::admin::{self, AdminState};
 use platform::bus::{Bus, BusBuilder};
 use platform::db::ModuleSchema;
@@ -188,12 +189,19 @@ impl Application {
     /// # Errors
     /// A server failure, or a database that does not stop cleanly.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Self { listener, router, backing, config, bus, jobs, .. } = self;
+        let Self { listener, router, backing, config, bus, jobs, verifier } = self;
         let background = CancellationToken::new();
         let started = async {
-            let bus = bus.start(background.clone()).await.context("starting the event bus")?;
+            let bus_tasks = bus.start(background.clone()).await.context("starting the event bus")?;
             let jobs = jobs.start(background.clone()).await.context("starting the jobs runtime")?;
-            anyhow::Ok((bus, jobs))
+            // Revocations made by any process reach this one's verifier (ADR 0020).
+            if let Some((_, pool)) = backing.databases.modules().next() {
+                RevocationFeed::new(pool.clone(), verifier.revocations().clone())
+                    .start(Some(bus.sequenced_wakeups("users")), background.clone())
+                    .await
+                    .context("reading recent access changes")?;
+            }
+            anyhow::Ok((bus_tasks, jobs))
         }
         .await;
         let (bus_tasks, jobs) = match started {
@@ -206,6 +214,8 @@ impl Application {
         };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let stopping = shutdown.clone();
+        // hyper's own answers to requests it cannot parse get the envelope too.
+        let listener = platform::http::listener::envelope_parse_errors(listener);
         let server = axum::serve(listener, service).with_graceful_shutdown(stopping.cancelled_owned());
         let drain_limit = async {
             shutdown.cancelled().await;
@@ -404,7 +414,9 @@ fn router(config: &Config, backing: &Backing, parts: RouterParts<'_>) -> anyhow:
         .merge(OpenApiRouter::new().routes(routes!(health::metrics)).with_state(metrics.clone()))
         .merge(root)
         .split_for_parts();
-    let spec = serde_json::to_value(spec.nest("/api/v1", api_spec)).context("writing the OpenAPI document")?;
+    let mut spec = spec.nest("/api/v1", api_spec);
+    platform::http::openapi::document_platform_answers(&mut spec, "/api/v1/");
+    let spec = serde_json::to_value(spec).context("writing the OpenAPI document")?;
     let (internal, internal_spec) = internal.split_for_parts();
     let router = operations
         .merge(proxied_root)

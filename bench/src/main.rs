@@ -4,9 +4,12 @@
 //! - `users`: sign-ins against the real application (argon2id verification per request).
 //! - `orders`: order placement and the order saga through the bus, in the real application.
 //! - `topology`: the same saga on the monolith and on the split, as separate processes.
+//! - `chaos`: the crash harness: two replicas, kills, a database restart, outages, then the
+//!   invariants; exits non-zero when one is violated.
 
 mod app;
 mod bus;
+mod chaos;
 mod measure;
 mod orders;
 mod pgbench;
@@ -15,6 +18,7 @@ mod topology;
 mod users;
 
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(about = "Bulkhead benchmarks")]
@@ -89,6 +93,34 @@ enum Benchmark {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
         concurrency: u64,
     },
+    /// The crash harness: orders through two replicas while replicas are killed, PostgreSQL
+    /// restarts and the gateway and SMTP go down; then the invariants.
+    Chaos {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The shorter run CI does: 150 orders, outages of 8 s, kills every 2 to 4 s.
+        #[arg(long)]
+        short: bool,
+        /// Orders to place.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        orders: Option<u64>,
+        /// Orders placed per second at most.
+        #[arg(long, default_value_t = 8.0)]
+        rate: f64,
+        /// Placements in flight at once.
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..=256))]
+        concurrency: u64,
+        /// Seconds the gateway, and then the SMTP server, stay down.
+        #[arg(long)]
+        outage: Option<u64>,
+        /// The bulkhead binary (default: next to this one, built if missing).
+        #[arg(long)]
+        bin: Option<std::path::PathBuf>,
+        /// Seed of the shoppers' choices (cards, lines, cancellations).
+        #[arg(long, default_value_t = 15)]
+        seed: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -121,6 +153,19 @@ async fn run() -> anyhow::Result<()> {
             let load = topology::Load { orders, concurrency, port_calls, pgbench_seconds };
             (json, topology::run(load).await?)
         }
+        Benchmark::Chaos { json, short, orders, rate, concurrency, outage, bin, seed } => {
+            let options = chaos::Options {
+                orders: orders.unwrap_or(if short { 150 } else { 1000 }),
+                rate,
+                concurrency: usize::try_from(concurrency)?,
+                kill_every: if short { (2.0, 4.0) } else { (3.0, 6.0) },
+                outage: std::time::Duration::from_secs(outage.unwrap_or(if short { 8 } else { 20 })),
+                bin,
+                seed,
+                quiet_timeout: std::time::Duration::from_secs(600),
+            };
+            (json, chaos::run(options).await?)
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -136,6 +181,11 @@ async fn run() -> anyhow::Result<()> {
                 None => println!("{name:<32} {value}"),
             }
         }
+    }
+    if let Some(violations) = report.get("violations").and_then(Value::as_i64)
+        && violations > 0
+    {
+        anyhow::bail!("{violations} invariant violations");
     }
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Verifying access tokens: EdDSA-signed JWTs with `sub`, `roles`, `exp`, `iss`, `aud` and a
 //! `kid` header. The users module signs them and publishes its public keys (JWKS); any
-//! process — including an extracted service — verifies with those keys alone.
+//! process — including an extracted service — verifies with those keys alone, and refuses
+//! tokens whose access was revoked since they were issued ([`revocation`], ADR 0020).
+
+pub mod revocation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +16,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::http::ApiError;
+use revocation::{Revocations, Revoked};
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+const LEEWAY_SECONDS: i64 = 5;
 
 /// The claims of a Bulkhead access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +31,9 @@ pub struct Claims {
     pub aud: String,
     pub exp: i64,
     pub iat: i64,
+    /// Not valid before (Unix seconds); checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Token id, unique per issued token.
     #[serde(default)]
     pub jti: Option<String>,
@@ -73,10 +83,16 @@ pub enum TokenError {
     WrongAlgorithm(Algorithm),
     #[error("the token has no key id (kid)")]
     MissingKeyId,
+    #[error("the token header carries key material or a key URL (jwk, jku, x5u, x5c)")]
+    KeyInHeader,
     #[error("no key with id {0:?} is known")]
     UnknownKey(String),
     #[error("the token is malformed or fails verification: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("the token says it was issued in the future (iat {0})")]
+    IssuedInTheFuture(i64),
+    #[error("access revoked: {0}")]
+    Revoked(#[from] Revoked),
 }
 
 /// Verifies access tokens against a rotating set of public keys. Cheap to clone; all clones
@@ -88,6 +104,7 @@ pub struct JwtVerifier {
     audience: String,
     keys: Arc<RwLock<HashMap<String, DecodingKey>>>,
     remote: Option<Arc<RemoteJwks>>,
+    revocations: Revocations,
 }
 
 /// Where a process that does not host users gets the keys: users' JWKS, read at start, again
@@ -140,7 +157,20 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// A verifier with no keys yet: it refuses every token until keys are added.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), audience: audience.into(), keys: Arc::default(), remote: None }
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            keys: Arc::default(),
+            remote: None,
+            revocations: Revocations::default(),
+        }
+    }
+
+    /// The access changes this verifier refuses tokens by; clones share them. The users
+    /// module applies its changes here at once; [`revocation::RevocationFeed`] brings every
+    /// process the changes made anywhere.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// The same verifier, trusting the keys of the JWKS at `url` (the users module's
@@ -266,7 +296,8 @@ impl JwtVerifier {
         Ok(())
     }
 
-    /// Verifies signature, algorithm, key id, expiry, issuer and audience.
+    /// Verifies signature, algorithm, key id, the time claims (`exp`; `nbf` and `iat` not in
+    /// the future), issuer and audience, then that the access it claims was not revoked.
     ///
     /// # Errors
     /// [`TokenError`] saying what was wrong.
@@ -276,15 +307,30 @@ impl JwtVerifier {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::WrongAlgorithm(header.alg));
         }
+        // Keys come from our own key set only, never from the token: a header that offers
+        // one is an attack (or a confused client), whatever key it names.
+        if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
+            return Err(TokenError::KeyInHeader);
+        }
         let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
         let key = self.keys.read().ok().and_then(|keys| keys.get(&kid).cloned()).ok_or(TokenError::UnknownKey(kid))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 5;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)?;
-        Ok(Principal { subject: data.claims.sub, roles: data.claims.roles, session: data.claims.sid })
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS.unsigned_abs();
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)?.claims;
+        let now = chrono::Utc::now();
+        // A token from the future was not made by our issuer's clock: refuse it like one not
+        // yet valid, instead of letting it outlive a revocation that "predates" it.
+        if claims.iat > now.timestamp() + LEEWAY_SECONDS {
+            return Err(TokenError::IssuedInTheFuture(claims.iat));
+        }
+        if let Some(revoked) = self.revocations.refusal(&claims, now) {
+            return Err(revoked.into());
+        }
+        Ok(Principal { subject: claims.sub, roles: claims.roles, session: claims.sid })
     }
 }
 

@@ -7,6 +7,8 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod listener;
+pub mod openapi;
 pub mod pagination;
 pub mod rate_limit;
 pub mod request_id;

@@ -459,6 +459,7 @@ impl TestSigner {
             aud: verifier.audience().to_owned(),
             exp: now + 900,
             iat: now,
+            nbf: Some(now),
             jti: Some(uuid::Uuid::now_v7().to_string()),
             sid: None,
         })

@@ -7,7 +7,10 @@
 //! - [`event`]: the [`Event`](event::Event) contract, [`Metadata`](event::Metadata),
 //!   [`keyed_event!`] and [`wire`](event::wire) for payload snapshots.
 //! - [`Role`] and [`FieldError`]: who may act, and what was wrong with one field.
+//! - [`access`]: [`AccessChanged`](access::AccessChanged), what a user's tokens may still carry
+//!   (published by users, applied by every token verifier).
 
+pub mod access;
 pub mod event;
 pub mod money;
 pub mod port;

@@ -11,7 +11,10 @@ use uuid::Uuid;
 
 pub use guarded::BreakerSettings;
 pub(crate) use guarded::{BreakerState, Guarded};
-pub use sandbox::{SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, WebhookTarget};
+pub use sandbox::{
+    SANDBOX_SCHEMA, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, WebhookTarget,
+    set_sandbox_outage_until,
+};
 
 /// A card processor. Every operation carries an idempotency key: the same key again answers
 /// the first outcome without doing anything again (as Stripe and Adyen do).

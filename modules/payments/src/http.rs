@@ -41,6 +41,7 @@ pub(crate) fn router(service: Arc<PaymentsService>, verifier: JwtVerifier) -> Op
         .routes(routes!(payments::list_payments))
         .routes(routes!(payments::get_payment))
         .routes(routes!(payments::gateway_status))
+        .routes(routes!(payments::acknowledge_payment))
         .routes(routes!(webhooks::sandbox_webhook))
         .with_state(state)
         .merge(refunding)

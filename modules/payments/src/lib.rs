@@ -30,7 +30,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use gateway::{
     Authorization, AuthorizeRequest, BreakerSettings, CaptureRequest, GatewayError, GatewayPayment, PaymentGateway,
-    RefundRequest, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, VoidRequest, WebhookTarget,
+    RefundRequest, SANDBOX_SCHEMA, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, VoidRequest,
+    WebhookTarget, set_sandbox_outage_until,
 };
 
 pub use settings::PaymentsArgs;
@@ -62,6 +63,9 @@ pub struct PaymentsConfig {
     pub reconcile_after: Duration,
     /// How often reconciliation runs (1 min).
     pub reconcile_every: Duration,
+    /// How long after its creation reconciliation stops waiting for a payment the gateway
+    /// does not settle, ends it as failed and flags it for a person (24 h; ADR 0021).
+    pub give_up_after: Duration,
     /// The secret the sandbox signs its webhooks with.
     pub webhook_secret: SecretString,
     /// How far a webhook's timestamp may be from now (5 min, as Stripe's).
@@ -79,6 +83,7 @@ impl PaymentsConfig {
             job_attempts: 25,
             reconcile_after: Duration::from_secs(5 * 60),
             reconcile_every: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(24 * 3600),
             webhook_secret,
             webhook_tolerance: Duration::from_secs(5 * 60),
         }
@@ -113,7 +118,8 @@ impl PaymentsModule {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let gateway = gateway::Guarded::new(gateway, config.gateway_timeout, &config.breaker, metrics);
-        Self { service: Arc::new(service::PaymentsService { pool, gateway, clock, config }), verifier }
+        let attention = service::attention::AttentionMetrics::register(metrics);
+        Self { service: Arc::new(service::PaymentsService { pool, gateway, clock, config, attention }), verifier }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The payments use cases: taking the order's payment request, moving a payment along as the
 //! gateway answers (jobs, webhooks, reconciliation), refunds, and the ledger behind them.
 
+pub(crate) mod attention;
 pub(crate) mod processing;
 pub(crate) mod reconcile;
 pub(crate) mod record;
@@ -24,6 +25,7 @@ pub(crate) struct PaymentsService {
     pub(crate) gateway: Guarded,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: PaymentsConfig,
+    pub(crate) attention: attention::AttentionMetrics,
 }
 
 impl PaymentsService {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use platform::settings::{duration_in, http_url};
 use secrecy::SecretString;
+use sqlx::PgPool;
 
 use crate::{PaymentGateway, PaymentsConfig, SANDBOX_WEBHOOK_PATH, SandboxConfig, SandboxGateway, WebhookTarget};
 
@@ -49,20 +50,20 @@ pub struct PaymentsArgs {
 }
 
 impl PaymentsArgs {
-    /// The configured gateway and the module's configuration. The sandbox delivers its
-    /// webhooks to this process (listening on `addr`) unless `BULKHEAD_PAYMENTS_WEBHOOK_URL`
+    /// The configured gateway and the module's configuration. The sandbox keeps its books
+    /// through `pool` (in its own schema, ADR 0021) and delivers its webhooks to this process (listening on `addr`) unless `BULKHEAD_PAYMENTS_WEBHOOK_URL`
     /// says otherwise.
-    pub fn gateway_and_config(&self, addr: SocketAddr) -> (Arc<dyn PaymentGateway>, PaymentsConfig) {
+    pub fn gateway_and_config(&self, pool: PgPool, addr: SocketAddr) -> (Arc<dyn PaymentGateway>, PaymentsConfig) {
         let secret = self.payments_webhook_secret.clone().unwrap_or_else(|| {
             let generated = format!("whsec_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
             SecretString::from(generated)
         });
         let gateway: Arc<dyn PaymentGateway> = match self.payments_gateway {
             GatewayKind::Sandbox => {
-                let sandbox = SandboxGateway::new(SandboxConfig {
-                    latency: self.payments_sandbox_latency,
-                    ..SandboxConfig::default()
-                });
+                let sandbox = SandboxGateway::new(
+                    pool,
+                    SandboxConfig { latency: self.payments_sandbox_latency, ..SandboxConfig::default() },
+                );
                 let url = self.payments_webhook_url.clone().unwrap_or_else(|| {
                     let mut addr = addr;
                     if addr.ip().is_unspecified() {

@@ -1,6 +1,7 @@
 //! The users use cases, one file each, on [`UsersService`]; it also implements the
 //! [`users_contract::UsersApi`] port for callers in this process.
 
+mod access;
 mod admin;
 mod bootstrap;
 mod links;

@@ -366,6 +366,13 @@ impl Bus {
             .collect()
     }
 
+    /// Changes whenever `module`'s events got positions, in this process or any other on the
+    /// same database (a `NOTIFY`); for readers of a log that are not subscriptions, such as
+    /// the token verifier's feed of access changes.
+    pub fn sequenced_wakeups(&self, module: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.wakeups.sequenced(module)
+    }
+
     /// Whether `NOTIFY` wake-ups arrive; without them the bus still works, by polling.
     pub fn notifications_connected(&self) -> bool {
         self.inner.wakeups.listening()

@@ -41,11 +41,14 @@ pub struct EmbeddedOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra server settings, passed as `-c name=value`.
     pub settings: Vec<(String, String)>,
+    /// Listen on this loopback port instead of a free one picked at each start, so clients
+    /// reconnect after a restart (the chaos harness restarts the server under the app).
+    pub port: Option<u16>,
 }
 
 impl EmbeddedOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self { data_dir: data_dir.into(), bin_dir: None, settings: Vec::new() }
+        Self { data_dir: data_dir.into(), bin_dir: None, settings: Vec::new(), port: None }
     }
 
     /// Settings for throwaway test clusters: durability traded for speed.
@@ -285,6 +288,7 @@ struct Cluster {
     dir: PathBuf,
     log_file: PathBuf,
     settings: Vec<(String, String)>,
+    port: Option<u16>,
     run_as: Option<User>,
     password: SecretString,
     /// Port of a server already running on this cluster (left by a previous process).
@@ -316,6 +320,7 @@ impl Cluster {
             dir,
             log_file: options.log_file(),
             settings: options.settings.clone(),
+            port: options.port,
             run_as,
             password,
             running_port: None,
@@ -417,7 +422,10 @@ impl Cluster {
         let mut last_error = None;
         // A port picked as free can be taken before the server binds it; try a few.
         for _ in 0..3 {
-            let port = free_loopback_port()?;
+            let port = match self.port {
+                Some(port) => port,
+                None => free_loopback_port()?,
+            };
             let mut command = self.command(&self.binaries.postgres());
             command
                 .arg("-D")

@@ -222,6 +222,26 @@ impl Databases {
         )
     }
 
+    /// Creates schema `schema` owned by `module`'s role, for data the module reaches but that
+    /// is not the module's own (the payment sandbox's books, ADR 0021): with admin rights the
+    /// admin creates it, else the module's role does, if it may create schemas.
+    ///
+    /// # Errors
+    /// An invalid name, a module not hosted here, or no right to create the schema.
+    pub async fn ensure_schema_for(&self, module: &str, schema: &str) -> anyhow::Result<()> {
+        validate_identifier(schema)?;
+        match &self.admin {
+            Some(admin) => ensure_schema_owner(admin, schema, &role_name(module)).await,
+            None => {
+                let sql = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(self.pool(module)?).await.with_context(|| {
+                    format!("schema `{schema}` does not exist and the role of module `{module}` may not create it")
+                })?;
+                Ok(())
+            }
+        }
+    }
+
     /// The admin pool, when this process has admin rights.
     pub fn admin(&self) -> Option<&PgPool> {
         self.admin.as_ref()

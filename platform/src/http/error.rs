@@ -119,10 +119,23 @@ impl ApiError {
     }
 
     /// 500: the cause is logged, the client learns nothing internal.
+    ///
+    /// One exception: a database that refused text as unstorable (SQLSTATE `22021`, `22P05`:
+    /// a NUL character, an encoding it cannot hold) was handed the client's text, so the
+    /// answer is 422 `invalid_text`, never an outage. The extractors refuse such text first;
+    /// this is the net under any path they do not cover, and logs its cause like a 500 does.
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        let mut error =
-            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.");
-        error.0.source = Some(source.into());
+        let source = source.into();
+        let refused_text = source
+            .chain()
+            .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+            .any(|error| crate::db::has_sqlstate(error, "22021") || crate::db::has_sqlstate(error, "22P05"));
+        let mut error = if refused_text {
+            Self::unprocessable("invalid_text", "The request holds text that cannot be stored (e.g. a NUL character).")
+        } else {
+            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Something went wrong on our side.")
+        };
+        error.0.source = Some(source);
         error
     }
 

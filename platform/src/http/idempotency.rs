@@ -2,7 +2,13 @@
 //! the first request with a key runs and its response is stored in the module's
 //! `idempotency_keys` table; the same key with the same request replays that response; the
 //! same key with a different request is 422; the same key while the first is still running
-//! is 409. Keys are scoped to the caller (token subject), so two clients cannot collide.
+//! is 409. Keys are scoped to the caller (token subject), so two clients cannot collide; on
+//! routes scoped so, a caller without a valid token has no scope, and the handler answers
+//! (401) before any key is looked at.
+//!
+//! A running request holds its key with a short lease that it renews while it runs, so a
+//! request cut off by a crash blocks its key for one lease (10 s), not for the longest time a
+//! request may take.
 //!
 //! Apply it to a module's routes with `route_layer(from_fn_with_state(config, middleware))`. 5xx outcomes are not stored,
 //! so a retry after a server failure runs again.
@@ -39,15 +45,16 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    /// Keys optional; records kept 24 hours; an in-flight request is presumed abandoned after
-    /// 60 seconds (longer than the server's request timeout).
+    /// Keys optional; records kept 24 hours; an in-flight request renews its lease every
+    /// few seconds and is presumed abandoned (its process gone) 10 seconds after the last
+    /// renewal.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             verifier: None,
             required: false,
             retention: Duration::from_secs(24 * 3600),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
         }
     }
 
@@ -57,7 +64,9 @@ impl Idempotency {
         self
     }
 
-    /// Scope keys to the verified token subject instead of one shared anonymous scope.
+    /// Scope keys to the verified token subject instead of one shared anonymous scope. A
+    /// request without a valid token then passes untouched: the handler refuses it (401)
+    /// before anything about its key, which belongs to nobody.
     pub fn scoped_by(mut self, verifier: JwtVerifier) -> Self {
         self.verifier = Some(verifier);
         self
@@ -68,34 +77,53 @@ impl Idempotency {
         self
     }
 
-    /// How long a first request may run before a retry may take its key over; keep it longer
-    /// than the server's request timeout (`BULKHEAD_REQUEST_TIMEOUT`).
+    /// How long a key stays held after its request stopped renewing it (its process died);
+    /// the request renews it every third of that while it runs.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
-    fn scope(&self, headers: &HeaderMap) -> String {
-        match (crate::auth::bearer_token(headers), &self.verifier) {
-            (Some(token), Some(verifier)) => verifier
-                .verify(token)
-                .map_or_else(|_| "anonymous".to_owned(), |principal| format!("user:{}", principal.subject)),
-            _ => "anonymous".to_owned(),
-        }
+    /// The caller's scope: `user:<sub>` when scoped by a verifier (`None` without a valid
+    /// token), else the one shared `anonymous` scope.
+    fn scope(&self, headers: &HeaderMap) -> Option<String> {
+        let Some(verifier) = &self.verifier else { return Some("anonymous".to_owned()) };
+        let principal = verifier.verify(crate::auth::bearer_token(headers)?).ok()?;
+        Some(format!("user:{}", principal.subject))
     }
 }
 
-/// Deletes the in-flight record if the request is dropped before it finishes (client gone,
-/// panic, timeout), so a retry need not wait for the lease to run out.
+/// Renews the in-flight record while the request runs, and deletes it if the request is
+/// dropped before it finishes (client gone, panic, timeout), so a retry need not wait for
+/// the lease to run out.
 struct Lease {
     pool: PgPool,
     scope: String,
     key: String,
     settled: bool,
+    renewal: tokio::task::AbortHandle,
+}
+
+impl Lease {
+    fn hold(config: &Idempotency, scope: &str, key: &str) -> Self {
+        let (pool, lease) = (config.pool.clone(), config.lease);
+        let (held_scope, held_key) = (scope.to_owned(), key.to_owned());
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if let Err(error) = renew(&pool, &held_scope, &held_key, lease).await {
+                    tracing::warn!("could not renew an idempotency key's lease: {error:#}");
+                }
+            }
+        })
+        .abort_handle();
+        Self { pool: config.pool.clone(), scope: scope.to_owned(), key: key.to_owned(), settled: false, renewal }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.renewal.abort();
         if self.settled {
             return;
         }
@@ -114,6 +142,9 @@ pub async fn middleware(State(config): State<Idempotency>, request: Request, nex
 }
 
 async fn run(config: Idempotency, request: Request, next: Next) -> Result<Response, Response> {
+    // Who is asking comes first: on a route scoped to callers, a request without a valid
+    // token is the handler's to refuse (401), whatever its key looks like.
+    let Some(scope) = config.scope(request.headers()) else { return Ok(next.run(request).await) };
     let key = match request.headers().get(&IDEMPOTENCY_KEY) {
         None if config.required => {
             return Err(ApiError::bad_request(
@@ -133,7 +164,6 @@ async fn run(config: Idempotency, request: Request, next: Next) -> Result<Respon
             })?
         }
     };
-    let scope = config.scope(request.headers());
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
@@ -168,7 +198,7 @@ async fn run(config: Idempotency, request: Request, next: Next) -> Result<Respon
         }
     }
 
-    let mut lease = Lease { pool: config.pool.clone(), scope: scope.clone(), key: key.clone(), settled: false };
+    let mut lease = Lease::hold(&config, &scope, &key);
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -269,6 +299,18 @@ async fn complete(
         .bind(body)
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+async fn renew(pool: &PgPool, scope: &str, key: &str, lease: Duration) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET locked_until = now() + $3 WHERE scope = $1 AND key = $2 AND status IS NULL",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(lease)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -167,6 +167,10 @@ async fn finalize_errors(request: Request, next: Next) -> Response {
     };
     if parts.status.is_server_error() {
         tracing::error!(status = parts.status.as_u16(), code = %report.body.code, cause = report.cause.as_deref().unwrap_or("-"), "request failed");
+    } else if let Some(cause) = &report.cause {
+        // A refusal that carries a cause was found late (e.g. text the database refused):
+        // worth a look, since an earlier check should have caught it.
+        tracing::warn!(status = parts.status.as_u16(), code = %report.body.code, cause, "request refused late");
     } else {
         tracing::debug!(status = parts.status.as_u16(), code = %report.body.code, "request refused");
     }

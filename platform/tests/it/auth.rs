@@ -37,6 +37,7 @@ pub fn claims(subject: &str, roles: &[Role]) -> Claims {
         aud: AUDIENCE.to_owned(),
         exp: now() + 900,
         iat: now(),
+        nbf: None,
         jti: Some(uuid::Uuid::new_v4().to_string()),
         sid: None,
     }
@@ -87,6 +88,43 @@ fn expired_tokens_are_refused() {
     expired.exp = now() - 60;
     let error = verifier_trusting(&key).verify(&key.sign(&expired)).unwrap_err();
     assert!(error.to_string().contains("Expired"), "{error}");
+}
+
+#[test]
+fn tokens_not_yet_valid_or_issued_in_the_future_are_refused() {
+    let key = TestKey::generate("k1");
+    let verifier = verifier_trusting(&key);
+    let mut not_yet = claims("user-1", &[Role::Customer]);
+    not_yet.nbf = Some(now() + 600);
+    let error = verifier.verify(&key.sign(&not_yet)).unwrap_err();
+    assert!(error.to_string().contains("ImmatureSignature"), "{error}");
+
+    let mut from_the_future = claims("user-1", &[Role::Customer]);
+    from_the_future.iat = now() + 600;
+    assert!(matches!(verifier.verify(&key.sign(&from_the_future)).unwrap_err(), TokenError::IssuedInTheFuture(_)));
+
+    let mut just_valid = claims("user-1", &[Role::Customer]);
+    just_valid.nbf = Some(now() + 2);
+    verifier.verify(&key.sign(&just_valid)).expect("within the clock-skew leeway");
+}
+
+#[test]
+fn key_material_in_the_header_is_refused_even_when_the_kid_is_trusted() {
+    let trusted = TestKey::generate("k1");
+    let attacker = TestKey::generate("k1");
+    let verifier = verifier_trusting(&trusted);
+    let der = SigningKey::from_bytes(&rand::random()).to_pkcs8_der().unwrap();
+    for header in [
+        json!({ "alg": "EdDSA", "kid": "k1", "jwk": attacker.jwk() }),
+        json!({ "alg": "EdDSA", "kid": "k1", "jku": "https://attacker.example/jwks.json" }),
+        json!({ "alg": "EdDSA", "kid": "k1", "x5u": "https://attacker.example/cert.pem" }),
+    ] {
+        let header: Header = serde_json::from_value(header).unwrap();
+        let token =
+            jsonwebtoken::encode(&header, &claims("u", &[Role::Admin]), &EncodingKey::from_ed_der(der.as_bytes()))
+                .unwrap();
+        assert!(matches!(verifier.verify(&token).unwrap_err(), TokenError::KeyInHeader), "{header:?}");
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -57,10 +58,21 @@ struct Fixture {
 }
 
 async fn fixture(gate: Option<(Arc<Notify>, Arc<Notify>)>, key: Option<&TestKey>) -> Fixture {
+    fixture_with_lease(gate, key, None).await
+}
+
+async fn fixture_with_lease(
+    gate: Option<(Arc<Notify>, Arc<Notify>)>,
+    key: Option<&TestKey>,
+    lease: Option<Duration>,
+) -> Fixture {
     let database = TestDatabase::create(&SCHEMAS).await.unwrap();
     let pool = database.connect(&SCHEMAS).await.unwrap().pool("alpha").unwrap().clone();
     let widgets = Widgets { pool: pool.clone(), fail_next: Arc::default(), gate };
     let mut config = Idempotency::new(pool.clone()).required();
+    if let Some(lease) = lease {
+        config = config.lease(lease);
+    }
     if let Some(key) = key {
         config = config.scoped_by(verifier_trusting(key));
     }
@@ -72,6 +84,15 @@ async fn fixture(gate: Option<(Arc<Notify>, Arc<Notify>)>, key: Option<&TestKey>
 }
 
 impl Fixture {
+    /// The request creating a sprocket under `key`, not sent yet (tests send it twice).
+    fn sprocket(&self, key: &str) -> reqwest::RequestBuilder {
+        self.app
+            .client
+            .post(self.app.url("/widgets"))
+            .header("idempotency-key", key)
+            .json(&json!({ "name": "sprocket" }))
+    }
+
     /// POST /widgets with an idempotency key, as `token`'s subject when given.
     async fn post(&self, key: &str, body: Value, token: Option<&str>) -> reqwest::Response {
         let request = self.app.client.post(self.app.url("/widgets")).header("idempotency-key", key).json(&body);
@@ -120,12 +141,7 @@ async fn the_same_key_with_a_different_body_is_422() {
 async fn a_concurrent_duplicate_is_409_while_the_first_is_in_flight() {
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     let f = fixture(Some((entered.clone(), release.clone())), None).await;
-    let request = f
-        .app
-        .client
-        .post(f.app.url("/widgets"))
-        .header("idempotency-key", "key-1")
-        .json(&json!({ "name": "sprocket" }));
+    let request = f.sprocket("key-1");
     let first = tokio::spawn(request.try_clone().unwrap().send());
     entered.notified().await;
 
@@ -192,4 +208,55 @@ async fn a_replayed_refusal_keeps_its_code_and_details_under_a_new_request_id() 
     assert_eq!(replayed["error"]["details"], first["error"]["details"]);
     assert_eq!(replayed["error"]["request_id"], request_id.as_str());
     assert_ne!(replayed["error"]["request_id"], first["error"]["request_id"]);
+}
+
+#[tokio::test]
+async fn a_long_request_keeps_its_key_by_renewing_its_lease() {
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let f = fixture_with_lease(Some((entered.clone(), release.clone())), None, Some(Duration::from_millis(300))).await;
+    let request = f.sprocket("key-1");
+    let first = tokio::spawn(request.try_clone().unwrap().send());
+    entered.notified().await;
+    // Several leases go by while the first request runs: it renews its hold on the key.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let duplicate = request.send().await.unwrap();
+    assert_eq!(duplicate.status(), StatusCode::CONFLICT);
+
+    release.notify_one();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    assert_eq!(widget_count(&f.pool).await, 1);
+}
+
+#[tokio::test]
+async fn a_key_left_in_flight_by_a_crashed_process_is_free_after_one_lease() {
+    let lease = Duration::from_secs(1);
+    let f = fixture_with_lease(None, None, Some(lease)).await;
+    let body = json!({ "name": "sprocket" });
+    // What a process killed mid-request leaves: the claim, never renewed again, no outcome.
+    let fingerprint = {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(format!("POST /widgets\n{body}"));
+        hash.finalize().to_vec()
+    };
+    sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, expires_at)
+         VALUES ('anonymous', 'key-1', $1, now() + $2, now() + interval '1 day')",
+    )
+    .bind(&fingerprint)
+    .bind(lease)
+    .execute(&f.pool)
+    .await
+    .unwrap();
+
+    assert_eq!(f.post("key-1", body.clone(), None).await.status(), StatusCode::CONFLICT, "while the lease runs");
+    let started = std::time::Instant::now();
+    let retried = platform::testing::eventually(Duration::from_secs(5), || async {
+        let response = f.post("key-1", body.clone(), None).await;
+        Ok((response.status() == StatusCode::CREATED).then_some(started.elapsed()))
+    })
+    .await
+    .unwrap();
+    assert!(retried < Duration::from_secs(3), "free after one lease, not a minute: {retried:?}");
+    assert_eq!(widget_count(&f.pool).await, 1);
 }

@@ -27,11 +27,15 @@ macro_rules! on_both_topologies {
 }
 
 mod architecture;
+mod jwt_attacks;
 mod notifications;
 mod observability;
 mod operations;
 mod orders;
 mod payments;
+mod revocation;
+mod role_matrix;
+mod security;
 mod shop;
 mod topology;
 mod traces;

@@ -92,7 +92,8 @@ fn validate(user_id: Uuid, idempotency_key: String, body: PlaceOrderRequest) -> 
         }
         if let Some(product) = product {
             if !seen.insert(product.clone()) {
-                field(format!("lines[{index}]"), "duplicate", "names a product already on another line");
+                let repeated = repeated_line(format!("lines[{index}]"));
+                field(repeated.field, &repeated.code, &repeated.message);
             }
             lines.push(LineRequest { product, quantity: u32::try_from(quantity).unwrap_or_default() });
         }
@@ -117,6 +118,12 @@ fn validate(user_id: Uuid, idempotency_key: String, body: PlaceOrderRequest) -> 
     }
 }
 
+/// A line naming a product another line names: as written (two lines with one SKU), or once
+/// resolved (by id on one line, by SKU on another), answered alike.
+fn repeated_line(field: String) -> FieldError {
+    FieldError { field, code: "duplicate".to_owned(), message: "names a product already on another line".to_owned() }
+}
+
 fn place_error(error: PlaceOrderError) -> ApiError {
     match error {
         PlaceOrderError::Lines(problems) => {
@@ -134,6 +141,9 @@ fn place_error(error: PlaceOrderError) -> ApiError {
                 })
                 .collect();
             ApiError::unprocessable("unorderable_lines", "Some lines cannot be ordered as asked.").with_details(details)
+        }
+        PlaceOrderError::RepeatedProducts(lines) => {
+            ApiError::validation(lines.into_iter().map(|index| repeated_line(format!("lines[{index}]"))).collect())
         }
         PlaceOrderError::InventoryUnavailable { retry_after } => ApiError::unavailable(
             "inventory_unavailable",

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::OrdersService;
-use crate::domain::price;
+use crate::domain::{price, repeated_products};
 use crate::store::orders::{self, Cause, NewOrder};
 
 /// One requested line.
@@ -57,6 +57,10 @@ pub(crate) enum PlaceOrderError {
     /// Lines inventory cannot sell as asked (unknown, inactive, short, other currency).
     #[error("some lines cannot be ordered")]
     Lines(Vec<LineProblem>),
+    /// Lines (by index) that name a product an earlier line names too, once resolved (by id
+    /// on one line and by SKU on another, say).
+    #[error("a product is on more than one line")]
+    RepeatedProducts(Vec<usize>),
     /// Inventory could not be asked; nothing was written.
     #[error("the inventory module is unavailable")]
     InventoryUnavailable { retry_after: Duration },
@@ -105,6 +109,10 @@ impl OrdersService {
             return Err(
                 anyhow::anyhow!("the quote has {} lines for {} asked", quote.lines.len(), request.lines.len()).into()
             );
+        }
+        let repeated = repeated_products(quote.lines.iter().map(|line| line.product_id));
+        if !repeated.is_empty() {
+            return Err(PlaceOrderError::RepeatedProducts(repeated));
         }
         let lines = quote
             .lines

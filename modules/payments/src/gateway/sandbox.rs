@@ -20,24 +20,33 @@
 //! moving money again. The sandbox counts the requests and the executions of every key, so
 //! tests can prove nothing was charged twice. [`SandboxGateway::set_outage`] makes every call
 //! answer 503 (circuit breaker tests and demos).
+//!
+//! Its books are durable (ADR 0021): charges, stored answers, pending webhooks and the outage
+//! switch live in PostgreSQL, schema `payments_sandbox`, shared by every replica, so a
+//! restart loses nothing: an asynchronous payment decided while every process was down is
+//! still decided, told by webhook when one is up again, and seen by reconciliation's lookups.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+mod books;
+
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use payments_contract::events::FailureCode;
-use platform::money::Money;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use self::books::{Books, Charge, Claim, Decision, Status, Stored};
 use super::{
     Authorization, AuthorizeRequest, CaptureRequest, GatewayError, GatewayPayment, PaymentGateway, RefundRequest,
     VoidRequest,
 };
+
+pub use self::books::SCHEMA as SANDBOX_SCHEMA;
 
 /// How the sandbox behaves; [`SandboxConfig::default`] gives the documented values.
 #[derive(Debug, Clone)]
@@ -145,132 +154,156 @@ impl SandboxSignature {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    Processing,
-    Authorized,
-    Captured,
-    Voided,
-    Declined(FailureCode),
-}
-
-#[derive(Debug, Clone)]
-struct Charge {
-    reference: String,
-    amount: Money,
-    captured: i64,
-    refunded: i64,
-    status: Status,
-    /// For asynchronous tokens: when and how the outcome is decided.
-    decided_at: Option<(chrono::DateTime<Utc>, Status)>,
-}
-
-#[derive(Debug, Clone)]
-enum Stored {
-    Authorization(Result<Authorization, GatewayError>),
-    Done(Result<(), GatewayError>),
-    Refund(Result<String, GatewayError>),
-}
-
-#[derive(Debug, Default)]
-struct Books {
-    outage: bool,
-    charges: HashMap<Uuid, Charge>,
-    answers: HashMap<String, Stored>,
-    requests: HashMap<String, u32>,
-    executions: HashMap<String, u32>,
-    failed_once: HashSet<String>,
-    /// Keys with a request under way: a second request with one of them is refused, as real
-    /// gateways answer 409 to concurrent requests with the same idempotency key.
-    in_flight: HashSet<String>,
-}
-
 /// A request under way with its key; the key is free again when this is dropped, also when
-/// the caller gives up on the request midway.
+/// the caller gives up on the request midway (a crashed process's key frees itself after a
+/// lease).
 struct InFlight {
-    books: Arc<Mutex<Books>>,
+    books: Arc<Books>,
     key: String,
+    answered: bool,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.books.lock().unwrap_or_else(PoisonError::into_inner).in_flight.remove(&self.key);
+        if self.answered {
+            return;
+        }
+        let (books, key) = (self.books.clone(), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { books.release(&key).await.ok() });
+        }
     }
 }
 
-/// The sandbox gateway; clones share their books.
+/// The sandbox gateway; clones share their books and webhook target.
 #[derive(Debug, Clone)]
 pub struct SandboxGateway {
     config: SandboxConfig,
-    books: Arc<Mutex<Books>>,
+    books: Arc<Books>,
     webhook: Arc<Mutex<Option<WebhookTarget>>>,
     http: reqwest::Client,
 }
 
+/// Webhook deliveries: how many attempts before the sandbox gives up on one (about half an
+/// hour with the backoff below), and how long one attempt may take.
+const WEBHOOK_ATTEMPTS: i32 = 40;
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The books' storage failing is the gateway failing: a 5xx, retried by the caller.
+fn storage(error: &anyhow::Error) -> GatewayError {
+    tracing::warn!("sandbox gateway storage failed: {error:#}");
+    GatewayError::Unavailable("503 Service Unavailable (sandbox storage)".to_owned())
+}
+
 impl SandboxGateway {
-    pub fn new(config: SandboxConfig) -> Self {
+    /// A sandbox keeping its books through `pool`, in schema [`SANDBOX_SCHEMA`], which must
+    /// exist (its tables are created on first use). Any role owning that schema will do; the
+    /// app hands it the payments module's pool.
+    pub fn new(pool: PgPool, config: SandboxConfig) -> Self {
         Self {
             config,
-            books: Arc::default(),
+            books: Arc::new(Books::new(pool)),
             webhook: Arc::default(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+            http: reqwest::Client::builder().timeout(WEBHOOK_TIMEOUT).build().unwrap_or_default(),
         }
     }
 
     /// Where asynchronous outcomes are delivered; without a target they are only seen by
-    /// lookups (reconciliation).
+    /// lookups (reconciliation). The first target set starts this process's webhook sender,
+    /// which delivers every due webhook of the shared books (whichever replica took the
+    /// payment), and stops once the gateway is dropped or its pool closes.
     pub fn set_webhook_target(&self, target: WebhookTarget) {
-        *self.webhook.lock().unwrap_or_else(PoisonError::into_inner) = Some(target);
+        let first = self.webhook.lock().unwrap_or_else(PoisonError::into_inner).replace(target).is_none();
+        if first && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let sender = WebhookSender {
+                books: Arc::downgrade(&self.books),
+                target: self.webhook.clone(),
+                http: self.http.clone(),
+            };
+            runtime.spawn(sender.run());
+        }
     }
 
-    /// While on, every call answers 503 without doing anything.
-    pub fn set_outage(&self, outage: bool) {
-        self.books().outage = outage;
+    /// While on, every call answers 503 without doing anything (for every replica: the
+    /// switch is in the books).
+    ///
+    /// # Errors
+    /// When the books cannot be written.
+    pub async fn set_outage(&self, outage: bool) -> anyhow::Result<()> {
+        let until = outage.then(|| Utc::now() + chrono::TimeDelta::days(365));
+        self.books.set_outage_until(until).await
     }
 
     /// How many times `idempotency_key` was asked for.
-    pub fn requests(&self, idempotency_key: &str) -> u32 {
-        self.books().requests.get(idempotency_key).copied().unwrap_or_default()
+    ///
+    /// # Errors
+    /// When the books cannot be read.
+    pub async fn requests(&self, idempotency_key: &str) -> anyhow::Result<u32> {
+        Ok(self.books.counts(idempotency_key).await?.0)
     }
 
     /// How many times the operation of `idempotency_key` was carried out (money moved).
-    pub fn executions(&self, idempotency_key: &str) -> u32 {
-        self.books().executions.get(idempotency_key).copied().unwrap_or_default()
+    ///
+    /// # Errors
+    /// When the books cannot be read.
+    pub async fn executions(&self, idempotency_key: &str) -> anyhow::Result<u32> {
+        Ok(self.books.counts(idempotency_key).await?.1)
     }
 
     /// Everything carried out for a payment: (captured, refunded), in minor units.
-    pub fn settled(&self, payment_id: Uuid) -> Option<(i64, i64)> {
-        self.books().charges.get(&payment_id).map(|charge| (charge.captured, charge.refunded))
-    }
-
-    fn books(&self) -> MutexGuard<'_, Books> {
-        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+    ///
+    /// # Errors
+    /// When the books cannot be read.
+    pub async fn settled(&self, payment_id: Uuid) -> anyhow::Result<Option<(i64, i64)>> {
+        Ok(self.books.charge(payment_id).await?.map(|charge| (charge.captured, charge.refunded)))
     }
 
     /// The common start of every call: latency, outage, concurrent use of the key, request
     /// counting and replay. The call holds the returned guard until it has stored its answer.
     async fn open(&self, key: &str, latency: Duration) -> Result<(Option<Stored>, InFlight), GatewayError> {
         tokio::time::sleep(latency).await;
-        let mut books = self.books();
-        if books.outage {
+        if self.books.in_outage().await.map_err(|e| storage(&e))? {
             return Err(GatewayError::Unavailable("503 Service Unavailable (sandbox outage)".to_owned()));
         }
-        if !books.in_flight.insert(key.to_owned()) {
-            return Err(GatewayError::Unavailable(
+        match self.books.claim(key).await.map_err(|e| storage(&e))? {
+            Claim::Busy => Err(GatewayError::Unavailable(
                 "409 Conflict: a request with this idempotency key is in progress".to_owned(),
-            ));
+            )),
+            Claim::Held(stored) => {
+                let guard = InFlight { books: self.books.clone(), key: key.to_owned(), answered: false };
+                Ok((stored, guard))
+            }
         }
-        *books.requests.entry(key.to_owned()).or_default() += 1;
-        let guard = InFlight { books: self.books.clone(), key: key.to_owned() };
-        Ok((books.answers.get(key).cloned(), guard))
     }
 
-    fn store(&self, key: &str, answer: Stored, executed: bool) {
-        let mut books = self.books();
-        books.answers.insert(key.to_owned(), answer);
-        if executed {
-            *books.executions.entry(key.to_owned()).or_default() += 1;
+    /// Stores the answer of the request holding `guard`'s key.
+    async fn store(&self, mut guard: InFlight, answer: &Stored, executed: bool) -> Result<(), GatewayError> {
+        self.books.answer(&guard.key, answer, executed).await.map_err(|e| storage(&e))?;
+        guard.answered = true;
+        Ok(())
+    }
+
+    /// Frees the key of a request that answered a failure worth retrying (nothing stored).
+    async fn abandon(&self, mut guard: InFlight) {
+        if self.books.release(&guard.key).await.is_ok() {
+            guard.answered = true;
         }
+    }
+
+    /// Stores `answer` for the key and returns it.
+    async fn conclude<T>(
+        &self,
+        guard: InFlight,
+        answer: Result<T, GatewayError>,
+        stored: Stored,
+    ) -> Result<T, GatewayError> {
+        let executed = answer.is_ok();
+        let stored = match &answer {
+            Err(error) => Stored::of_error(error).unwrap_or(stored),
+            Ok(_) => stored,
+        };
+        self.store(guard, &stored, executed).await?;
+        answer
     }
 
     fn decline_message(code: FailureCode) -> &'static str {
@@ -287,64 +320,128 @@ impl SandboxGateway {
         GatewayError::Declined { code, message: Self::decline_message(code).to_owned() }
     }
 
-    /// Decides the asynchronous outcomes that are due.
-    fn decide_due(books: &mut Books) {
-        let now = Utc::now();
-        for charge in books.charges.values_mut() {
-            if let Some((at, outcome)) = charge.decided_at
-                && at <= now
-                && charge.status == Status::Processing
-            {
-                charge.status = outcome;
+    /// The webhook telling the outcome of an asynchronous payment.
+    fn webhook_body(payment_id: Uuid, reference: &str, outcome: Status) -> String {
+        let (event_type, code) = match outcome {
+            Status::Declined(code) => ("payment.failed", Some(code)),
+            _ => ("payment.authorized", None),
+        };
+        serde_json::json!({
+            "id": format!("evt_{}", Uuid::now_v7().simple()),
+            "type": event_type,
+            "created": Utc::now().timestamp(),
+            "data": {
+                "payment_id": payment_id,
+                "reference": reference,
+                "code": code,
+                "message": code.map(Self::decline_message),
+            },
+        })
+        .to_string()
+    }
+
+    async fn async_authorization(
+        &self,
+        request: &AuthorizeRequest,
+        reference: String,
+        outcome: Status,
+        tell: bool,
+    ) -> anyhow::Result<Authorization> {
+        let at = Utc::now() + chrono::TimeDelta::from_std(self.config.async_delay).unwrap_or_default();
+        let charge = self.charge_of(request, &reference, Status::Processing);
+        self.books.record_charge(&charge, Some(Decision { at, outcome })).await?;
+        if tell {
+            let body = Self::webhook_body(request.payment_id, &reference, outcome);
+            self.books.enqueue_webhook(request.payment_id, &body, at).await?;
+        }
+        Ok(Authorization::Processing { reference })
+    }
+
+    fn charge_of(&self, request: &AuthorizeRequest, reference: &str, status: Status) -> Charge {
+        Charge {
+            payment_id: request.payment_id,
+            reference: reference.to_owned(),
+            amount: request.amount.amount,
+            currency: request.amount.currency.as_str().to_owned(),
+            captured: 0,
+            refunded: 0,
+            status,
+        }
+    }
+
+    /// The charge as it stands now, asynchronous outcomes that are due decided.
+    async fn current(&self, payment_id: Uuid) -> anyhow::Result<Option<Charge>> {
+        self.books.decide_due().await?;
+        self.books.charge(payment_id).await
+    }
+}
+
+/// Sends the books' due webhooks from one process. It holds the books weakly: when the
+/// gateway is dropped (the app stopped) it stops too.
+struct WebhookSender {
+    books: std::sync::Weak<Books>,
+    target: Arc<Mutex<Option<WebhookTarget>>>,
+    http: reqwest::Client,
+}
+
+impl WebhookSender {
+    /// Delivers due webhooks until the gateway is gone or its pool closes: like a real
+    /// gateway, each is retried with backoff until the receiver answers 2xx, across restarts
+    /// of any process.
+    async fn run(self) {
+        const IDLE: Duration = Duration::from_millis(200);
+        loop {
+            let Some(books) = self.books.upgrade() else { return };
+            if books.pool().is_closed() {
+                return;
+            }
+            let sent = self.send_due(&books).await;
+            drop(books);
+            match sent {
+                Ok(0) | Err(_) => tokio::time::sleep(IDLE).await,
+                Ok(_) => {}
             }
         }
     }
 
-    fn send_webhook_later(&self, payment_id: Uuid, reference: String, outcome: Status) {
-        let Some(target) = self.webhook.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
-            return;
+    async fn send_due(&self, books: &Books) -> anyhow::Result<usize> {
+        if books.in_outage().await? {
+            return Ok(0);
+        }
+        books.decide_due().await?;
+        let Some(target) = self.target.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+            return Ok(0);
         };
-        let (delay, http, books) = (self.config.async_delay, self.http.clone(), self.books.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            Self::decide_due(&mut books.lock().unwrap_or_else(PoisonError::into_inner));
-            let (event_type, code) = match outcome {
-                Status::Declined(code) => ("payment.failed", Some(code)),
-                _ => ("payment.authorized", None),
+        let due = books.claim_due_webhooks(10, WEBHOOK_TIMEOUT * 2, WEBHOOK_ATTEMPTS).await?;
+        for webhook in &due {
+            let timestamp = Utc::now().timestamp();
+            let sent = self
+                .http
+                .post(&target.url)
+                .header("content-type", "application/json")
+                .header(
+                    SandboxSignature::HEADER,
+                    SandboxSignature::sign(&target.secret, timestamp, webhook.body.as_bytes()),
+                )
+                .body(webhook.body.clone())
+                .send()
+                .await;
+            let failure = match sent {
+                Ok(response) if response.status().is_success() => None,
+                Ok(response) => Some(format!("answered {}", response.status())),
+                Err(error) => Some(format!("not delivered: {error}")),
             };
-            let body = serde_json::json!({
-                "id": format!("evt_{}", Uuid::now_v7().simple()),
-                "type": event_type,
-                "created": Utc::now().timestamp(),
-                "data": {
-                    "payment_id": payment_id,
-                    "reference": reference,
-                    "code": code,
-                    "message": code.map(Self::decline_message),
-                },
-            })
-            .to_string();
-            // Like a real gateway: a few attempts with backoff until the receiver says 2xx.
-            for attempt in 0..5u32 {
-                let timestamp = Utc::now().timestamp();
-                let sent = http
-                    .post(&target.url)
-                    .header("content-type", "application/json")
-                    .header(
-                        SandboxSignature::HEADER,
-                        SandboxSignature::sign(&target.secret, timestamp, body.as_bytes()),
-                    )
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) if response.status().is_success() => return,
-                    Ok(response) => tracing::warn!(status = %response.status(), attempt, "sandbox webhook refused"),
-                    Err(error) => tracing::warn!(%error, attempt, "sandbox webhook not delivered"),
+            match failure {
+                None => books.webhook_delivered(webhook.id).await?,
+                Some(error) => {
+                    let exponent = u32::try_from(webhook.attempts.clamp(1, 7) - 1).unwrap_or_default();
+                    let retry_in = (Duration::from_millis(500) * 2u32.pow(exponent)).min(Duration::from_secs(60));
+                    tracing::warn!(attempt = webhook.attempts, %error, "sandbox webhook failed; retrying later");
+                    books.webhook_failed(webhook.id, &error, retry_in).await?;
                 }
-                tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(attempt)).await;
             }
-        });
+        }
+        Ok(due.len())
     }
 }
 
@@ -354,154 +451,142 @@ impl PaymentGateway for SandboxGateway {
         let key = request.idempotency_key.as_str();
         let token = request.payment_method.as_str();
         let latency = if token == "pm_card_slow" { self.config.slow_latency } else { self.config.latency };
-        let (stored, _in_flight) = self.open(key, latency).await?;
-        if let Some(Stored::Authorization(answer)) = stored {
+        let (stored, guard) = self.open(key, latency).await?;
+        if let Some(answer) = stored.as_ref().and_then(Stored::authorization) {
+            self.store(guard, stored.as_ref().unwrap_or(&Stored::Done), false).await?;
             return answer;
         }
         let reference = format!("auth_{}", request.payment_id.simple());
-        let charge = |status| Charge {
-            reference: reference.clone(),
-            amount: request.amount,
-            captured: 0,
-            refunded: 0,
-            status,
-            decided_at: None,
-        };
-        let declined = |code| {
-            let answer = Err(Self::decline(code));
-            self.books().charges.insert(request.payment_id, charge(Status::Declined(code)));
-            self.store(key, Stored::Authorization(answer.clone()), false);
-            answer
-        };
-        match token {
-            "pm_card_declined" => return declined(FailureCode::CardDeclined),
-            "pm_card_insufficient_funds" => return declined(FailureCode::InsufficientFunds),
-            "pm_card_expired" => return declined(FailureCode::ExpiredCard),
-            "pm_card_unavailable" => return Err(GatewayError::Unavailable("503 Service Unavailable".to_owned())),
-            "pm_card_error_once" if self.books().failed_once.insert(key.to_owned()) => {
+        let declined = |code| Status::Declined(code);
+        let outcome = match token {
+            "pm_card_declined" => Err(declined(FailureCode::CardDeclined)),
+            "pm_card_insufficient_funds" => Err(declined(FailureCode::InsufficientFunds)),
+            "pm_card_expired" => Err(declined(FailureCode::ExpiredCard)),
+            "pm_card_unavailable" => {
+                self.abandon(guard).await;
+                return Err(GatewayError::Unavailable("503 Service Unavailable".to_owned()));
+            }
+            "pm_card_error_once" if self.books.fail_first_time(key).await.map_err(|e| storage(&e))? => {
+                self.abandon(guard).await;
                 return Err(GatewayError::Unavailable("503 Service Unavailable".to_owned()));
             }
             "pm_card_async" | "pm_card_async_declined" | "pm_card_async_silent" => {
                 let outcome = if token == "pm_card_async_declined" {
-                    Status::Declined(FailureCode::CardDeclined)
+                    declined(FailureCode::CardDeclined)
                 } else {
                     Status::Authorized
                 };
-                let decided_at = Utc::now() + chrono::TimeDelta::from_std(self.config.async_delay).unwrap_or_default();
-                let mut pending = charge(Status::Processing);
-                pending.decided_at = Some((decided_at, outcome));
-                self.books().charges.insert(request.payment_id, pending);
-                let answer = Ok(Authorization::Processing { reference: reference.clone() });
-                self.store(key, Stored::Authorization(answer.clone()), true);
-                if token != "pm_card_async_silent" {
-                    self.send_webhook_later(request.payment_id, reference, outcome);
-                }
-                return answer;
+                let answer = self
+                    .async_authorization(request, reference.clone(), outcome, token != "pm_card_async_silent")
+                    .await
+                    .map_err(|e| storage(&e))?;
+                self.store(guard, &Stored::Processing { reference }, true).await?;
+                return Ok(answer);
             }
-            "pm_card_visa" | "pm_card_mastercard" | "pm_card_slow" | "pm_card_timeout_once" | "pm_card_error_once" => {}
-            _ => return declined(FailureCode::InvalidPaymentMethod),
+            "pm_card_visa" | "pm_card_mastercard" | "pm_card_slow" | "pm_card_timeout_once" | "pm_card_error_once" => {
+                Ok(())
+            }
+            _ => Err(declined(FailureCode::InvalidPaymentMethod)),
+        };
+        if let Err(Status::Declined(code)) = outcome {
+            let charge = self.charge_of(request, &reference, Status::Declined(code));
+            self.books.record_charge(&charge, None).await.map_err(|e| storage(&e))?;
+            let error = Self::decline(code);
+            self.store(guard, &Stored::of_error(&error).unwrap_or(Stored::Done), false).await?;
+            return Err(error);
         }
-        self.books().charges.insert(request.payment_id, charge(Status::Authorized));
-        let answer = Ok(Authorization::Approved { reference });
-        self.store(key, Stored::Authorization(answer.clone()), true);
-        if token == "pm_card_timeout_once" && self.requests(key) == 1 {
+        let charge = self.charge_of(request, &reference, Status::Authorized);
+        self.books.record_charge(&charge, None).await.map_err(|e| storage(&e))?;
+        self.store(guard, &Stored::Approved { reference: reference.clone() }, true).await?;
+        if token == "pm_card_timeout_once" && self.requests(key).await.map_err(|e| storage(&e))? == 1 {
             // Done, but the answer is lost on the way: the caller times out.
             tokio::time::sleep(self.config.hang).await;
         }
-        answer
+        Ok(Authorization::Approved { reference })
     }
 
     async fn capture(&self, request: &CaptureRequest) -> Result<(), GatewayError> {
         let key = request.idempotency_key.as_str();
-        let (stored, _in_flight) = self.open(key, self.config.latency).await?;
-        if let Some(Stored::Done(answer)) = stored {
+        let (stored, guard) = self.open(key, self.config.latency).await?;
+        if let Some(answer) = stored.as_ref().and_then(Stored::done) {
+            self.store(guard, stored.as_ref().unwrap_or(&Stored::Done), false).await?;
             return answer;
         }
-        let answer = {
-            let mut books = self.books();
-            Self::decide_due(&mut books);
-            match books.charges.get_mut(&request.payment_id) {
-                Some(charge)
-                    if charge.status == Status::Authorized && request.amount.amount <= charge.amount.amount =>
-                {
-                    charge.status = Status::Captured;
-                    charge.captured = request.amount.amount;
-                    Ok(())
-                }
-                Some(charge) => Err(GatewayError::Refused(format!(
+        let answer = async {
+            self.books.decide_due().await?;
+            if self.books.capture(request.payment_id, request.amount.amount).await? {
+                return Ok(Ok(()));
+            }
+            Ok(Err(match self.books.charge(request.payment_id).await? {
+                Some(charge) => GatewayError::Refused(format!(
                     "cannot capture {} of an authorization that is {:?}",
                     request.amount.amount, charge.status
-                ))),
-                None => Err(GatewayError::Refused(format!("no such authorization: {}", request.reference))),
-            }
-        };
-        self.store(key, Stored::Done(answer.clone()), answer.is_ok());
-        answer
+                )),
+                None => GatewayError::Refused(format!("no such authorization: {}", request.reference)),
+            }))
+        }
+        .await
+        .map_err(|e: anyhow::Error| storage(&e))?;
+        self.conclude(guard, answer, Stored::Done).await
     }
 
     async fn void(&self, request: &VoidRequest) -> Result<(), GatewayError> {
         let key = request.idempotency_key.as_str();
-        let (stored, _in_flight) = self.open(key, self.config.latency).await?;
-        if let Some(Stored::Done(answer)) = stored {
+        let (stored, guard) = self.open(key, self.config.latency).await?;
+        if let Some(answer) = stored.as_ref().and_then(Stored::done) {
+            self.store(guard, stored.as_ref().unwrap_or(&Stored::Done), false).await?;
             return answer;
         }
-        let answer = {
-            let mut books = self.books();
-            Self::decide_due(&mut books);
-            match books.charges.get_mut(&request.payment_id) {
-                Some(charge) if matches!(charge.status, Status::Authorized | Status::Processing) => {
-                    charge.status = Status::Voided;
-                    charge.decided_at = None;
-                    Ok(())
-                }
-                Some(charge) => {
-                    Err(GatewayError::Refused(format!("cannot void a payment that is {:?}", charge.status)))
-                }
-                None => Err(GatewayError::Refused(format!("no such authorization: {}", request.reference))),
+        let answer = async {
+            self.books.decide_due().await?;
+            if self.books.void(request.payment_id).await? {
+                return Ok(Ok(()));
             }
-        };
-        self.store(key, Stored::Done(answer.clone()), answer.is_ok());
-        answer
+            Ok(Err(match self.books.charge(request.payment_id).await? {
+                Some(charge) => GatewayError::Refused(format!("cannot void a payment that is {:?}", charge.status)),
+                None => GatewayError::Refused(format!("no such authorization: {}", request.reference)),
+            }))
+        }
+        .await
+        .map_err(|e: anyhow::Error| storage(&e))?;
+        self.conclude(guard, answer, Stored::Done).await
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
         let key = request.idempotency_key.as_str();
-        let (stored, _in_flight) = self.open(key, self.config.latency).await?;
-        if let Some(Stored::Refund(answer)) = stored {
+        let (stored, guard) = self.open(key, self.config.latency).await?;
+        if let Some(answer) = stored.as_ref().and_then(Stored::refund) {
+            self.store(guard, stored.as_ref().unwrap_or(&Stored::Done), false).await?;
             return answer;
         }
-        let answer = {
-            let mut books = self.books();
-            match books.charges.get_mut(&request.payment_id) {
-                Some(charge)
-                    if charge.status == Status::Captured
-                        && charge.refunded + request.amount.amount <= charge.captured =>
-                {
-                    charge.refunded += request.amount.amount;
-                    Ok(format!("re_{}", Uuid::now_v7().simple()))
-                }
-                Some(charge) => Err(GatewayError::Refused(format!(
+        let refund_reference = format!("re_{}", Uuid::now_v7().simple());
+        let answer = async {
+            if self.books.refund(request.payment_id, request.amount.amount).await? {
+                return Ok(Ok(refund_reference.clone()));
+            }
+            Ok(Err(match self.books.charge(request.payment_id).await? {
+                Some(charge) => GatewayError::Refused(format!(
                     "cannot refund {} of a payment with {} captured and {} refunded",
                     request.amount.amount, charge.captured, charge.refunded
-                ))),
-                None => Err(GatewayError::Refused(format!("no such payment: {}", request.reference))),
-            }
-        };
-        self.store(key, Stored::Refund(answer.clone()), answer.is_ok());
-        answer
+                )),
+                None => GatewayError::Refused(format!("no such payment: {}", request.reference)),
+            }))
+        }
+        .await
+        .map_err(|e: anyhow::Error| storage(&e))?;
+        self.conclude(guard, answer, Stored::Refunded { refund_reference: refund_reference.clone() }).await
     }
 
     async fn lookup(&self, payment_id: Uuid) -> Result<GatewayPayment, GatewayError> {
         tokio::time::sleep(self.config.latency).await;
-        let mut books = self.books();
-        if books.outage {
+        if self.books.in_outage().await.map_err(|e| storage(&e))? {
             return Err(GatewayError::Unavailable("503 Service Unavailable (sandbox outage)".to_owned()));
         }
-        Self::decide_due(&mut books);
-        Ok(match books.charges.get(&payment_id) {
+        let charge = self.current(payment_id).await.map_err(|e| storage(&e))?;
+        Ok(match charge {
             None => GatewayPayment::Unknown,
             Some(charge) => {
-                let reference = charge.reference.clone();
+                let reference = charge.reference;
                 match charge.status {
                     Status::Processing => GatewayPayment::Processing { reference },
                     Status::Authorized => GatewayPayment::Authorized { reference },
@@ -514,4 +599,13 @@ impl PaymentGateway for SandboxGateway {
             }
         })
     }
+}
+
+/// When the outage switch of the books behind `pool` ends: `None` when the gateway is up.
+/// For operators and the chaos harness, which take the gateway down for a while.
+///
+/// # Errors
+/// When the books cannot be written.
+pub async fn set_sandbox_outage_until(pool: PgPool, until: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+    Books::new(pool).set_outage_until(until).await
 }

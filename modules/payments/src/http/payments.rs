@@ -63,6 +63,32 @@ impl TryFrom<PaymentRow> for PaymentSummary {
     }
 }
 
+/// Why a person must look at a payment (admins only; ADR 0021), or the acknowledgement that
+/// last cleared such a flag.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AttentionView {
+    /// `reconciliation_gave_up`, `gateway_disagrees`, `release_refused` or `refund_refused`,
+    /// with the details; `null` once acknowledged.
+    reason: Option<String>,
+    since: Option<DateTime<Utc>>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    acknowledged_by: Option<String>,
+    /// The admin's note: how it was settled with the processor.
+    acknowledgement: Option<String>,
+}
+
+impl AttentionView {
+    fn of(row: &PaymentRow) -> Option<Self> {
+        (row.attention.is_some() || row.acknowledged_at.is_some()).then(|| Self {
+            reason: row.attention.clone(),
+            since: row.attention_since,
+            acknowledged_at: row.acknowledged_at,
+            acknowledged_by: row.acknowledged_by.clone(),
+            acknowledgement: row.acknowledgement.clone(),
+        })
+    }
+}
+
 /// A payment with its balances, refunds and ledger.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PaymentView {
@@ -86,6 +112,8 @@ pub(crate) struct PaymentView {
     refundable: i64,
     refunds: Vec<RefundRow>,
     ledger: Vec<Entry>,
+    /// Admins only: a flag for a person, or its acknowledgement.
+    attention: Option<AttentionView>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -114,6 +142,7 @@ async fn read(state: &PaymentsState, id: Uuid) -> Result<Option<PaymentView>, Ap
         refundable: (balances.captured - committed).max(0),
         refunds: refund_rows,
         ledger: entries,
+        attention: AttentionView::of(&row),
         created_at: row.created_at,
         updated_at: row.updated_at,
     }))
@@ -131,6 +160,9 @@ pub(crate) struct ListPaymentsQuery {
     status: Option<PaymentStatus>,
     /// Admins only: this customer's payments.
     user_id: Option<Uuid>,
+    /// Admins only: `true` for the payments a person must look at (ADR 0021), `false` for
+    /// the others.
+    needs_attention: Option<bool>,
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `meta.next_cursor` of the previous page.
@@ -147,7 +179,7 @@ pub(crate) struct PaymentPage {
 }
 
 /// Lists payments, newest first: a customer's own (e.g. `?order_id=` for one order's); for
-/// admins everyone's, filtered by order, customer and status.
+/// admins everyone's, filtered by order, customer, status and whether a person must look.
 #[utoipa::path(get, path = "/payments", tag = "payments",
     params(ListPaymentsQuery),
     security(("bearer" = [])),
@@ -155,7 +187,7 @@ pub(crate) struct PaymentPage {
         (status = 200, description = "A page of payments", body = PaymentPage),
         (status = 400, description = "Bad limit, sort, cursor or filter", body = ErrorEnvelope),
         (status = 401, description = "No or invalid token", body = ErrorEnvelope),
-        (status = 403, description = "`user_id` filter from a non-admin for another customer", body = ErrorEnvelope),
+        (status = 403, description = "`user_id` filter from a non-admin for another customer, or `needs_attention` from a non-admin", body = ErrorEnvelope),
     ))]
 pub(crate) async fn list_payments(
     Authenticated(principal): Authenticated,
@@ -167,8 +199,15 @@ pub(crate) async fn list_payments(
     if page.after.as_ref().is_some_and(|ListKey(at, _)| !(1..=9999).contains(&chrono::Datelike::year(at))) {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor is not one this endpoint issued."));
     }
-    let filter =
-        ListFilter { user_id: principal.list_scope(query.user_id)?, order_id: query.order_id, status: query.status };
+    if query.needs_attention.is_some() && !principal.is_admin() {
+        return Err(ApiError::forbidden());
+    }
+    let filter = ListFilter {
+        user_id: principal.list_scope(query.user_id)?,
+        order_id: query.order_id,
+        status: query.status,
+        needs_attention: query.needs_attention,
+    };
     let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
     let rows = payments::list(&mut db, &filter, &page).await?;
     Ok(Page::from_overfetch(rows, &page, |row| ListKey(row.created_at, row.id)).try_map(PaymentSummary::try_from)?)
@@ -190,9 +229,60 @@ pub(crate) async fn get_payment(
     Path(id): Path<Uuid>,
 ) -> Result<Data<PaymentView>, ApiError> {
     match read(&state, id).await? {
-        Some(payment) if owns(&principal, payment.user_id) => Ok(Data(payment)),
+        Some(mut payment) if owns(&principal, payment.user_id) => {
+            if !principal.is_admin() {
+                payment.attention = None;
+            }
+            Ok(Data(payment))
+        }
         _ => Err(ApiError::not_found("The payment")),
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"note": "Checked the processor's dashboard: the hold was released on 21 Nov."}))]
+pub(crate) struct AcknowledgeBody {
+    /// How it was settled with the processor, for the record (1 to 500 characters).
+    note: String,
+}
+
+/// Clears a payment's flag for a person (ADR 0021) once an admin has settled it with the
+/// processor; the note and who wrote it stay on the payment.
+#[utoipa::path(post, path = "/payments/{id}/acknowledge", tag = "payments",
+    params(("id" = Uuid, Path, description = "Payment id")),
+    request_body = AcknowledgeBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Acknowledged: the payment, its flag cleared", body = inline(platform::http::Envelope<PaymentView>)),
+        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin", body = ErrorEnvelope),
+        (status = 404, description = "No such payment", body = ErrorEnvelope),
+        (status = 409, description = "`nothing_to_acknowledge`: the payment is not flagged", body = ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: the note is empty or too long", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn acknowledge_payment(
+    AdminOnly(admin): AdminOnly,
+    State(state): State<PaymentsState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<AcknowledgeBody>,
+) -> Result<Data<PaymentView>, ApiError> {
+    let note = body.note.trim();
+    if note.is_empty() || note.chars().count() > 500 {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "note".to_owned(),
+            code: "length".to_owned(),
+            message: "must be 1 to 500 characters".to_owned(),
+        }]));
+    }
+    if read(&state, id).await?.is_none() {
+        return Err(ApiError::not_found("The payment"));
+    }
+    if !state.service.acknowledge(id, &admin.subject, note, state.service.now()).await? {
+        return Err(ApiError::conflict("nothing_to_acknowledge", "This payment is not flagged for attention."));
+    }
+    let payment = read(&state, id).await?.ok_or_else(|| ApiError::not_found("The payment"))?;
+    Ok(Data(payment))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

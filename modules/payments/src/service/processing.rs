@@ -8,12 +8,15 @@ use payments_contract::events::FailureCode;
 use platform::jobs::{Job, JobContext, JobError};
 use uuid::Uuid;
 
+use sqlx::PgConnection;
+
 use super::PaymentsService;
+use super::attention::Attention;
 use crate::domain::{EntryKind, PaymentStatus};
 use crate::gateway::{
     Authorization, AuthorizeRequest, CaptureRequest, GatewayError, GatewayPayment, RefundRequest, VoidRequest,
 };
-use crate::jobs::{Authorize, Capture, Refund, Void};
+use crate::jobs::{Authorize, Capture, Refund, Release, Void};
 use crate::store::payments::{self, PaymentRow};
 use crate::store::{ledger, refunds};
 
@@ -128,10 +131,9 @@ impl PaymentsService {
                 self.record_failed(&mut tx, &payment, code, &message, &metadata).await?;
                 commit(tx).await
             }
-            // The gateway disagrees about the authorization: reconciliation finds out what it holds.
-            Err(GatewayError::Refused(message)) => {
-                Err(JobError::Abort(anyhow::anyhow!("the gateway refused the capture: {message}")))
-            }
+            // A void won the race (the order was cancelled meanwhile), or the gateway disagrees
+            // about the authorization: what it holds decides, as after a refused void.
+            Err(GatewayError::Refused(message)) => self.after_refused_capture(id, &message, &metadata).await,
             Err(transient) => Err(self.retry_later(transient, "capture")),
         }
     }
@@ -168,10 +170,95 @@ impl PaymentsService {
                 commit(tx).await
             }
             Err(GatewayError::Declined { message, .. } | GatewayError::Refused(message)) => {
-                Err(JobError::Abort(anyhow::anyhow!("the gateway refused the void: {message}")))
+                self.after_refused_release(id, &message, &metadata, "void").await
             }
             Err(transient) => Err(self.retry_later(transient, "void")),
         }
+    }
+
+    /// The gateway refused to void or release: what it holds decides. Nothing (it never knew
+    /// the authorization, or released it already): nothing to void, and the payment ends
+    /// voided. Declined or captured: the payment takes that outcome. Still held: a person must
+    /// look (the job ends; the flag stays until acknowledged).
+    async fn after_refused_release(
+        &self,
+        id: Uuid,
+        refusal: &str,
+        metadata: &platform::bus::Metadata,
+        operation: &str,
+    ) -> Result<(), JobError> {
+        let seen = match self.gateway.lookup(id).await {
+            Ok(seen) => seen,
+            Err(error) if error.is_transient() => return Err(self.retry_later(error, "lookup")),
+            Err(error) => return Err(JobError::Abort(error.into())),
+        };
+        let (mut tx, payment) = self.locked(id).await?;
+        match &seen {
+            GatewayPayment::Unknown | GatewayPayment::Voided { .. } => {
+                tracing::info!(%refusal, gateway = ?seen, "nothing held at the gateway: nothing to {operation}");
+                if payment.status()?.is_unsettled() {
+                    let reference = match &seen {
+                        GatewayPayment::Voided { reference } => Some(reference.as_str()),
+                        _ => None,
+                    };
+                    self.record_voided(&mut tx, &payment, reference).await?;
+                } else {
+                    self.release_ledger_hold(&mut tx, &payment).await?;
+                }
+            }
+            GatewayPayment::Declined { .. } if !payment.status()?.is_unsettled() => {
+                self.release_ledger_hold(&mut tx, &payment).await?;
+            }
+            GatewayPayment::Declined { .. } | GatewayPayment::Captured { .. } if payment.status()?.is_unsettled() => {
+                self.adopt(&mut tx, &payment, &seen, metadata).await?;
+            }
+            _ => {
+                let detail = format!("the gateway refused to {operation} ({refusal}) and reports {seen:?}");
+                self.flag(&mut tx, &payment, Attention::ReleaseRefused, &detail).await?;
+            }
+        }
+        commit(tx).await
+    }
+
+    /// The gateway refused to capture: a payment it voided, declined or captured already takes
+    /// that outcome (no failed job); one it does not know, or still holds but will not
+    /// capture, is flagged for a person and left to reconciliation.
+    async fn after_refused_capture(
+        &self,
+        id: Uuid,
+        refusal: &str,
+        metadata: &platform::bus::Metadata,
+    ) -> Result<(), JobError> {
+        let seen = match self.gateway.lookup(id).await {
+            Ok(seen) => seen,
+            Err(error) if error.is_transient() => return Err(self.retry_later(error, "lookup")),
+            Err(error) => return Err(JobError::Abort(error.into())),
+        };
+        let (mut tx, payment) = self.locked(id).await?;
+        match &seen {
+            GatewayPayment::Voided { .. } | GatewayPayment::Declined { .. } | GatewayPayment::Captured { .. } => {
+                tracing::info!(%refusal, gateway = ?seen, "the capture was refused; taking the gateway's word");
+                self.adopt(&mut tx, &payment, &seen, metadata).await?;
+            }
+            _ if payment.attention.is_none() => {
+                let detail = format!("the gateway refused the capture ({refusal}) and reports {seen:?}");
+                self.flag(&mut tx, &payment, Attention::GatewayDisagrees, &detail).await?;
+            }
+            _ => {}
+        }
+        commit(tx).await
+    }
+
+    /// Records the void of whatever the ledger still holds for a payment that is over.
+    async fn release_ledger_hold(&self, tx: &mut PgConnection, payment: &PaymentRow) -> anyhow::Result<()> {
+        let entries = ledger::entries(tx, payment.id).await?;
+        let held = ledger::balances(&entries)?.held;
+        if held > 0 {
+            let reference = payment.gateway_reference.as_deref().unwrap_or("none");
+            ledger::record(tx, payment.id, EntryKind::Void, held, &payment.currency, None, reference, self.now())
+                .await?;
+        }
+        Ok(())
     }
 
     /// The `payments.release` job: the gateway holds an authorization of a payment that is
@@ -184,17 +271,14 @@ impl PaymentsService {
         match self.gateway.void(&request).await {
             Ok(()) => {
                 let (mut tx, payment) = self.locked(id).await?;
-                let entries = ledger::entries(&mut tx, id).await?;
-                let held = ledger::balances(&entries)?.held;
-                if held > 0 {
-                    let now = self.now();
-                    ledger::record(&mut tx, id, EntryKind::Void, held, &payment.currency, None, reference, now).await?;
-                }
+                self.release_ledger_hold(&mut tx, &payment).await?;
                 tracing::info!(job_id = %ctx.id, "released an authorization the gateway still held");
                 commit(tx).await
             }
             Err(GatewayError::Declined { message, .. } | GatewayError::Refused(message)) => {
-                Err(JobError::Abort(anyhow::anyhow!("the gateway refused the release: {message}")))
+                let payment = self.read(id).await?;
+                let metadata = ctx.follow_up(&payment.metadata.0, Release::QUEUE);
+                self.after_refused_release(id, &message, &metadata, "release").await
             }
             Err(transient) => Err(self.retry_later(transient, "release")),
         }

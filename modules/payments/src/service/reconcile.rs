@@ -3,16 +3,25 @@
 //! the gateway and settled to what it says. Refunds left pending as long are asked again. Each
 //! run also forgets webhook event ids too old to be replayed (their timestamps are refused
 //! anyway).
+//!
+//! A payment reconciliation cannot settle does not stay open forever (ADR 0021): once it is
+//! older than `give_up_after`, it ends `failed` (whatever the gateway still holds for it is
+//! released by a job) and is flagged for a person, who acknowledges it once it is settled with
+//! the processor. What the gateway says that our records cannot follow is flagged at once.
 
 use chrono::TimeDelta;
 use platform::jobs::{self, Job, JobContext};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use payments_contract::events::FailureCode;
+
 use super::PaymentsService;
+use super::attention::Attention;
 use crate::domain::PaymentStatus;
 use crate::gateway::{GatewayError, GatewayPayment};
-use crate::jobs::{Authorize, Capture, Reconcile, Refund, Void};
+use crate::jobs::{Authorize, Capture, Reconcile, Refund, Release, Void};
+use crate::store::payments::PaymentRow;
 use crate::store::{payments, refunds, webhooks};
 
 /// Payments one run looks at, at most.
@@ -57,6 +66,7 @@ impl PaymentsService {
         if !stuck.is_empty() {
             tracing::info!(count = stuck.len(), "reconciled stuck payments");
         }
+        self.count_needing_attention(&mut *self.pool.acquire().await?).await?;
         Ok(stuck.len())
     }
 
@@ -106,7 +116,18 @@ impl PaymentsService {
         let round = format!("reconciled-{}", self.now().timestamp_millis());
         let round = Some(round.as_str());
         tracing::info!(payment_id = %id, %status, gateway = ?seen, "reconciling");
+        let give_up_at = payment.created_at + TimeDelta::from_std(self.config.give_up_after)?;
+        if self.now() >= give_up_at && !Self::settles(&seen) {
+            return self.give_up(tx, &payment, &seen, &metadata).await;
+        }
         match (status, &seen) {
+            (PaymentStatus::Pending, GatewayPayment::Unknown) if payment.gateway_reference.is_some() => {
+                // It answered "processing" with this reference, and now knows nothing of it.
+                let detail = "the gateway no longer knows an authorization it said it was processing";
+                if payment.attention.is_none() {
+                    self.flag(tx, &payment, Attention::GatewayDisagrees, detail).await?;
+                }
+            }
             (PaymentStatus::Pending, GatewayPayment::Unknown) if !payment.cancel_requested => {
                 // Never reached the gateway (or its attempts ran out): authorize again.
                 jobs::enqueue(tx, &Authorize { payment_id: id }, self.schedule::<Authorize>(id, round)).await?;
@@ -125,11 +146,53 @@ impl PaymentsService {
                 }
             }
             (PaymentStatus::Authorized, GatewayPayment::Unknown | GatewayPayment::Processing { .. }) => {
-                tracing::error!(payment_id = %id, %status, gateway = ?seen, "the gateway disagrees; a person should look");
+                if payment.attention.is_none() {
+                    let detail = format!("we hold an authorization the gateway reports as {seen:?}");
+                    self.flag(tx, &payment, Attention::GatewayDisagrees, &detail).await?;
+                }
             }
             _ => self.adopt(tx, &payment, &seen, &metadata).await?,
         }
         payments::touch(tx, id, self.now()).await?;
+        Ok(())
+    }
+
+    /// Whether adopting what the gateway says ends the payment (or moves it on by itself).
+    fn settles(seen: &GatewayPayment) -> bool {
+        matches!(
+            seen,
+            GatewayPayment::Authorized { .. }
+                | GatewayPayment::Captured { .. }
+                | GatewayPayment::Voided { .. }
+                | GatewayPayment::Declined { .. }
+        )
+    }
+
+    /// Ends a payment the gateway would not settle in time: failed (orders cancels its order,
+    /// if it still waits), anything the gateway holds released by a job, a person flagged.
+    async fn give_up(
+        &self,
+        tx: &mut PgConnection,
+        payment: &PaymentRow,
+        seen: &GatewayPayment,
+        metadata: &platform::bus::Metadata,
+    ) -> anyhow::Result<()> {
+        let status = payment.status()?;
+        let age = self.now() - payment.created_at;
+        let detail = format!("still {status} after {} minutes; the gateway reports {seen:?}", age.num_minutes());
+        let message = "The payment processor never settled this payment.";
+        self.record_failed(tx, payment, FailureCode::ProcessingError, message, metadata).await?;
+        if let (PaymentStatus::Pending, GatewayPayment::Processing { reference }) = (status, seen) {
+            // A hold the gateway may still turn into an authorization: release it.
+            jobs::enqueue(
+                tx,
+                &Release { payment_id: payment.id, reference: reference.clone() },
+                self.schedule::<Release>(payment.id, None),
+            )
+            .await?;
+        }
+        self.flag(tx, payment, Attention::ReconciliationGaveUp, &detail).await?;
+        payments::touch(tx, payment.id, self.now()).await?;
         Ok(())
     }
 }

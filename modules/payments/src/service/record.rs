@@ -228,7 +228,8 @@ impl PaymentsService {
         let reference = match outcome {
             Ok(reference) => reference,
             Err(message) => {
-                tracing::error!(%refund_id, message, "the gateway refused a refund; a person should look at it");
+                let detail = format!("refund {refund_id} of {} refused: {message}", refund.amount);
+                self.flag(tx, payment, super::attention::Attention::RefundRefused, &detail).await?;
                 return Ok(());
             }
         };

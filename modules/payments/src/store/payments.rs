@@ -33,6 +33,12 @@ pub(crate) struct PaymentRow {
     pub(crate) metadata: Json<Metadata>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// Why a person must look at it (ADR 0021), until an admin acknowledges it.
+    pub(crate) attention: Option<String>,
+    pub(crate) attention_since: Option<DateTime<Utc>>,
+    pub(crate) acknowledged_at: Option<DateTime<Utc>>,
+    pub(crate) acknowledged_by: Option<String>,
+    pub(crate) acknowledgement: Option<String>,
 }
 
 impl PaymentRow {
@@ -46,7 +52,8 @@ impl PaymentRow {
 }
 
 const COLUMNS: &str = "id, order_id, user_id, amount, currency, payment_method, status, gateway_reference,
-    failure_code, failure_message, cancel_requested, pay_by, captured, refunded, metadata, created_at, updated_at";
+    failure_code, failure_message, cancel_requested, pay_by, captured, refunded, metadata, created_at, updated_at,
+    attention, attention_since, acknowledged_at, acknowledged_by, acknowledgement";
 
 /// What a new payment holds.
 #[derive(Debug, Clone)]
@@ -182,12 +189,65 @@ pub(crate) async fn unsettled(db: &mut PgConnection, before: DateTime<Utc>, limi
     .context("finding unsettled payments")
 }
 
+/// Flags the payment for a person, with why; an earlier flag keeps its time.
+pub(crate) async fn flag_attention(
+    db: &mut PgConnection,
+    id: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE payments SET attention = $2, attention_since = coalesce(attention_since, $3),
+                acknowledged_at = NULL, acknowledged_by = NULL, acknowledgement = NULL
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(now)
+    .execute(db)
+    .await
+    .context("flagging a payment for attention")?;
+    Ok(())
+}
+
+/// Clears the payment's flag with an admin's note; false when it had none.
+pub(crate) async fn acknowledge(
+    db: &mut PgConnection,
+    id: Uuid,
+    admin: &str,
+    note: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE payments SET attention = NULL, acknowledged_at = $2, acknowledged_by = $3, acknowledgement = $4
+          WHERE id = $1 AND attention IS NOT NULL",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(admin)
+    .bind(note)
+    .execute(db)
+    .await
+    .context("acknowledging a payment's flag")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How many payments wait for a person.
+pub(crate) async fn needing_attention(db: &mut PgConnection) -> anyhow::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM payments WHERE attention IS NOT NULL")
+        .fetch_one(db)
+        .await
+        .context("counting payments that need attention")
+}
+
 /// Which payments a list shows.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListFilter {
     pub(crate) user_id: Option<Uuid>,
     pub(crate) order_id: Option<Uuid>,
     pub(crate) status: Option<PaymentStatus>,
+    /// Only those a person must look at (or only those not).
+    pub(crate) needs_attention: Option<bool>,
 }
 
 /// A list's cursor: the last row's creation time and id.
@@ -211,6 +271,11 @@ pub(crate) async fn list(
     if let Some(status) = filter.status {
         query.push(" AND status = ").push_bind(status.as_str());
     }
+    match filter.needs_attention {
+        Some(true) => query.push(" AND attention IS NOT NULL"),
+        Some(false) => query.push(" AND attention IS NULL"),
+        None => &mut query,
+    };
     let (op, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
     if let Some(ListKey(at, id)) = &page.after {
         query.push(format!(" AND (created_at, id) {op} (")).push_bind(*at).push(", ").push_bind(*id).push(")");

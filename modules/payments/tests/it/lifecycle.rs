@@ -30,8 +30,8 @@ async fn a_payment_request_is_authorized_captured_and_announced_once() {
     assert_eq!(captured[0]["amount"]["amount"], 2999);
     assert_eq!(captured[0]["payment_id"], payment["id"]);
     let id = payment["id"].as_str().unwrap();
-    assert_eq!(harness.sandbox.executions(&format!("{id}:authorize")), 1);
-    assert_eq!(harness.sandbox.executions(&format!("{id}:capture")), 1);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:authorize")).await.unwrap(), 1);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:capture")).await.unwrap(), 1);
     harness.assert_ledger_balances().await;
 }
 
@@ -75,8 +75,8 @@ async fn a_payment_request_delivered_twice_creates_one_payment_and_one_charge() 
     assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(harness.events("payments.payment_captured", order_id).await.len(), 1);
     let id = payment["id"].as_str().unwrap();
-    assert_eq!(harness.sandbox.executions(&format!("{id}:authorize")), 1);
-    assert_eq!(harness.sandbox.settled(id.parse().unwrap()), Some((4200, 0)));
+    assert_eq!(harness.sandbox.executions(&format!("{id}:authorize")).await.unwrap(), 1);
+    assert_eq!(harness.sandbox.settled(id.parse().unwrap()).await.unwrap(), Some((4200, 0)));
 }
 
 #[tokio::test]
@@ -95,7 +95,7 @@ async fn a_cancelled_order_voids_its_payment_instead_of_capturing_it() {
     assert!(kinds.is_empty() || kinds == ["authorization", "void"], "{kinds:?}");
     assert!(harness.events("payments.payment_captured", order_id).await.is_empty());
     let id = payment["id"].as_str().unwrap();
-    assert_eq!(harness.sandbox.executions(&format!("{id}:capture")), 0);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:capture")).await.unwrap(), 0);
     let at_gateway = harness.sandbox.lookup(id.parse().unwrap()).await.unwrap();
     assert!(
         matches!(at_gateway, GatewayPayment::Unknown | GatewayPayment::Voided { .. }),
@@ -111,9 +111,11 @@ async fn an_order_cancelled_while_an_authorization_answer_is_lost_still_releases
     let (order_id, _) = harness.request_payment("pm_card_timeout_once", 2999).await;
     let id = harness.payment_of(order_id).await["id"].as_str().unwrap().to_owned();
     let key = format!("{id}:authorize");
-    eventually(Duration::from_secs(10), || async { Ok((harness.sandbox.requests(&key) > 0).then_some(())) })
-        .await
-        .expect("the authorization never reached the gateway");
+    eventually(Duration::from_secs(10), || async {
+        Ok((harness.sandbox.requests(&key).await.unwrap() > 0).then_some(()))
+    })
+    .await
+    .expect("the authorization never reached the gateway");
     harness.cancel(order_id, OrderStatus::AwaitingPayment).await;
 
     let payment = harness.await_status(order_id, "voided").await;
@@ -121,9 +123,9 @@ async fn an_order_cancelled_while_an_authorization_answer_is_lost_still_releases
     let id = payment["id"].as_str().unwrap();
     let at_gateway = harness.sandbox.lookup(id.parse().unwrap()).await.unwrap();
     assert!(matches!(at_gateway, GatewayPayment::Voided { .. }), "the hold was released: {at_gateway:?}");
-    assert_eq!(harness.sandbox.executions(&format!("{id}:authorize")), 1);
-    assert_eq!(harness.sandbox.executions(&format!("{id}:void")), 1);
-    assert_eq!(harness.sandbox.executions(&format!("{id}:capture")), 0);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:authorize")).await.unwrap(), 1);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:void")).await.unwrap(), 1);
+    assert_eq!(harness.sandbox.executions(&format!("{id}:capture")).await.unwrap(), 0);
     assert!(harness.events("payments.payment_captured", order_id).await.is_empty());
     harness.assert_ledger_balances().await;
 }

@@ -5,6 +5,7 @@
 
 mod access;
 mod lifecycle;
+mod recovery;
 mod refunds;
 mod resilience;
 mod support;

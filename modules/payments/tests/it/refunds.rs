@@ -41,7 +41,7 @@ async fn partial_refunds_go_up_to_the_captured_amount_and_no_further() {
     assert_eq!(refunded.len(), 2);
     assert_eq!(refunded[1]["total_refunded"]["amount"], 2999);
     assert_eq!(refunded[1]["fully_refunded"], true);
-    assert_eq!(harness.sandbox.settled(id.parse().unwrap()), Some((2999, 2999)));
+    assert_eq!(harness.sandbox.settled(id.parse().unwrap()).await.unwrap(), Some((2999, 2999)));
     harness.assert_ledger_balances().await;
 }
 
@@ -105,6 +105,6 @@ async fn an_order_cancelled_after_payment_is_refunded_once_even_if_asked_twice()
     assert_eq!(refunded["refunds"][0]["requested_by"], "orders");
     let events = harness.events("payments.payment_refunded", order_id).await;
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(harness.sandbox.settled(id), Some((3100, 3100)));
+    assert_eq!(harness.sandbox.settled(id).await.unwrap(), Some((3100, 3100)));
     harness.assert_ledger_balances().await;
 }

@@ -17,8 +17,8 @@ async fn a_gateway_timeout_is_retried_with_the_same_key_and_charges_once() {
     let payment = harness.await_status(order_id, "captured").await;
     harness.settle().await;
     let key = format!("{}:authorize", payment["id"].as_str().unwrap());
-    assert!(harness.sandbox.requests(&key) >= 2, "the first answer was lost, so it was asked again");
-    assert_eq!(harness.sandbox.executions(&key), 1, "but authorized once");
+    assert!(harness.sandbox.requests(&key).await.unwrap() >= 2, "the first answer was lost, so it was asked again");
+    assert_eq!(harness.sandbox.executions(&key).await.unwrap(), 1, "but authorized once");
     assert_eq!(harness.events("payments.payment_captured", order_id).await.len(), 1);
     assert_eq!(ledger_kinds(&payment), ["authorization", "capture"]);
     harness.assert_ledger_balances().await;
@@ -31,8 +31,8 @@ async fn a_gateway_error_is_retried_and_then_succeeds() {
 
     let payment = harness.await_status(order_id, "captured").await;
     let key = format!("{}:authorize", payment["id"].as_str().unwrap());
-    assert!(harness.sandbox.requests(&key) >= 2, "the 503 was retried");
-    assert_eq!(harness.sandbox.executions(&key), 1);
+    assert!(harness.sandbox.requests(&key).await.unwrap() >= 2, "the 503 was retried");
+    assert_eq!(harness.sandbox.executions(&key).await.unwrap(), 1);
 }
 
 async fn breaker(harness: &Harness) -> String {
@@ -45,7 +45,7 @@ async fn breaker(harness: &Harness) -> String {
 #[tokio::test]
 async fn the_breaker_opens_under_failures_keeps_payments_pending_and_closes_after_recovery() {
     let harness = Harness::start().await;
-    harness.sandbox.set_outage(true);
+    harness.sandbox.set_outage(true).await.unwrap();
     let mut orders = Vec::new();
     for _ in 0..3 {
         orders.push(harness.request_payment("pm_card_visa", 1000).await.0);
@@ -60,7 +60,7 @@ async fn the_breaker_opens_under_failures_keeps_payments_pending_and_closes_afte
         assert!(harness.events("payments.payment_failed", *order_id).await.is_empty());
     }
 
-    harness.sandbox.set_outage(false);
+    harness.sandbox.set_outage(false).await.unwrap();
     for order_id in &orders {
         harness.await_status(*order_id, "captured").await;
     }
@@ -68,7 +68,7 @@ async fn the_breaker_opens_under_failures_keeps_payments_pending_and_closes_afte
     for order_id in &orders {
         let payment = harness.payment_of(*order_id).await;
         let key = format!("{}:authorize", payment["id"].as_str().unwrap());
-        assert_eq!(harness.sandbox.executions(&key), 1);
+        assert_eq!(harness.sandbox.executions(&key).await.unwrap(), 1);
     }
     harness.assert_ledger_balances().await;
 }
@@ -98,7 +98,7 @@ async fn a_refund_whose_job_gave_up_during_an_outage_is_made_once_the_gateway_is
     let payment = harness.await_status(order_id, "captured").await;
     let id = payment["id"].as_str().unwrap();
 
-    harness.sandbox.set_outage(true);
+    harness.sandbox.set_outage(true).await.unwrap();
     let (status, refund) = harness.refund(id, serde_json::json!({"amount": 500, "reason": "outage"})).await;
     assert_eq!(status, 202, "{refund}");
     let refund_id = refund["data"]["id"].as_str().unwrap().to_owned();
@@ -117,9 +117,9 @@ async fn a_refund_whose_job_gave_up_during_an_outage_is_made_once_the_gateway_is
     .expect("the refund job never gave up");
     assert_eq!(harness.payment(id.parse().unwrap()).await["refunds"][0]["status"], "pending");
 
-    harness.sandbox.set_outage(false);
+    harness.sandbox.set_outage(false).await.unwrap();
     let refunded = harness.await_status(order_id, "partially_refunded").await;
     assert_eq!(refunded["refunds"][0]["status"], "succeeded");
-    assert_eq!(harness.sandbox.settled(id.parse().unwrap()), Some((2000, 500)));
+    assert_eq!(harness.sandbox.settled(id.parse().unwrap()).await.unwrap(), Some((2000, 500)));
     harness.assert_ledger_balances().await;
 }

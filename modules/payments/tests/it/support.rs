@@ -8,7 +8,8 @@ use chrono::Utc;
 use orders_contract::events::{CancellationReason, OrderCancelled, PaymentRequested, RefundReason, RefundRequested};
 use orders_contract::{OrderId, OrderStatus};
 use payments::{
-    BreakerSettings, PaymentsConfig, PaymentsModule, SANDBOX_WEBHOOK_PATH, SandboxConfig, SandboxGateway, WebhookTarget,
+    BreakerSettings, PaymentsConfig, PaymentsModule, SANDBOX_SCHEMA, SANDBOX_WEBHOOK_PATH, SandboxConfig,
+    SandboxGateway, WebhookTarget,
 };
 use platform::auth::Role;
 use platform::bus::Event;
@@ -73,14 +74,22 @@ impl Harness {
     }
 
     pub async fn start_with(config: PaymentsConfig) -> Self {
-        let sandbox = SandboxGateway::new(sandbox_config());
-        let gateway = Arc::new(sandbox.clone());
+        Self::start_with_sandbox(config, sandbox_config()).await
+    }
+
+    pub async fn start_with_sandbox(config: PaymentsConfig, sandbox: SandboxConfig) -> Self {
+        let sandbox_settings = sandbox;
+        let mut built = None;
         let (base, _) = ModuleHarness::start(&SCHEMAS, |databases, verifier, metrics| {
             let pool = databases.pool("payments")?.clone();
-            Ok(PaymentsModule::new(pool, gateway, verifier.clone(), config, metrics))
+            let sandbox = SandboxGateway::new(pool.clone(), sandbox_settings);
+            built = Some(sandbox.clone());
+            Ok(PaymentsModule::new(pool, Arc::new(sandbox), verifier.clone(), config, metrics))
         })
         .await
         .unwrap();
+        let sandbox = built.unwrap();
+        base.databases.ensure_schema_for("payments", SANDBOX_SCHEMA).await.unwrap();
         sandbox.set_webhook_target(WebhookTarget {
             url: base.url(SANDBOX_WEBHOOK_PATH),
             secret: SecretString::from(WEBHOOK_SECRET),
@@ -210,6 +219,11 @@ impl Harness {
         .await
         .unwrap();
         assert!(broken.is_empty(), "payments whose totals do not match their ledger: {broken:?}");
+    }
+
+    /// Jobs of `queue` that failed for good.
+    pub async fn failed_jobs(&self, queue: &str) -> Vec<platform::jobs::FailedJob> {
+        platform::jobs::failed_jobs(self.databases.jobs_pool().unwrap(), Some(queue), None, 100).await.unwrap()
     }
 
     /// A token for another customer.

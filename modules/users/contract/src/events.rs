@@ -11,6 +11,11 @@ use shared_kernel::keyed_event;
 
 use crate::{ActionRequestId, Preferences, UserId};
 
+/// What a user's access tokens may still carry, after a change of roles, status or sessions:
+/// every token verifier reads it (ADR 0020). Its type lives in the shared kernel, where the
+/// verifier can read it without depending on this contract.
+pub use shared_kernel::access::AccessChanged;
+
 /// Someone registered. Their email is not yet verified; `verification_request` names the
 /// request whose link the welcome message carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +107,7 @@ pub struct PreferencesChanged {
 keyed_event!(PreferencesChanged, "users.preferences_changed", user_id);
 
 /// Every event type the users module publishes, for its manifest.
-pub const PUBLISHED: [&str; 8] = [
+pub const PUBLISHED: [&str; 9] = [
     UserRegistered::TYPE,
     EmailVerificationRequested::TYPE,
     EmailVerified::TYPE,
@@ -111,6 +116,7 @@ pub const PUBLISHED: [&str; 8] = [
     UserReactivated::TYPE,
     RolesChanged::TYPE,
     PreferencesChanged::TYPE,
+    AccessChanged::TYPE,
 ];
 
 #[cfg(test)]
@@ -164,6 +170,17 @@ mod tests {
         insta::assert_json_snapshot!(
             "roles_changed",
             wire(&RolesChanged { user_id: user(), roles: vec![Role::Customer, Role::Admin], changed_at: at() })
+        );
+        insta::assert_json_snapshot!(
+            "access_changed",
+            wire(&AccessChanged {
+                user_id: user().0,
+                active: true,
+                roles: vec![Role::Customer],
+                ended_sessions: vec![Uuid::from_u128(0x0193_b5f2_9c00_7000_8000_0000_0000_0002)],
+                changed_at: at(),
+                tokens_expire_by: at() + chrono::TimeDelta::minutes(15),
+            })
         );
         insta::assert_json_snapshot!(
             "preferences_changed",

@@ -62,14 +62,20 @@ impl UsersService {
         if change.demotes(&account) && account.is_active() && accounts::other_active_admins(&mut tx, user).await? == 0 {
             return Err(AccountError::LastAdmin);
         }
+        let mut access_change = None;
         if account.roles != change.roles {
             accounts::set_roles(&mut tx, user, &change.roles, now).await?;
+            let metadata = ctx.metadata(Some(admin.to_string()));
             let event = RolesChanged { user_id: user, roles: change.roles.clone(), changed_at: now };
-            bus::append(&mut tx, &event, &ctx.metadata(Some(admin.to_string()))).await?;
+            bus::append(&mut tx, &event, &metadata).await?;
             account.roles = change.roles;
             account.updated_at = now;
+            access_change = Some(self.record_access_change(&mut tx, &account, Vec::new(), now, &metadata).await?);
         }
         tx.commit().await?;
+        if let Some(change) = &access_change {
+            self.enforce(change);
+        }
         Ok(account)
     }
 
@@ -101,9 +107,14 @@ impl UsersService {
         let account = accounts::find_for_update(&mut tx, user).await?.ok_or(AccountError::NotFound)?;
         let status = account.status.reactivate().map_err(AccountError::Conflict)?;
         accounts::set_status(&mut tx, user, status, now).await?;
+        let metadata = ctx.metadata(Some(admin.to_string()));
         let event = UserReactivated { user_id: user, reactivated_at: now };
-        bus::append(&mut tx, &event, &ctx.metadata(Some(admin.to_string()))).await?;
+        bus::append(&mut tx, &event, &metadata).await?;
+        // The account may act again; its old sessions stay ended (they were listed when it closed).
+        let reopened = Account { status, ..account };
+        let change = self.record_access_change(&mut tx, &reopened, Vec::new(), now, &metadata).await?;
         tx.commit().await?;
+        self.enforce(&change);
         self.user(user).await
     }
 }

@@ -175,11 +175,15 @@ impl UsersService {
         let password_hash = self.hashing.hash(&password).await?;
         accounts::set_password(&mut tx, user, &password_hash, now).await?;
         let ended = sessions::revoke_all(&mut tx, user, None, RevokeReason::PasswordReset, now).await?;
+        let sessions_ended = ended.len();
+        let metadata = super::access::by_user(user.0, "password_reset");
+        let change = self.record_access_change(&mut tx, &account, ended, now, &metadata).await?;
         action_requests::close_all(&mut tx, user, ActionPurpose::ResetPassword, now).await?;
         // Whoever was guessing the old password has nothing left to guess; the owner may sign in.
         login_failures::clear(&mut tx, Scope::Account, &account.email).await?;
         tx.commit().await?;
-        tracing::info!(user_id = %user, sessions_ended = ended, "password reset");
+        self.enforce(&change);
+        tracing::info!(user_id = %user, sessions_ended, "password reset");
         Ok(())
     }
 }

@@ -39,8 +39,12 @@ impl UsersService {
         let mut tx = self.pool.begin().await?;
         accounts::set_password(&mut tx, user, &hash, now).await?;
         let ended = sessions::revoke_all(&mut tx, user, current_session, RevokeReason::PasswordChanged, now).await?;
+        let sessions_ended = ended.len();
+        let metadata = super::access::by_user(user.0, "password_changed");
+        let change = self.record_access_change(&mut tx, &account, ended, now, &metadata).await?;
         tx.commit().await?;
-        tracing::info!(sessions_ended = ended, "password changed");
+        self.enforce(&change);
+        tracing::info!(sessions_ended, "password changed");
         Ok(())
     }
 }

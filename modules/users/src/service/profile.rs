@@ -106,10 +106,15 @@ impl UsersService {
         }
         accounts::set_status(&mut tx, user, status, now).await?;
         let ended = sessions::revoke_all(&mut tx, user, None, RevokeReason::Deactivated, now).await?;
+        let sessions_ended = ended.len();
+        let metadata = ctx.metadata(Some(actor.to_string()));
         let event = UserDeactivated { user_id: user, by, deactivated_at: now };
-        bus::append(&mut tx, &event, &ctx.metadata(Some(actor.to_string()))).await?;
+        bus::append(&mut tx, &event, &metadata).await?;
+        let closed = crate::domain::Account { status, ..account };
+        let change = self.record_access_change(&mut tx, &closed, ended, now, &metadata).await?;
         tx.commit().await?;
-        tracing::info!(sessions_ended = ended, ?by, "account deactivated");
+        self.enforce(&change);
+        tracing::info!(sessions_ended, ?by, "account deactivated");
         Ok(())
     }
 }

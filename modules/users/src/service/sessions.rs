@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use platform::auth::Claims;
+use platform::auth::revocation::AccessChanged;
 use platform::http::RequestContext;
 use secrecy::SecretString;
 use sqlx::PgConnection;
@@ -139,8 +140,20 @@ impl UsersService {
         let mut tx = self.pool.begin().await?;
         let presented = sessions::find_token_for_update(&mut tx, &hash).await?.ok_or(AuthError::InvalidRefreshToken)?;
         if presented.rotated_at.is_some() {
-            sessions::revoke(&mut tx, presented.session_id, RevokeReason::RefreshTokenReused, now).await?;
+            // The family leaked: its access tokens stop working too, not only its refreshes.
+            let change = self
+                .end_session(
+                    &mut tx,
+                    presented.session_id,
+                    RevokeReason::RefreshTokenReused,
+                    "refresh_token_reused",
+                    now,
+                )
+                .await?;
             tx.commit().await?;
+            if let Some(change) = &change {
+                self.enforce(change);
+            }
             tracing::warn!(session_id = %presented.session_id, user_id = %presented.user_id, "refresh token reused; session revoked");
             return Err(AuthError::RefreshTokenReused);
         }
@@ -165,12 +178,35 @@ impl UsersService {
     /// Database failures only.
     #[tracing::instrument(skip_all, err)]
     pub(crate) async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
-        let mut db = self.pool.acquire().await?;
-        if let Some(session) = sessions::session_of_token(&mut db, &hash_secret(refresh_token)).await? {
-            sessions::revoke(&mut db, session, RevokeReason::Logout, self.now()).await?;
+        let mut tx = self.pool.begin().await?;
+        if let Some(session) = sessions::session_of_token(&mut tx, &hash_secret(refresh_token)).await? {
+            let change = self.end_session(&mut tx, session, RevokeReason::Logout, "logout", self.now()).await?;
+            tx.commit().await?;
+            if let Some(change) = &change {
+                self.enforce(change);
+            }
             tracing::info!(session_id = %session, "signed out");
         }
         Ok(())
+    }
+
+    /// Revokes `session` and, if it was live, records that its access tokens are refused
+    /// from now on (returned, to enforce after the commit).
+    async fn end_session(
+        &self,
+        tx: &mut PgConnection,
+        session: Uuid,
+        reason: RevokeReason,
+        what: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<AccessChanged>> {
+        if !sessions::revoke(tx, session, reason, now).await? {
+            return Ok(None);
+        }
+        let Some(user) = sessions::user_of(tx, session).await? else { return Ok(None) };
+        let Some(account) = accounts::find(tx, user).await? else { return Ok(None) };
+        let metadata = super::access::by_user(user.0, what);
+        Ok(Some(self.record_access_change(tx, &account, vec![session], now, &metadata).await?))
     }
 
     /// A new refresh token in `session` and an access token naming it.
@@ -194,6 +230,7 @@ impl UsersService {
             aud: self.verifier.audience().to_owned(),
             exp: (now + delta(self.config.access_token_ttl)).timestamp(),
             iat: now.timestamp(),
+            nbf: Some(now.timestamp()),
             jti: Some(Uuid::now_v7().to_string()),
             sid: Some(session.to_string()),
         };

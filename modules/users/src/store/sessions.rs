@@ -140,26 +140,26 @@ pub(crate) async fn revoke(
     Ok(revoked.rows_affected() == 1)
 }
 
-/// Revokes every live session of `user` except `keep`. Returns how many ended.
+/// Revokes every live session of `user` except `keep`. Returns the ones that ended.
 pub(crate) async fn revoke_all(
     db: &mut PgConnection,
     user: UserId,
     keep: Option<Uuid>,
     reason: RevokeReason,
     at: DateTime<Utc>,
-) -> anyhow::Result<u64> {
-    let revoked = sqlx::query(
+) -> anyhow::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
         "UPDATE sessions SET revoked_at = $3, revoked_reason = $4
-          WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2",
+          WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $2
+          RETURNING id",
     )
     .bind(user.0)
     .bind(keep)
     .bind(at)
     .bind(reason.as_str())
-    .execute(db)
+    .fetch_all(db)
     .await
-    .context("revoking sessions")?;
-    Ok(revoked.rows_affected())
+    .context("revoking sessions")
 }
 
 /// The user of a live session (for logout by refresh token).
@@ -169,4 +169,14 @@ pub(crate) async fn session_of_token(db: &mut PgConnection, hash: &[u8]) -> anyh
         .fetch_optional(db)
         .await
         .context("finding a refresh token's session")
+}
+
+/// The user a session belongs to.
+pub(crate) async fn user_of(db: &mut PgConnection, session: Uuid) -> anyhow::Result<Option<UserId>> {
+    let user: Option<Uuid> = sqlx::query_scalar("SELECT user_id FROM sessions WHERE id = $1")
+        .bind(session)
+        .fetch_optional(db)
+        .await
+        .context("finding a session's user")?;
+    Ok(user.map(UserId))
 }

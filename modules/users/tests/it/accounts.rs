@@ -156,8 +156,9 @@ async fn closing_your_own_account_ends_its_sessions_and_sign_ins() {
     let (status, body) =
         read(app.post("/api/v1/auth/login", json!({"email": "leaving@example.com", "password": PASSWORD})).await).await;
     assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "account_deactivated"));
+    // Its access token is refused outright: the account's closing reached the verifier.
     let (status, body) = read(app.get_as("/api/v1/users/me", &session.access).await).await;
-    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "account_deactivated"));
+    assert_eq!((status, code(&body)), (StatusCode::UNAUTHORIZED, "invalid_token"));
     let deactivated = app.events("users.user_deactivated").await;
     assert_eq!(deactivated.len(), 1);
     assert_eq!((deactivated[0]["user_id"].as_str(), deactivated[0]["by"].as_str()), (Some(id.as_str()), Some("user")));

@@ -149,11 +149,17 @@ async fn a_demoted_admins_token_can_no_longer_act() {
     assert_eq!(app.get_as("/api/v1/users", &deputy_token).await.status(), StatusCode::OK);
 
     assert_eq!(roles(root.access.clone(), &deputy, json!(["customer"])).await.status(), StatusCode::OK);
-    // The token still says admin for up to 15 minutes; the account no longer is one.
-    assert!(app.verifier.verify(&deputy_token).unwrap().is_admin());
-    assert_eq!(app.get_as("/api/v1/users", &deputy_token).await.status(), StatusCode::FORBIDDEN);
+    // The token still says admin for up to 15 minutes, but the demotion reached the
+    // verifier: it is refused outright (ADR 0020).
+    assert!(matches!(
+        app.verifier.verify(&deputy_token),
+        Err(platform::auth::TokenError::Revoked(platform::auth::revocation::Revoked::RoleWithdrawn))
+    ));
+    assert_eq!(app.get_as("/api/v1/users", &deputy_token).await.status(), StatusCode::UNAUTHORIZED);
     let (status, _) = read(roles(deputy_token.clone(), &deputy, json!(["admin"])).await).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "it cannot undo its own demotion");
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "it cannot undo its own demotion");
+    let fresh = app.login("deputy@example.com", crate::support::PASSWORD).await.access;
+    assert_eq!(app.get_as("/api/v1/users", &fresh).await.status(), StatusCode::FORBIDDEN, "a customer now");
 }
 
 #[tokio::test]
