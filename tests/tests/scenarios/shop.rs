@@ -7,6 +7,9 @@ use bulkhead_tests::{TestApp, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// How long a scenario waits for a step of the saga.
+pub const SAGA_PATIENCE: Duration = Duration::from_secs(60);
+
 pub async fn customer(app: &TestApp, email: &str) -> String {
     let registration = json!({"email": email, "password": "a perfectly fine passphrase", "display_name": "Buyer"});
     assert_eq!(app.post("/api/v1/users", None, &registration).await.status(), StatusCode::CREATED);
@@ -65,8 +68,10 @@ pub async fn accepted(request: reqwest::RequestBuilder) -> Value {
     response.json::<Value>().await.unwrap()["data"].clone()
 }
 
+/// Waits for `status`; the bound is generous because a loaded CI machine, or a process that
+/// just restarted, is slow, and a passing test never waits for it.
 pub async fn await_status(app: &TestApp, token: &str, id: &str, status: &str) -> Value {
-    eventually(Duration::from_secs(20), || async {
+    eventually(SAGA_PATIENCE, || async {
         let order: Value = app.get_as(&format!("/api/v1/orders/{id}"), token).await.json().await?;
         Ok((order["data"]["status"] == status).then(|| order["data"].clone()))
     })
@@ -85,7 +90,7 @@ pub async fn stock(app: &TestApp, product_id: &str) -> (i64, i64, i64) {
 
 /// Waits until the order's payment, as its customer sees it, has `status`.
 pub async fn await_payment(app: &TestApp, token: &str, order_id: &str, status: &str) -> Value {
-    eventually(Duration::from_secs(20), || async {
+    eventually(SAGA_PATIENCE, || async {
         let page: Value = app.get_as(&format!("/api/v1/payments?order_id={order_id}"), token).await.json().await?;
         let Some(id) = page["data"][0]["id"].as_str() else { return Ok(None) };
         let payment: Value = app.get_as(&format!("/api/v1/payments/{id}"), token).await.json().await?;
