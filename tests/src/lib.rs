@@ -71,6 +71,12 @@ impl TestApp {
 
     /// Spawns the app in `topology` with extra flags (given to every process of a split).
     pub async fn spawn_on(topology: Topology, flags: &[&str]) -> Self {
+        Self::spawn_with_env(topology, flags, &[]).await
+    }
+
+    /// As [`TestApp::spawn_on`], with environment variables for every process of a split
+    /// (the monolith runs in this process, whose environment tests leave alone).
+    pub async fn spawn_with_env(topology: Topology, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let schemas: Vec<_> = bulkhead::modules::compiled().iter().map(|d| d.schema).collect();
         let database = TestDatabase::create(&schemas).await.unwrap();
         let data_dir = tempfile::tempdir().unwrap();
@@ -89,7 +95,7 @@ impl TestApp {
                 std::fs::create_dir_all(&keys).unwrap();
                 std::fs::write(keys.join("1.ed25519.pem"), signing.pkcs8_pem()).unwrap();
                 let verifier = platform::auth::JwtVerifier::new("bulkhead", "bulkhead-api");
-                let processes = SplitProcesses::start(&database, data_dir.path(), flags).await;
+                let processes = SplitProcesses::start(&database, data_dir.path(), flags, env).await;
                 (processes.edge(), signing, verifier, Running::Processes(processes))
             }
         };

@@ -49,11 +49,11 @@ fn binary() -> PathBuf {
 
 impl SplitProcesses {
     /// Starts every module's process and waits until each serves.
-    pub(crate) async fn start(database: &TestDatabase, data_dir: &Path, flags: &[&str]) -> Self {
+    pub(crate) async fn start(database: &TestDatabase, data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let logs = data_dir.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         for attempt in 1..=3 {
-            let mut split = Self::configure(database, data_dir, flags, logs.clone());
+            let mut split = Self::configure(database, data_dir, flags, env, logs.clone());
             for process in &mut split.processes {
                 process.spawn(&split.logs);
             }
@@ -72,7 +72,13 @@ impl SplitProcesses {
         unreachable!("the last attempt panics or returns")
     }
 
-    fn configure(database: &TestDatabase, data_dir: &Path, flags: &[&str], logs: PathBuf) -> Self {
+    fn configure(
+        database: &TestDatabase,
+        data_dir: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        logs: PathBuf,
+    ) -> Self {
         // Ports are chosen before any process starts: each needs the others' URLs.
         let listeners: Vec<std::net::TcpListener> =
             MODULES.iter().map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
@@ -94,6 +100,7 @@ impl SplitProcesses {
         for (module, port) in MODULES.iter().zip(&ports) {
             shared.push((format!("BULKHEAD_{}_URL", module.to_uppercase()), format!("http://127.0.0.1:{port}")));
         }
+        shared.extend(env.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
         let processes = MODULES
             .iter()
             .zip(ports)
@@ -101,6 +108,8 @@ impl SplitProcesses {
                 let mut command = shared.clone();
                 command.push(("BULKHEAD_MODULES".to_owned(), (*module).to_owned()));
                 command.push(("BULKHEAD_ADDR".to_owned(), format!("127.0.0.1:{port}")));
+                // Spans, when exported, say which process made them.
+                command.push(("OTEL_SERVICE_NAME".to_owned(), format!("bulkhead-{module}")));
                 ModuleProcess {
                     module,
                     port,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bulkhead_tests::TestApp;
+use bulkhead_tests::{TestApp, Topology};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{EncodingKey, Header};
@@ -58,9 +58,8 @@ async fn answer(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn every_forged_or_bent_token_is_refused_with_401() {
-    let app = TestApp::spawn().await;
+async fn every_forged_or_bent_token_is_refused_with_401(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let genuine = customer(&app, "target@example.com").await;
     let (header, claims) = parts(&genuine);
     let kid = header["kid"].as_str().unwrap().to_owned();
@@ -147,9 +146,8 @@ async fn every_forged_or_bent_token_is_refused_with_401() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_reused_refresh_token_ends_its_session_and_the_sessions_access_token() {
-    let app = TestApp::spawn().await;
+async fn a_reused_refresh_token_ends_its_session_and_the_sessions_access_token(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     customer(&app, "reuse@example.com").await;
     let login = json!({ "email": "reuse@example.com", "password": "a perfectly fine passphrase" });
     let tokens: Value = app.post("/api/v1/auth/login", None, &login).await.json().await.unwrap();
@@ -173,3 +171,8 @@ async fn a_reused_refresh_token_ends_its_session_and_the_sessions_access_token()
     let (status, body) = answer(app, "/api/v1/users/me", &access).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the session's access token is refused at once: {body}");
 }
+
+on_both_topologies!(
+    every_forged_or_bent_token_is_refused_with_401,
+    a_reused_refresh_token_ends_its_session_and_the_sessions_access_token,
+);

@@ -1,11 +1,12 @@
 //! Changing permissions (ADR 0020): a demoted admin, a closed account and a signed-out session
-//! lose what their still-unexpired access tokens claimed, at once, on every module's routes;
-//! and a process that shares no memory with the users module (here: a verifier and its feed
-//! built beside the app, on the same database) learns of it from users' outbox.
+//! lose what their still-unexpired access tokens claimed on every module's routes — at once
+//! in the monolith, within a notification's round trip on the split, where every other
+//! module's process learns of it from users' outbox; and a verifier that shares no memory
+//! with the users module (built beside the app, on the same database) learns of it too.
 
 use std::time::Duration;
 
-use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, eventually};
+use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, Topology, eventually};
 use platform::auth::JwtVerifier;
 use platform::auth::revocation::{RevocationFeed, Revoked};
 use reqwest::{Method, StatusCode};
@@ -42,9 +43,26 @@ async fn second_admin(app: &TestApp, first: &str) -> (String, String) {
     (id, app.sign_in("deputy@example.com", "a perfectly fine passphrase").await)
 }
 
-#[tokio::test]
-async fn a_demoted_admin_is_refused_at_once_on_every_modules_admin_routes() {
-    let app = TestApp::spawn_with(&["--rate-limit-per-second", "0"]).await;
+/// Waits until `path` refuses `token` as `invalid_token`: at once in the monolith (the users
+/// module tells its process's verifier in the same breath), soon on the split (the other
+/// processes read users' outbox when it notifies).
+async fn expect_refused(app: &TestApp, path: &str, token: &str) {
+    let refused = || async {
+        let response = app.get_as(path, token).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        (status == StatusCode::UNAUTHORIZED && body["error"]["code"] == "invalid_token").then_some(())
+    };
+    match app.topology {
+        Topology::Monolith => assert!(refused().await.is_some(), "{path} right after the change"),
+        Topology::Split => eventually(Duration::from_secs(10), || async { Ok(refused().await) })
+            .await
+            .unwrap_or_else(|_| panic!("{path} kept accepting the token after the change")),
+    }
+}
+
+async fn a_demoted_admin_is_refused_on_every_modules_admin_routes(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &["--rate-limit-per-second", "0"]).await;
     let first = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let (deputy, token) = second_admin(&app, &first).await;
     let admin_reads: Vec<String> = documented_operations(&app)
@@ -66,9 +84,7 @@ async fn a_demoted_admin_is_refused_at_once_on_every_modules_admin_routes() {
     set_roles(&app, &first, &deputy, &["customer"]).await;
 
     for path in &admin_reads {
-        let response = app.get_as(path, &token).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path} right after the demotion");
-        assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "invalid_token");
+        expect_refused(&app, path, &token).await;
     }
     let response = app.post("/api/v1/products", Some(&token), &create_product).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "products, through the other admin path");
@@ -87,9 +103,8 @@ async fn a_demoted_admin_is_refused_at_once_on_every_modules_admin_routes() {
     app.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_closed_account_and_a_signed_out_session_are_refused_at_once() {
-    let app = TestApp::spawn().await;
+async fn a_closed_account_and_a_signed_out_session_are_refused(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let first = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
 
     let closed = customer(&app, "closed@example.com").await;
@@ -97,7 +112,7 @@ async fn a_closed_account_and_a_signed_out_session_are_refused_at_once() {
     let response = app.post(&format!("/api/v1/users/{closed_id}/deactivate"), Some(&first), &json!({})).await;
     assert_eq!(response.status(), StatusCode::OK);
     for path in ["/api/v1/users/me", "/api/v1/orders", "/api/v1/payments", "/api/v1/notifications"] {
-        assert_eq!(app.get_as(path, &closed).await.status(), StatusCode::UNAUTHORIZED, "{path}");
+        expect_refused(&app, path, &closed).await;
     }
 
     customer(&app, "leaving@example.com").await;
@@ -108,7 +123,7 @@ async fn a_closed_account_and_a_signed_out_session_are_refused_at_once() {
     assert_eq!(app.get_as("/api/v1/orders", access).await.status(), StatusCode::OK);
     let logout = json!({ "refresh_token": tokens["data"]["refresh_token"] });
     assert_eq!(app.post("/api/v1/auth/logout", None, &logout).await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.get_as("/api/v1/orders", access).await.status(), StatusCode::UNAUTHORIZED);
+    expect_refused(&app, "/api/v1/orders", access).await;
     assert_eq!(app.get_as("/api/v1/orders", &other_session).await.status(), StatusCode::OK, "only that session");
     app.stop().await.unwrap();
 }
@@ -144,3 +159,8 @@ async fn a_process_that_shares_no_memory_with_users_learns_revocations_from_its_
     stop.cancel();
     app.stop().await.unwrap();
 }
+
+on_both_topologies!(
+    a_demoted_admin_is_refused_on_every_modules_admin_routes,
+    a_closed_account_and_a_signed_out_session_are_refused,
+);

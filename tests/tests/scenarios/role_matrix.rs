@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, eventually};
+use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, Topology, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -200,9 +200,8 @@ async fn call(app: &TestApp, method: &Method, path: &str, token: Option<&str>) -
     request.send().await.unwrap()
 }
 
-#[tokio::test]
-async fn every_documented_operation_answers_each_role_as_its_access_class_says() {
-    let app = TestApp::spawn_with(&["--rate-limit-per-second", "0"]).await;
+async fn every_documented_operation_answers_each_role_as_its_access_class_says(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &["--rate-limit-per-second", "0"]).await;
     let operations = documented_operations(&app).await;
 
     let listed: BTreeSet<(String, String)> =
@@ -270,3 +269,5 @@ async fn owners_records(app: &TestApp, owner: &str) -> Records {
     let product = products["data"][0]["id"].as_str().unwrap().to_owned();
     Records { order, payment, notification, product }
 }
+
+on_both_topologies!(every_documented_operation_answers_each_role_as_its_access_class_says,);

@@ -3,7 +3,7 @@
 //! checks done in the wrong order. Each test would have caught its class; each asserts what
 //! happened and what did not (nothing half-written).
 
-use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp};
+use bulkhead_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, Topology};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,9 +28,8 @@ fn address() -> Value {
 
 /// The NUL character, which PostgreSQL's text and jsonb refuse, in every kind of field of
 /// every module that stores text: a 4xx naming the field, in the envelope, nothing stored.
-#[tokio::test]
-async fn text_the_database_cannot_store_is_a_clear_4xx_wherever_it_is_sent() {
-    let app = TestApp::spawn().await;
+async fn text_the_database_cannot_store_is_a_clear_4xx_wherever_it_is_sent(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let buyer = customer(&app, "nul@example.com").await;
     let admin = app.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let mug = product(&app, "MUG-001").await;
@@ -124,9 +123,8 @@ async fn text_the_database_cannot_store_is_a_clear_4xx_wherever_it_is_sent() {
 
 /// The rule "each product at most once" holds on what the lines resolve to, whatever the
 /// client wrote: by id on one line and by SKU (in any case) on another.
-#[tokio::test]
-async fn one_product_on_two_lines_by_id_and_by_sku_is_refused() {
-    let app = TestApp::spawn().await;
+async fn one_product_on_two_lines_by_id_and_by_sku_is_refused(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let buyer = customer(&app, "twice@example.com").await;
     let mug = product(&app, "MUG-001").await;
     let body = json!({
@@ -146,9 +144,8 @@ async fn one_product_on_two_lines_by_id_and_by_sku_is_refused() {
 
 /// A body of another JSON shape is not taken for an object: serde would fill a struct from an
 /// array, field by field, so `[null, null]` passed for an empty change (found by Schemathesis).
-#[tokio::test]
-async fn a_body_that_is_not_a_json_object_is_refused() {
-    let app = TestApp::spawn().await;
+async fn a_body_that_is_not_a_json_object_is_refused(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let buyer = customer(&app, "shapes@example.com").await;
     for body in [json!([null, null]), json!(["Mallory"]), json!("Mallory"), json!(7)] {
         let response =
@@ -176,9 +173,8 @@ async fn raw_exchange(app: &TestApp, request: &[u8]) -> (u16, String, Value) {
 
 /// What hyper answers before any middleware (an overlong URI, too many or too large headers,
 /// an unparseable Content-Length) carries the envelope like everything else.
-#[tokio::test]
-async fn the_http_servers_own_refusals_are_in_the_envelope() {
-    let app = TestApp::spawn().await;
+async fn the_http_servers_own_refusals_are_in_the_envelope(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     let long_uri = format!("GET /api/v1/products?q={} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
     let many_headers = format!(
         "GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n",
@@ -208,9 +204,8 @@ async fn the_http_servers_own_refusals_are_in_the_envelope() {
 
 /// Who is asking is settled before anything about the request: an anonymous caller with a
 /// malformed Idempotency-Key is told to sign in, not that the key is wrong.
-#[tokio::test]
-async fn an_anonymous_caller_is_refused_before_the_idempotency_key_is_judged() {
-    let app = TestApp::spawn().await;
+async fn an_anonymous_caller_is_refused_before_the_idempotency_key_is_judged(topology: Topology) {
+    let app = TestApp::spawn_on(topology, &[]).await;
     for (path, key) in
         [("/api/v1/orders", "k".repeat(300)), ("/api/v1/products", "\t".to_owned()), ("/api/v1/orders", String::new())]
     {
@@ -223,3 +218,11 @@ async fn an_anonymous_caller_is_refused_before_the_idempotency_key_is_judged() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "a missing required key: sign in first");
     app.stop().await.unwrap();
 }
+
+on_both_topologies!(
+    text_the_database_cannot_store_is_a_clear_4xx_wherever_it_is_sent,
+    one_product_on_two_lines_by_id_and_by_sku_is_refused,
+    a_body_that_is_not_a_json_object_is_refused,
+    the_http_servers_own_refusals_are_in_the_envelope,
+    an_anonymous_caller_is_refused_before_the_idempotency_key_is_judged,
+);

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use bulkhead_tests::{TestApp, eventually};
+use bulkhead_tests::{TestApp, Topology, eventually};
 use opentelemetry_sdk::trace::Sampler;
 use platform::telemetry::{self, OtlpTraces, Telemetry};
 use platform::testing::otlp::{Collector, ReceivedSpan};
@@ -122,4 +122,57 @@ async fn an_order_placed_and_confirmed_is_one_trace_through_every_module_it_touc
         .collect();
     assert!(elsewhere.is_empty(), "spans of the order outside its trace: {elsewhere:#?}");
     assert!(spans.iter().any(|span| span.attribute("order_id") == Some(id.as_str())));
+}
+
+/// The processes of the split, as their spans name them (`OTEL_SERVICE_NAME`).
+const PROCESSES_OF_AN_ORDER: [&str; 4] =
+    ["bulkhead-orders", "bulkhead-inventory", "bulkhead-payments", "bulkhead-notifications"];
+
+#[tokio::test]
+async fn on_the_split_an_order_is_one_trace_across_every_process_it_touched() {
+    // A receiver of this test's own: the processes export to it over OTLP/HTTP, each under
+    // its own service name, and only traces a caller started (the sampler follows the parent).
+    let collector = Collector::start().unwrap();
+    let endpoint = collector.endpoint();
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_TRACES_SAMPLER", "parentbased_always_off")];
+    let app = TestApp::spawn_with_env(Topology::Split, &[], &env).await;
+    let token = customer(&app, "traced-split@example.com").await;
+    let (trace_id, caller_span) = (random_hex(16), random_hex(8));
+
+    let request = order_request(&app, &token, "traced-split-1", "MUG-001", 1, "pm_card_visa")
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"));
+    let order = accepted(request).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    await_status(&app, &token, &id, "confirmed").await;
+    // The confirmation email is the last step; stopping the processes flushes their spans.
+    eventually(Duration::from_secs(30), || async {
+        let services: BTreeSet<String> = collector.trace(&trace_id).into_iter().map(|s| s.service).collect();
+        Ok(services.contains("bulkhead-notifications").then_some(()))
+    })
+    .await
+    .ok();
+    app.stop().await.unwrap();
+
+    let spans = collector.trace(&trace_id);
+    let services: BTreeSet<&str> = spans.iter().map(|span| span.service.as_str()).collect();
+    for process in PROCESSES_OF_AN_ORDER {
+        assert!(services.contains(process), "no span of the {process} process in the trace: {services:?}");
+    }
+    assert!(complete(&spans), "the trace misses steps: {:#?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+
+    // One tree across the processes: only the edge's request continues the caller's span;
+    // the quote orders asks of inventory's process is a child of the port call that made it.
+    let by_id: HashMap<&str, &ReceivedSpan> = spans.iter().map(|span| (span.span_id.as_str(), span)).collect();
+    let roots: Vec<&ReceivedSpan> =
+        spans.iter().filter(|span| !by_id.contains_key(span.parent_span_id.as_str())).collect();
+    assert!(
+        roots.len() == 1 && roots[0].parent_span_id == caller_span && roots[0].service == "bulkhead-orders",
+        "only the edge's request continues the caller's span: {roots:#?}"
+    );
+    let quote = spans
+        .iter()
+        .find(|span| span.service == "bulkhead-inventory" && span.name.contains("/internal/inventory/v1/quote"))
+        .unwrap_or_else(|| panic!("inventory's process never served the quote in this trace: {spans:#?}"));
+    let caller = by_id.get(quote.parent_span_id.as_str()).expect("the quote's parent is in the trace");
+    assert_eq!(caller.service, "bulkhead-orders", "{caller:#?}");
 }
