@@ -187,12 +187,7 @@ impl PaymentsService {
         metadata: &platform::bus::Metadata,
         operation: &str,
     ) -> Result<(), JobError> {
-        let seen = match self.gateway.lookup(id).await {
-            Ok(seen) => seen,
-            Err(error) if error.is_transient() => return Err(self.retry_later(error, "lookup")),
-            Err(error) => return Err(JobError::Abort(error.into())),
-        };
-        let (mut tx, payment) = self.locked(id).await?;
+        let (seen, mut tx, payment) = self.ask_gateway_then_lock(id).await?;
         match &seen {
             GatewayPayment::Unknown | GatewayPayment::Voided { .. } => {
                 tracing::info!(%refusal, gateway = ?seen, "nothing held at the gateway: nothing to {operation}");
@@ -220,6 +215,21 @@ impl PaymentsService {
         commit(tx).await
     }
 
+    /// What the gateway holds for payment `id`, then the payment under its row lock (asked
+    /// first, so no lock is held during the call).
+    async fn ask_gateway_then_lock(
+        &self,
+        id: Uuid,
+    ) -> Result<(GatewayPayment, sqlx::Transaction<'static, sqlx::Postgres>, PaymentRow), JobError> {
+        let seen = match self.gateway.lookup(id).await {
+            Ok(seen) => seen,
+            Err(error) if error.is_transient() => return Err(self.retry_later(error, "lookup")),
+            Err(error) => return Err(JobError::Abort(error.into())),
+        };
+        let (tx, payment) = self.locked(id).await?;
+        Ok((seen, tx, payment))
+    }
+
     /// The gateway refused to capture: a payment it voided, declined or captured already takes
     /// that outcome (no failed job); one it does not know, or still holds but will not
     /// capture, is flagged for a person and left to reconciliation.
@@ -229,12 +239,7 @@ impl PaymentsService {
         refusal: &str,
         metadata: &platform::bus::Metadata,
     ) -> Result<(), JobError> {
-        let seen = match self.gateway.lookup(id).await {
-            Ok(seen) => seen,
-            Err(error) if error.is_transient() => return Err(self.retry_later(error, "lookup")),
-            Err(error) => return Err(JobError::Abort(error.into())),
-        };
-        let (mut tx, payment) = self.locked(id).await?;
+        let (seen, mut tx, payment) = self.ask_gateway_then_lock(id).await?;
         match &seen {
             GatewayPayment::Voided { .. } | GatewayPayment::Declined { .. } | GatewayPayment::Captured { .. } => {
                 tracing::info!(%refusal, gateway = ?seen, "the capture was refused; taking the gateway's word");
