@@ -95,7 +95,7 @@ async fn measure(
         "latency_rate_per_sec": rate,
         "batch_size": config.batch_size,
     });
-    match crate::pgbench::pgbench(server, pgbench_seconds) {
+    match crate::pgbench::pgbench(server, pgbench_seconds, 8) {
         Ok(tps) => report["pgbench_tps"] = tps.round().into(),
         Err(error) => report["pgbench_note"] = format!("pgbench not run: {error:#}").into(),
     }

@@ -5,8 +5,8 @@ use std::process::Command;
 use anyhow::Context;
 use platform::db::EmbeddedPostgres;
 
-/// `pgbench -N` (simple updates), 8 clients, on the same cluster.
-pub(crate) fn pgbench(server: &EmbeddedPostgres, seconds: u64) -> anyhow::Result<f64> {
+/// `pgbench -N` (simple updates) with `clients` clients, on the same cluster.
+pub(crate) fn pgbench(server: &EmbeddedPostgres, seconds: u64, clients: u32) -> anyhow::Result<f64> {
     let address = server.address();
     let password = secrecy::ExposeSecret::expose_secret(&address.password).to_owned();
     let run = |args: &[&str]| -> anyhow::Result<String> {
@@ -20,7 +20,7 @@ pub(crate) fn pgbench(server: &EmbeddedPostgres, seconds: u64) -> anyhow::Result
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
     run(&["-i", "-q", "-s", "10", "postgres"])?;
-    let report = run(&["-N", "-c", "8", "-j", "2", "-T", &seconds.to_string(), "postgres"])?;
+    let report = run(&["-N", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "postgres"])?;
     report
         .lines()
         .find_map(|line| line.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())

@@ -49,6 +49,19 @@ impl Deployment {
     /// # Errors
     /// A process that does not start within a minute, with what it logged.
     pub(crate) async fn start(layout: Layout, database_url: &str, data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(layout, database_url, data_dir, &[]).await
+    }
+
+    /// [`Deployment::start`], with `env` added to every process's environment.
+    ///
+    /// # Errors
+    /// As [`Deployment::start`].
+    pub(crate) async fn start_with(
+        layout: Layout,
+        database_url: &str,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let groups: Vec<(&'static str, Option<&str>)> = match layout {
             Layout::Monolith => vec![("monolith", None)],
             Layout::Split => MODULES.iter().map(|m| (*m, Some(*m))).collect(),
@@ -77,6 +90,7 @@ impl Deployment {
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .kill_on_drop(true);
+            command.envs(env.iter().copied());
             if let Some(module) = hosted {
                 command.env("BULKHEAD_MODULES", module);
                 for other in MODULES {
@@ -126,6 +140,11 @@ impl Deployment {
     pub(crate) fn url_of(&self, module: &str) -> Option<String> {
         let (_, port, _) = self.processes.iter().find(|(name, _, _)| *name == module || *name == "monolith")?;
         Some(format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The processes' ids, in start order.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.processes.iter().filter_map(|(_, _, child)| child.id()).collect()
     }
 
     /// Resident memory summed over the processes: (now, peak), in MiB.

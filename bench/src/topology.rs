@@ -56,7 +56,7 @@ fn cluster_options(dir: &std::path::Path) -> EmbeddedOptions {
 }
 
 async fn measure(server: &EmbeddedPostgres, dir: &std::path::Path, load: Load) -> anyhow::Result<Value> {
-    let pgbench_tps = pgbench(server, load.pgbench_seconds)?;
+    let pgbench_tps = pgbench(server, load.pgbench_seconds, 8)?;
     let mut layouts = serde_json::Map::new();
     for layout in [Layout::Monolith, Layout::Split] {
         eprintln!("bench topology: {} ...", layout.name());
@@ -123,7 +123,7 @@ async fn measure_layout(
 
 /// A fresh database in the cluster; the superuser URL of it (the processes provision their
 /// roles through it, as `DATABASE_URL`).
-async fn create_database(server: &EmbeddedPostgres, name: &str) -> anyhow::Result<String> {
+pub(crate) async fn create_database(server: &EmbeddedPostgres, name: &str) -> anyhow::Result<String> {
     let mut admin = PgConnection::connect_with(&server.connect_options("postgres")).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
     admin.close().await?;
