@@ -28,14 +28,23 @@ use super::transport::{EventLog, Partition};
 /// How a batch went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Progress {
-    /// At least one event was handled, skipped or dead-lettered: there may be more.
-    Moved,
+    /// At least one event was handled, skipped or dead-lettered. `drained`: the batch was not
+    /// full, so everything sequenced before it was read has been handled, and the partition
+    /// can wait for its next wake-up rather than look again (which would cost a transaction).
+    Moved { drained: bool },
     /// Nothing new.
     Idle,
     /// Another process holds this partition right now.
     Busy,
     /// A failed event waits for its retry.
     WaitingUntil(DateTime<Utc>),
+}
+
+/// What a heartbeat found: the live members of the group, or that this member stays out.
+#[derive(Debug)]
+pub(crate) enum Membership {
+    Members(Vec<Uuid>),
+    Outside,
 }
 
 /// The claimed cursor row of a partition.
@@ -97,10 +106,12 @@ pub(crate) struct Consumer {
     pub log: Arc<dyn EventLog>,
     pub metrics: BusMetrics,
     pub batch: i64,
+    /// Longest idle wait while wake-ups are lost.
     pub poll_interval: Duration,
+    /// Longest idle wait while wake-ups are pushed (a safety net).
+    pub listening_poll_interval: Duration,
     /// This process's identity in the consumer group.
     pub member: Uuid,
-    pub heartbeat_every: Duration,
     pub session_timeout: Duration,
     /// The partitions this member currently owns.
     pub owned: watch::Sender<Vec<i32>>,
@@ -179,9 +190,17 @@ impl Consumer {
     }
 
     /// Renews this member's heartbeat, expires members that stopped beating, and works out
-    /// which partitions this member owns now.
+    /// which partitions this member owns now, in a transaction of its own.
     pub async fn heartbeat(&self) -> anyhow::Result<Vec<i32>> {
         let mut tx = self.pool.begin().await?;
+        let membership = self.renew(&mut tx).await?;
+        tx.commit().await?;
+        Ok(self.apply(membership))
+    }
+
+    /// The statements of a heartbeat, on the caller's transaction (one transaction renews
+    /// every subscription of a module). Apply what it returns once that transaction commits.
+    pub(crate) async fn renew(&self, tx: &mut PgConnection) -> anyhow::Result<Membership> {
         // A member configured with another partition count than the stored one (a rolling
         // deploy that resizes the subscription) stays out of the group, so no partition is
         // dealt to a member that would refuse it.
@@ -196,19 +215,7 @@ impl Consumer {
                 .bind(self.member)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            self.owned.send_if_modified(|current| {
-                let changed = !current.is_empty();
-                if changed {
-                    tracing::warn!(
-                        subscription = self.name(),
-                        "partition count changed elsewhere; leaving the consumer group"
-                    );
-                    current.clear();
-                }
-                changed
-            });
-            return Ok(Vec::new());
+            return Ok(Membership::Outside);
         }
         sqlx::query(
             "INSERT INTO bus_members (subscription, member, heartbeat_at) VALUES ($1, $2, now())
@@ -228,7 +235,25 @@ impl Consumer {
                 .bind(self.name())
                 .fetch_all(&mut *tx)
                 .await?;
-        tx.commit().await?;
+        Ok(Membership::Members(members))
+    }
+
+    /// Takes the partitions a committed heartbeat dealt this member; returns them.
+    pub(crate) fn apply(&self, membership: Membership) -> Vec<i32> {
+        let Membership::Members(members) = membership else {
+            self.owned.send_if_modified(|current| {
+                let changed = !current.is_empty();
+                if changed {
+                    tracing::warn!(
+                        subscription = self.name(),
+                        "partition count changed elsewhere; leaving the consumer group"
+                    );
+                    current.clear();
+                }
+                changed
+            });
+            return Vec::new();
+        };
         let owned: Vec<i32> = (0..i32::from(self.subscription.partitions))
             .filter(|p| {
                 let slot = usize::try_from(*p).unwrap_or(0) % members.len().max(1);
@@ -243,11 +268,9 @@ impl Consumer {
             }
             changed
         });
-        Ok(owned)
+        owned
     }
 
-    /// Keeps this member in the group until cancelled, then leaves it so the others take
-    /// over its partitions at their next heartbeat.
     /// Prepares the cursors again and again (backing off up to half a minute) until the
     /// source can be read, then consumes as usual.
     pub async fn run_once_source_is_ready(self: Arc<Self>, cancel: CancellationToken) {
@@ -270,37 +293,20 @@ impl Consumer {
         }
         self.started.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(subscription = self.name(), "the source can be read: subscription started");
+        // Its module's membership task renews it from now on.
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.clone().run_membership(cancel.clone()));
         for partition in 0..i32::from(self.subscription.partitions) {
             tasks.spawn(self.clone().run_partition(partition, cancel.clone()));
         }
         while tasks.join_next().await.is_some() {}
     }
 
-    pub async fn run_membership(self: Arc<Self>, cancel: CancellationToken) {
-        loop {
-            if let Err(error) = self.heartbeat().await {
-                tracing::warn!(subscription = self.name(), "consumer group heartbeat failed: {error:#}");
-            }
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                () = tokio::time::sleep(self.heartbeat_every) => {}
-            }
-        }
-        let left = sqlx::query("DELETE FROM bus_members WHERE subscription = $1 AND member = $2")
-            .bind(self.name())
-            .bind(self.member)
-            .execute(&self.pool)
-            .await;
-        if let Err(error) = left {
-            tracing::warn!(subscription = self.name(), "leaving the consumer group failed: {error}");
-        }
-    }
-
     /// Handles partition `index` whenever this member owns it, until cancelled.
     pub async fn run_partition(self: Arc<Self>, index: i32, cancel: CancellationToken) {
-        let mut wakeups = self.log.wakeups(self.subscription.source);
+        // Events of types without a handler are skipped whenever the partition runs; they
+        // alone do not wake it.
+        let types = self.subscription.event_types();
+        let mut wakeups = self.log.partition_wakeups(self.subscription.source, self.partition(index), &types);
         let mut owned = self.owned.subscribe();
         let mut failures = 0_u32;
         loop {
@@ -312,11 +318,22 @@ impl Consumer {
             }
             wakeups.borrow_and_update();
             let pause = match self.process_batch(index).await {
-                Ok(Progress::Moved) => {
+                Ok(Progress::Moved { drained: false }) => {
                     failures = 0;
                     continue;
                 }
-                Ok(Progress::Idle | Progress::Busy) => {
+                Ok(Progress::Moved { drained: true } | Progress::Idle) => {
+                    failures = 0;
+                    // Sequencing wakes this partition when its keys get events (a wake-up that
+                    // came while the batch ran ends the wait at once); polling is a safety net
+                    // then, spread so partitions do not look all at once.
+                    if self.log.pushes_wakeups() {
+                        self.listening_poll_interval.mul_f64(0.75 + rand::random::<f64>() / 2.0)
+                    } else {
+                        self.poll_interval
+                    }
+                }
+                Ok(Progress::Busy) => {
                     failures = 0;
                     self.poll_interval
                 }
@@ -474,7 +491,9 @@ impl Consumer {
         counts.record(&self.metrics, self.name());
         Ok(match cursor.retry_at {
             Some(at) if cursor.position == claimed.position => Progress::WaitingUntil(at),
-            _ => Progress::Moved,
+            // A retry is waiting after what was handled: look again, to wait for it.
+            Some(_) => Progress::Moved { drained: false },
+            None => Progress::Moved { drained: events.len() < usize::try_from(limit).unwrap_or(usize::MAX) },
         })
     }
 
@@ -525,7 +544,7 @@ impl Consumer {
             return Ok(Progress::Busy);
         };
         if claimed.position >= event.position {
-            return Ok(Progress::Moved); // handled meanwhile by another member
+            return Ok(Progress::Moved { drained: false }); // handled meanwhile by another member
         }
         let mut cursor =
             Cursor { position: claimed.position, attempts: claimed.attempts, last_error: None, retry_at: None };
@@ -534,7 +553,7 @@ impl Consumer {
         self.save_cursor(&mut tx, index, &cursor).await?;
         tx.commit().await?;
         counts.record(&self.metrics, self.name());
-        Ok(Progress::Moved)
+        Ok(Progress::Moved { drained: false })
     }
 
     /// Records the `attempts`-th failure of `event` on `cursor`: a retry with backoff, or

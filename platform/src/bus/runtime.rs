@@ -34,6 +34,13 @@ pub struct BusConfig {
     pub sequencer_batch: i64,
     /// Longest wait for work when notifications are lost.
     pub poll_interval: Duration,
+    /// Longest wait for work while notifications arrive. Every append and every sequencing
+    /// notifies, so this is a safety net only; waiting less costs a transaction per
+    /// partition per wait when there is nothing to do.
+    pub listening_poll_interval: Duration,
+    /// How long a sequencer woken by an append waits for more before numbering: one
+    /// transaction then numbers (and one notification announces) what several appends wrote.
+    pub sequencer_linger: Duration,
     /// Sequenced events older than this are deleted (Kafka's `retention.ms`).
     pub retention: Duration,
     /// How often the retention sweep runs (as the `bus.retention.<module>` jobs).
@@ -52,11 +59,14 @@ impl Default for BusConfig {
             batch_size: 64,
             sequencer_batch: 1000,
             poll_interval: Duration::from_secs(1),
+            listening_poll_interval: Duration::from_secs(120),
+            sequencer_linger: Duration::from_millis(2),
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_every: Duration::from_secs(3600),
-            gauges_every: Duration::from_secs(10),
-            heartbeat_every: Duration::from_secs(1),
-            session_timeout: Duration::from_secs(10),
+            gauges_every: Duration::from_secs(15),
+            // One transaction per subscribing module each time (Kafka: 3 s and 45 s).
+            heartbeat_every: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -76,7 +86,12 @@ impl std::fmt::Debug for BusBuilder {
 impl BusBuilder {
     /// A bus on the PostgreSQL transport.
     pub fn new(config: BusConfig, metrics: &Metrics) -> Self {
-        let wakeups = Wakeups::default();
+        Self::with_wakeups(config, metrics, Wakeups::default())
+    }
+
+    /// A bus whose listener feeds `wakeups`, which parts of the process built before the bus
+    /// (an order's event stream) already follow.
+    pub fn with_wakeups(config: BusConfig, metrics: &Metrics, wakeups: Wakeups) -> Self {
         let inner = Inner {
             config,
             metrics: BusMetrics::register(metrics),
@@ -130,8 +145,8 @@ impl BusBuilder {
             metrics: self.inner.metrics.clone(),
             batch: config.batch_size,
             poll_interval: config.poll_interval,
+            listening_poll_interval: config.listening_poll_interval,
             member: self.member,
-            heartbeat_every: config.heartbeat_every,
             session_timeout: config.session_timeout,
             owned: tokio::sync::watch::channel(Vec::new()).0,
             started: std::sync::atomic::AtomicBool::new(false),
@@ -321,13 +336,18 @@ impl Bus {
         }
         let config = &self.inner.config;
         for (module, pool) in &self.inner.publishers {
+            let pacing = sequencer::Pacing {
+                batch: config.sequencer_batch,
+                poll_interval: config.poll_interval,
+                listening_poll_interval: config.listening_poll_interval,
+                linger: config.sequencer_linger,
+            };
             tasks.spawn(sequencer::run(
                 module,
                 pool.clone(),
                 self.inner.wakeups.clone(),
                 self.inner.metrics.clone(),
-                config.sequencer_batch,
-                config.poll_interval,
+                pacing,
                 cancel.clone(),
             ));
         }
@@ -336,14 +356,29 @@ impl Bus {
                 tasks.spawn(consumer.clone().run_once_source_is_ready(cancel.clone()));
                 continue;
             }
-            tasks.spawn(consumer.clone().run_membership(cancel.clone()));
             for partition in 0..i32::from(consumer.subscription.partitions) {
                 tasks.spawn(consumer.clone().run_partition(partition, cancel.clone()));
             }
         }
+        for group in self.subscriber_groups() {
+            tasks.spawn(run_memberships(group, config.heartbeat_every, cancel.clone()));
+        }
         let bus = self.clone();
         tasks.spawn(async move { bus.refresh_gauges_periodically(cancel).await });
         Ok(BusTasks { tasks })
+    }
+
+    /// The hosted subscriptions grouped by subscribing module (whose schema and pool they
+    /// share), in registration order.
+    fn subscriber_groups(&self) -> Vec<Vec<Arc<Consumer>>> {
+        let mut groups: Vec<Vec<Arc<Consumer>>> = Vec::new();
+        for consumer in &self.inner.consumers {
+            match groups.iter_mut().find(|group| group[0].subscriber == consumer.subscriber) {
+                Some(group) => group.push(consumer.clone()),
+                None => groups.push(vec![consumer.clone()]),
+            }
+        }
+        groups
     }
 
     fn consumer(&self, subscription: &str) -> Option<&Arc<Consumer>> {
@@ -400,51 +435,57 @@ impl Bus {
     /// Database failures.
     pub async fn status(&self) -> anyhow::Result<Vec<PartitionStatus>> {
         let mut statuses = Vec::new();
-        for consumer in &self.inner.consumers {
-            let mut conn = consumer.pool.acquire().await?;
-            let source = consumer.subscription.source;
-            let head = self.inner.log.head(&mut conn, source, Partition { index: 0, count: 1 }).await?;
-            let dead_letters: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM dead_letters WHERE subscription = $1 AND replayed_at IS NULL")
-                    .bind(consumer.name())
-                    .fetch_one(&mut *conn)
-                    .await?;
-            let members: Vec<Uuid> = sqlx::query_scalar(
+        // One read-only transaction per subscribing module: the gauges read this every few
+        // seconds, and a statement outside a transaction is a transaction of its own.
+        for group in self.subscriber_groups() {
+            let mut conn = group[0].pool.begin().await?;
+            for consumer in &group {
+                let source = consumer.subscription.source;
+                let head = self.inner.log.head(&mut conn, source, Partition { index: 0, count: 1 }).await?;
+                let dead_letters: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM dead_letters WHERE subscription = $1 AND replayed_at IS NULL",
+                )
+                .bind(consumer.name())
+                .fetch_one(&mut *conn)
+                .await?;
+                let members: Vec<Uuid> = sqlx::query_scalar(
                 "SELECT member FROM bus_members WHERE subscription = $1 AND heartbeat_at >= now() - $2::interval ORDER BY member",
             )
             .bind(consumer.name())
             .bind(self.inner.config.session_timeout)
             .fetch_all(&mut *conn)
             .await?;
-            let rows: Vec<CursorRow> = sqlx::query_as(
-                "SELECT partition, partitions, position, attempts, last_error, retry_at
+                let rows: Vec<CursorRow> = sqlx::query_as(
+                    "SELECT partition, partitions, position, attempts, last_error, retry_at
                    FROM bus_cursors WHERE subscription = $1 ORDER BY partition",
-            )
-            .bind(consumer.name())
-            .fetch_all(&mut *conn)
-            .await?;
-            for CursorRow { partition, partitions, position, attempts, last_error, retry_at } in rows {
-                let lag = self
-                    .inner
-                    .log
-                    .lag(&mut conn, source, Partition { index: partition, count: partitions }, position, 100_000)
-                    .await?;
-                statuses.push(PartitionStatus {
-                    subscription: consumer.name().to_owned(),
-                    subscriber: consumer.subscriber.to_owned(),
-                    source: source.to_owned(),
-                    partition,
-                    partitions,
-                    owner: members.get(usize::try_from(partition).unwrap_or(0) % members.len().max(1)).copied(),
-                    position,
-                    head,
-                    lag,
-                    attempts,
-                    last_error,
-                    retry_at,
-                    dead_letters,
-                });
+                )
+                .bind(consumer.name())
+                .fetch_all(&mut *conn)
+                .await?;
+                for CursorRow { partition, partitions, position, attempts, last_error, retry_at } in rows {
+                    let lag = self
+                        .inner
+                        .log
+                        .lag(&mut conn, source, Partition { index: partition, count: partitions }, position, 100_000)
+                        .await?;
+                    statuses.push(PartitionStatus {
+                        subscription: consumer.name().to_owned(),
+                        subscriber: consumer.subscriber.to_owned(),
+                        source: source.to_owned(),
+                        partition,
+                        partitions,
+                        owner: members.get(usize::try_from(partition).unwrap_or(0) % members.len().max(1)).copied(),
+                        position,
+                        head,
+                        lag,
+                        attempts,
+                        last_error,
+                        retry_at,
+                        dead_letters,
+                    });
+                }
             }
+            conn.commit().await?;
         }
         Ok(statuses)
     }
@@ -593,6 +634,14 @@ impl Bus {
             .await
             .map_err(anyhow::Error::from)?;
         }
+        // The partitions' owners may be other replicas, idle until woken: wake every reader
+        // of the source, in every process, once the rewind commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::sequencer::SEQUENCED_CHANNEL)
+            .bind(source)
+            .execute(&mut *tx)
+            .await
+            .map_err(anyhow::Error::from)?;
         tx.commit().await.map_err(anyhow::Error::from)?;
         tracing::warn!(subscription, cursor, "subscription rewound");
         self.inner.wakeups.everything();
@@ -689,4 +738,48 @@ fn source_not_ready(error: &anyhow::Error) -> bool {
             .iter()
             .any(|code| crate::db::has_sqlstate(e, code))
     })
+}
+
+/// Keeps this process in the consumer groups of one module's subscriptions (those started)
+/// with one transaction per heartbeat, until cancelled; then leaves them, so the other members
+/// take over the partitions at their next heartbeat.
+async fn run_memberships(group: Vec<Arc<Consumer>>, every: Duration, cancel: CancellationToken) {
+    let Some(pool) = group.first().map(|consumer| consumer.pool.clone()) else { return };
+    let subscriber = group[0].subscriber;
+    loop {
+        let started: Vec<&Arc<Consumer>> =
+            group.iter().filter(|c| c.started.load(std::sync::atomic::Ordering::SeqCst)).collect();
+        if !started.is_empty() {
+            let renewed = async {
+                let mut tx = pool.begin().await?;
+                let mut memberships = Vec::with_capacity(started.len());
+                for consumer in &started {
+                    memberships.push(consumer.renew(&mut tx).await?);
+                }
+                tx.commit().await?;
+                anyhow::Ok(memberships)
+            };
+            match renewed.await {
+                Ok(memberships) => {
+                    for (consumer, membership) in started.iter().zip(memberships) {
+                        consumer.apply(membership);
+                    }
+                }
+                Err(error) => tracing::warn!(subscriber, "consumer group heartbeat failed: {error:#}"),
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    let names: Vec<&str> = group.iter().map(|c| c.name()).collect();
+    let left = sqlx::query("DELETE FROM bus_members WHERE subscription = ANY($1) AND member = $2")
+        .bind(&names)
+        .bind(group[0].member)
+        .execute(&pool)
+        .await;
+    if let Err(error) = left {
+        tracing::warn!(subscriber, "leaving the consumer groups failed: {error}");
+    }
 }

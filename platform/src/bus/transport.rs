@@ -63,6 +63,18 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Changes whenever `source` may have new events.
     fn wakeups(&self, source: &str) -> watch::Receiver<u64>;
+
+    /// Changes whenever `source` may have new events of `types` in `partition`; by default,
+    /// whenever it may have new events at all.
+    fn partition_wakeups(&self, source: &str, partition: Partition, types: &[&str]) -> watch::Receiver<u64> {
+        let _ = (partition, types);
+        self.wakeups(source)
+    }
+
+    /// Whether wake-ups are pushed right now, so that polling is only a safety net.
+    fn pushes_wakeups(&self) -> bool {
+        false
+    }
 }
 
 /// Reads the publisher's `outbox` in the same database (the subscriber's role has `SELECT`).
@@ -210,5 +222,13 @@ impl EventLog for PostgresLog {
 
     fn wakeups(&self, source: &str) -> watch::Receiver<u64> {
         self.wakeups.sequenced(source)
+    }
+
+    fn partition_wakeups(&self, source: &str, partition: Partition, types: &[&str]) -> watch::Receiver<u64> {
+        self.wakeups.sequenced_in_of(source, partition.count, partition.index, types)
+    }
+
+    fn pushes_wakeups(&self) -> bool {
+        self.wakeups.listening()
     }
 }
