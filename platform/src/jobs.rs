@@ -21,6 +21,7 @@ pub(crate) mod queue;
 mod retention;
 mod runtime;
 mod service;
+mod signals;
 
 use std::time::Duration;
 

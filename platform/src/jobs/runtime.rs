@@ -7,10 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis::layers::limit::ConcurrencyLimitLayer;
 use apalis::prelude::{BackendExt, Monitor, WorkerBuilder};
-use apalis_postgres::{PostgresStorage, Pubsub};
+use apalis_postgres::PostgresStorage;
 use chrono::Utc;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +18,7 @@ use super::metrics::JobMetrics;
 use super::queue::{JobQueue, Recurring, validate_name};
 use super::retention;
 use super::service::{HandlerService, RetryLayer};
+use super::signals::JobSignals;
 use super::{Enqueued, Schedule};
 use crate::bus::RetryPolicy;
 use crate::db::migrate;
@@ -27,9 +27,11 @@ use crate::metrics::Metrics;
 /// Tuning of a jobs runtime; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
-    /// Longest wait before a worker looks for due jobs. New jobs due at once wake workers
-    /// by `NOTIFY`; jobs scheduled for later are found by this polling.
+    /// Longest wait before due jobs are looked for while job notifications are lost.
     pub poll_interval: Duration,
+    /// Longest wait before due jobs are looked for while notifications arrive: jobs due now
+    /// and later are announced, so this finds only what a stopped or crashed process left.
+    pub safety_interval: Duration,
     /// How long a stop waits for running jobs before abandoning them (they run again
     /// elsewhere once their worker is presumed dead).
     pub shutdown_timeout: Duration,
@@ -47,9 +49,12 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
+            safety_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(10),
-            missed_heartbeats: 6,
+            // Two transactions per queue each time (apalis fetches after each heartbeat); a
+            // worker is presumed dead after a minute, as before.
+            heartbeat: Duration::from_secs(30),
+            missed_heartbeats: 2,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_every: Duration::from_secs(3600),
         }
@@ -140,22 +145,16 @@ impl JobsRuntime {
             "the jobs schema has pending migrations; run `bulkhead migrate up` first"
         );
 
-        // Each worker listens for new jobs on a connection of its own, held while it runs;
-        // a pool of their own keeps them from starving the workers' queries.
-        let listeners = PgPoolOptions::new()
-            .max_connections(u32::try_from(queues.len() * 2).unwrap_or(u32::MAX))
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with((*pool.connect_options()).clone().application_name("bulkhead:jobs-listen"));
+        // One listening connection and one safety scan wake every queue's worker.
+        let signals = JobSignals::new(&names.iter().copied().collect::<Vec<_>>());
+        let signalling = tokio::spawn(signals.clone().run(
+            pool.clone(),
+            config.poll_interval,
+            config.safety_interval,
+            cancel.clone(),
+        ));
 
-        let parts = WorkerParts {
-            pool: pool.clone(),
-            listeners: listeners.clone(),
-            instance,
-            config,
-            metrics,
-            stop: cancel.clone(),
-        };
+        let parts = WorkerParts { pool: pool.clone(), signals, instance, config, metrics, stop: cancel.clone() };
         let mut monitor = Monitor::new();
         let mut tickers = JoinSet::new();
         for queue in queues {
@@ -188,14 +187,14 @@ impl JobsRuntime {
             }
         });
         tracing::info!(%instance, "jobs runtime started");
-        Ok(JobsHandle { running, tickers, listeners, cancel, shutdown_timeout: config.shutdown_timeout })
+        Ok(JobsHandle { running, tickers, signalling, cancel, shutdown_timeout: config.shutdown_timeout })
     }
 }
 
 /// What every worker of a runtime is built from.
 struct WorkerParts {
     pool: PgPool,
-    listeners: PgPool,
+    signals: JobSignals,
     instance: String,
     config: JobsConfig,
     metrics: JobMetrics,
@@ -214,20 +213,16 @@ impl WorkerParts {
                 .heartbeat_interval(self.config.heartbeat)
                 .missed_heartbeats(self.config.missed_heartbeats),
         );
-        let (listeners, instance, poll) = (self.listeners.clone(), self.instance.clone(), self.config.poll_interval);
+        let (signals, instance) = (self.signals.clone(), self.instance.clone());
         let (metrics, stop) = (self.metrics.clone(), self.stop.clone());
         monitor.register(move |restarts| {
             // apalis restarts at once; a database outage would make that a tight loop.
             let delay =
                 if restarts == 0 { Duration::ZERO } else { RESTART_BACKOFF.delay_after(restarts_u32(restarts)) };
-            let backend = storage
-                .clone()
-                .poll_with_stream(Pubsub::new(listeners.clone(), name.to_owned()))
-                .poll_with_interval(poll)
-                .before_start(move |_| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok(())
-                });
+            let backend = storage.clone().poll_with_stream(signals.stream(name)).before_start(move |_| async move {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            });
             WorkerBuilder::new(format!("{name}@{instance}#{restarts}"))
                 .backend(backend)
                 .layer(ConcurrencyLimitLayer::new(concurrency))
@@ -285,7 +280,7 @@ async fn enqueue_tick(pool: &PgPool, queue: &str, recurring: &Recurring, start: 
 pub struct JobsHandle {
     running: JoinHandle<()>,
     tickers: JoinSet<()>,
-    listeners: PgPool,
+    signalling: JoinHandle<()>,
     cancel: CancellationToken,
     shutdown_timeout: Duration,
 }
@@ -301,6 +296,6 @@ impl JobsHandle {
             tracing::warn!(timeout = ?self.shutdown_timeout, "jobs still running after the shutdown timeout; abandoning them");
             self.running.abort();
         }
-        self.listeners.close().await;
+        self.signalling.await.ok();
     }
 }
