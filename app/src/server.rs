@@ -197,6 +197,7 @@ impl Application {
             // Revocations made by any process reach this one's verifier (ADR 0020).
             if let Some((_, pool)) = backing.databases.modules().next() {
                 RevocationFeed::new(pool.clone(), verifier.revocations().clone())
+                    .woken_by(&bus)
                     .start(Some(bus.sequenced_wakeups("users")), background.clone())
                     .await
                     .context("reading recent access changes")?;

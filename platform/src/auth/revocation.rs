@@ -127,12 +127,31 @@ pub struct RevocationFeed {
     pub lookback: Duration,
     /// Longest wait between reads when wake-ups are lost (1 s).
     pub poll_interval: Duration,
+    /// Longest wait between reads while the bus's wake-ups arrive (30 s): a safety net.
+    pub listening_poll_interval: Duration,
+    /// The bus whose wake-ups the feed follows, to know whether they arrive.
+    bus: Option<crate::bus::Bus>,
 }
 
 impl RevocationFeed {
     /// A feed into `revocations`, reading with `pool` (any module role may read the outbox).
     pub fn new(pool: PgPool, revocations: Revocations) -> Self {
-        Self { pool, revocations, lookback: Duration::from_secs(3600), poll_interval: Duration::from_secs(1) }
+        Self {
+            pool,
+            revocations,
+            lookback: Duration::from_secs(3600),
+            poll_interval: Duration::from_secs(1),
+            listening_poll_interval: Duration::from_secs(30),
+            bus: None,
+        }
+    }
+
+    /// Reads only when `bus` says users' events were sequenced, while its notifications
+    /// arrive; polls every `poll_interval` while they do not.
+    #[must_use]
+    pub fn woken_by(mut self, bus: &crate::bus::Bus) -> Self {
+        self.bus = Some(bus.clone());
+        self
     }
 
     /// Reads the window of recent changes, then follows new ones until `cancel` fires. The
@@ -168,6 +187,8 @@ impl RevocationFeed {
     async fn follow(self, mut cursor: i64, mut wakeups: Option<watch::Receiver<u64>>, cancel: CancellationToken) {
         let mut failing = false;
         loop {
+            let pushed = wakeups.is_some() && self.bus.as_ref().is_some_and(crate::bus::Bus::notifications_connected);
+            let wait = if pushed { self.listening_poll_interval } else { self.poll_interval };
             let woken = async {
                 match wakeups.as_mut() {
                     Some(wakeups) => {
@@ -181,7 +202,7 @@ impl RevocationFeed {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = woken => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
+                () = tokio::time::sleep(wait) => {}
             }
             match self.catch_up(cursor).await {
                 Ok(next) => {
