@@ -36,6 +36,11 @@ impl Listener for EnvelopingListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, address) = Listener::accept(&mut self.0).await;
+        // Answers go out as soon as they are written: with Nagle's algorithm a response
+        // written in two parts waits for the client's delayed ACK (about 40 ms on Linux).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
+        }
         (EnvelopedStream { inner: stream, pending: Vec::new(), claimed: 0 }, address)
     }
 
