@@ -118,10 +118,14 @@ impl Databases {
                 tracing::debug!("could not revoke CREATE on schema public: {error}");
             }
         }
+        // Connections a burst opened are closed after 10 s unused: an idle process holds only
+        // what its periodic work keeps busy (each connection is a server process). sqlx hands
+        // out idle connections in turn, so a longer timeout would keep every one of them alive.
         let pool_options = || {
             PgPoolOptions::new()
                 .max_connections(setup.pool_size.max(1))
                 .min_connections(0)
+                .idle_timeout(Some(Duration::from_secs(10)))
                 .acquire_timeout(Duration::from_secs(10))
         };
         if let (Some(access), Some(pool)) = (&setup.admin, &admin) {
