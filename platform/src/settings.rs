@@ -50,6 +50,19 @@ pub fn duration_in(
     }
 }
 
+/// A [`duration_in`] that may also be zero (`0`, `0ms`, `0s`): for delays that can be off.
+///
+/// # Errors
+/// As [`duration_in`].
+pub fn duration_or_zero_in(value: &str, variable: &str, max: Option<Duration>) -> Result<Duration, String> {
+    let trimmed = value.trim();
+    let digits = trimmed.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !digits.is_empty() && digits.chars().all(|c| c == '0') && matches!(&trimmed[digits.len()..], "" | "ms" | "s") {
+        return Ok(Duration::ZERO);
+    }
+    duration_in(value, variable, None, max)
+}
+
 /// A byte size: a count, or with `k`/`kb`/`KiB`, `m`/`mb`/`MiB` (all powers of 1024).
 ///
 /// # Errors
@@ -147,5 +160,17 @@ mod tests {
         );
         assert!(duration_in("soon", "X", None, None).unwrap_err().starts_with("X: "));
         assert!(http_url("ftp://x", "BULKHEAD_USERS_URL").unwrap_err().contains("BULKHEAD_USERS_URL"));
+    }
+
+    #[test]
+    fn a_delay_that_can_be_off_takes_zero() {
+        for zero in ["0", "0ms", "0s", " 00ms "] {
+            assert_eq!(duration_or_zero_in(zero, "X", None), Ok(Duration::ZERO), "{zero}");
+        }
+        assert_eq!(duration_or_zero_in("20ms", "X", None), Ok(Duration::from_millis(20)));
+        for refused in ["0h", "-1ms", "ms", ""] {
+            assert!(duration_or_zero_in(refused, "X", None).is_err(), "{refused}");
+        }
+        assert!(duration_or_zero_in("2m", "X", Some(Duration::from_secs(60))).is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use platform::settings::{duration_in, http_url};
+use platform::settings::{duration_in, duration_or_zero_in, http_url};
 use secrecy::SecretString;
 use sqlx::PgPool;
 
@@ -25,8 +25,9 @@ pub struct PaymentsArgs {
     #[arg(long, env = "BULKHEAD_PAYMENTS_GATEWAY", default_value = "sandbox", global = true, value_enum)]
     pub payments_gateway: GatewayKind,
 
-    /// Time added to every sandbox gateway call, as a real network and processor would.
-    #[arg(long, env = "BULKHEAD_PAYMENTS_SANDBOX_LATENCY", default_value = "50ms", global = true, value_parser = |v: &str| duration_in(v, "BULKHEAD_PAYMENTS_SANDBOX_LATENCY", None, Some(Duration::from_secs(60))))]
+    /// Time added to every sandbox gateway call, as a real network and processor would (`0`:
+    /// none, for measuring Bulkhead's own overhead).
+    #[arg(long, env = "BULKHEAD_PAYMENTS_SANDBOX_LATENCY", default_value = "50ms", global = true, value_parser = |v: &str| duration_or_zero_in(v, "BULKHEAD_PAYMENTS_SANDBOX_LATENCY", Some(Duration::from_secs(60))))]
     pub payments_sandbox_latency: Duration,
 
     /// Longest a gateway call may take before it counts as a timeout (and is retried with the

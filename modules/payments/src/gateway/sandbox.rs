@@ -389,17 +389,31 @@ impl WebhookSender {
     /// gateway, each is retried with backoff until the receiver answers 2xx, across restarts
     /// of any process.
     async fn run(self) {
-        const IDLE: Duration = Duration::from_millis(200);
+        // Longest the sender sleeps when nothing is due: what another process queued is sent
+        // within this (what this process queues wakes it at once).
+        const LONGEST_IDLE: Duration = Duration::from_secs(5);
+        const AFTER_ERROR: Duration = Duration::from_millis(200);
         loop {
             let Some(books) = self.books.upgrade() else { return };
             if books.pool().is_closed() {
                 return;
             }
-            let sent = self.send_due(&books).await;
-            drop(books);
-            match sent {
-                Ok(0) | Err(_) => tokio::time::sleep(IDLE).await,
-                Ok(_) => {}
+            let wait = match books.next_due(WEBHOOK_ATTEMPTS).await {
+                Ok(Some(due)) if due <= Utc::now() => match self.send_due(&books).await {
+                    Ok(0) | Err(_) => AFTER_ERROR, // an outage, or the receiver failing
+                    Ok(_) => Duration::ZERO,
+                },
+                Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or_default().min(LONGEST_IDLE),
+                Ok(None) => LONGEST_IDLE,
+                Err(_) => AFTER_ERROR,
+            };
+            if !wait.is_zero() {
+                // Woken early when this process queues a webhook (a notification sent before
+                // the wait began is kept for it).
+                tokio::select! {
+                    () = books.news.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }

@@ -163,6 +163,8 @@ const KEY_LEASE: Duration = Duration::from_secs(30);
 pub(super) struct Books {
     pool: PgPool,
     migrated: OnceCell<()>,
+    /// Signalled when this process queues something the webhook sender must act on.
+    pub(super) news: tokio::sync::Notify,
 }
 
 type ChargeRow = (Uuid, String, i64, String, i64, i64, String, Option<String>);
@@ -184,7 +186,7 @@ fn charge(row: ChargeRow) -> anyhow::Result<Charge> {
 
 impl Books {
     pub(super) fn new(pool: PgPool) -> Self {
-        Self { pool, migrated: OnceCell::new() }
+        Self { pool, migrated: OnceCell::new(), news: tokio::sync::Notify::new() }
     }
 
     pub(super) fn pool(&self) -> &PgPool {
@@ -305,6 +307,21 @@ impl Books {
         Ok(())
     }
 
+    /// When the sender next has something to do: the earliest asynchronous outcome to
+    /// decide or webhook to send (`None`: nothing is waiting).
+    pub(super) async fn next_due(&self, max_attempts: i32) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let pool = self.ready().await?;
+        sqlx::query_scalar(
+            "SELECT least((SELECT min(decide_at) FROM payments_sandbox.charges WHERE status = 'processing'),
+                          (SELECT min(due_at) FROM payments_sandbox.webhooks
+                            WHERE delivered_at IS NULL AND attempts < $1))",
+        )
+        .bind(max_attempts)
+        .fetch_one(pool)
+        .await
+        .context("reading when the sandbox's next webhook is due")
+    }
+
     /// Decides the asynchronous outcomes that are due.
     pub(super) async fn decide_due(&self) -> anyhow::Result<()> {
         sqlx::query(
@@ -378,6 +395,7 @@ impl Books {
             .execute(&self.pool)
             .await
             .context("queueing a sandbox webhook")?;
+        self.news.notify_one();
         Ok(())
     }
 
