@@ -2,9 +2,9 @@
 //! the quote port; one file each.
 
 mod catalog;
-pub(crate) mod levels;
+mod levels;
 mod quote;
-pub(crate) mod reservations;
+mod reservations;
 mod stock;
 
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use platform::clock::Clock;
 use sqlx::PgPool;
 
 pub(crate) use catalog::{CatalogError, IfMatch, NewProductRequest, ProductPatch};
-pub(crate) use levels::{LevelChange, StockError};
+pub(crate) use levels::{StockError, Why, apply as apply_level};
+pub(crate) use reservations::ReservationExpiry;
 pub(crate) use stock::{Adjusted, AdjustmentError};
 
 use crate::InventoryConfig;
