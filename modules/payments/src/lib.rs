@@ -16,11 +16,13 @@ mod subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orders_contract::events::{OrderCancelled, PaymentRequested, RefundRequested};
 use platform::auth::JwtVerifier;
 use platform::bus::Subscription;
+use platform::bus::event::EventRef;
 use platform::clock::{Clock, SystemClock};
 use platform::db::ModuleSchema;
-use platform::jobs::JobQueue;
+use platform::jobs::{Job, JobQueue};
 use platform::metrics::Metrics;
 use platform::{Manifest, Module, ModuleDescriptor};
 use secrecy::SecretString;
@@ -151,6 +153,18 @@ fn manifest() -> Manifest {
         ports_used: Vec::new(),
         ports_served: Vec::new(),
         events_published: payments_contract::events::SAGA_EVENTS.to_vec(),
-        events_subscribed: vec!["orders.payment_requested", "orders.order_cancelled", "orders.refund_requested"],
+        events_subscribed: vec![
+            EventRef::of::<PaymentRequested>(),
+            EventRef::of::<OrderCancelled>(),
+            EventRef::of::<RefundRequested>(),
+        ],
+        jobs: vec![
+            jobs::Authorize::QUEUE,
+            jobs::Capture::QUEUE,
+            jobs::Void::QUEUE,
+            jobs::Release::QUEUE,
+            jobs::Refund::QUEUE,
+            jobs::Reconcile::QUEUE,
+        ],
     }
 }
