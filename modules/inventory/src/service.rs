@@ -18,6 +18,10 @@ pub(crate) use levels::{StockError, Why, apply as apply_level};
 pub(crate) use reservations::ReservationExpiry;
 pub(crate) use stock::{Adjusted, AdjustmentError};
 
+/// The read models handlers render (rows as the store reads them).
+pub(crate) use crate::store::products::{ListFilter, ListKey, ProductRow, SORTABLE, sort_of};
+pub(crate) use crate::store::stock::{MOVEMENTS_SORTABLE, MovementKey, MovementRow};
+
 use crate::InventoryConfig;
 
 /// Everything the use cases share.

@@ -2,6 +2,7 @@
 //! requests), and reading orders.
 
 mod place_order;
+mod reads;
 mod saga;
 
 use std::sync::Arc;
@@ -13,6 +14,9 @@ use sqlx::PgPool;
 
 pub(crate) use place_order::{LineRequest, PlaceOrder, PlaceOrderError, Placed};
 pub(crate) use saga::SagaError;
+
+/// The read models handlers render (rows as the store reads them).
+pub(crate) use crate::store::reads::{FullOrder, ListFilter, ListKey, OrderRow, SORTABLE, TimelineEntry};
 
 use crate::OrdersConfig;
 use crate::metrics::SagaMetrics;

@@ -27,6 +27,9 @@ pub(crate) use profile::ProfileChange;
 pub(crate) use registration::Registration;
 pub(crate) use sessions::{IssuedTokens, LoginRequest};
 
+/// The listing's filter and keys, as handlers pass them on.
+pub(crate) use crate::store::accounts::{ListFilter, ListKey, SORTABLE};
+
 use crate::UsersConfig;
 use crate::domain::{PasswordHashing, PasswordPolicy, PasswordRejection};
 use crate::keys::KeyRing;

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use platform::auth::AdminOnly;
-use platform::http::pagination::PageMeta;
+use platform::http::pagination::{PageMeta, storable_time};
 use platform::http::{
     ApiError, Created, ErrorEnvelope, FieldError, Json, Page, PageQuery, Path, Query, RequestContext,
 };
@@ -13,11 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::InventoryState;
-use super::products::StockView;
+use super::dto::StockView;
 use crate::domain::MovementKind;
 use crate::domain::{Adjustment, AdjustmentKind};
 use crate::service::{Adjusted, AdjustmentError};
-use crate::store::stock::{MOVEMENTS_SORTABLE, MovementKey, MovementRow};
+use crate::service::{MOVEMENTS_SORTABLE, MovementKey, MovementRow};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -160,7 +160,7 @@ pub(crate) async fn list_movements(
 ) -> Result<Page<MovementView>, ApiError> {
     let page = PageQuery { limit: query.limit, after: query.after, sort: query.sort }
         .parse::<MovementKey>(MOVEMENTS_SORTABLE, "-at")?;
-    if page.after.as_ref().is_some_and(|MovementKey(at, _)| !(1..=9999).contains(&chrono::Datelike::year(at))) {
+    if page.after.as_ref().is_some_and(|MovementKey(at, _)| !storable_time(at)) {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor is not one this endpoint issued."));
     }
     let movements =

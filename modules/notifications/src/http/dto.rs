@@ -6,8 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::{Channel, Status};
-use crate::store::endpoints::EndpointRow;
-use crate::store::notifications::{AttemptRow, NotificationRow};
+use crate::service::{AttemptRow, EndpointRow, NotificationRow};
 
 /// A notification: one message to one recipient on one channel because of one event.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

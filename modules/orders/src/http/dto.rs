@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::AddressInput;
-use crate::store::reads::{FullOrder, OrderRow, TimelineEntry};
+use crate::service::{FullOrder, OrderRow, TimelineEntry};
 
 /// A line to order: a product by id or by SKU, and a quantity.
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -123,6 +123,25 @@ pub(crate) async fn timeline_after(
     .context("reading an order's timeline")
 }
 
+/// The customer an order belongs to.
+pub(crate) async fn owner(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_optional(db)
+        .await
+        .context("reading an order's customer")
+}
+
+/// An order's status.
+pub(crate) async fn status(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Option<OrderStatus>> {
+    let raw: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_optional(db)
+        .await
+        .context("reading an order's status")?;
+    raw.map(|raw| OrderStatus::parse(&raw).with_context(|| format!("unknown order status {raw:?}"))).transpose()
+}
+
 /// Which orders a listing covers.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListFilter {
