@@ -58,7 +58,7 @@ impl InventoryApi for FakeInventory {
         for (index, line) in lines.iter().enumerate() {
             let found = self.products.iter().find(|p| match &line.product {
                 ProductRef::Id(id) => p.id == *id,
-                ProductRef::Sku(sku) => p.sku == sku,
+                ProductRef::Sku(sku) => p.sku == sku.as_str(),
             });
             let problem = |kind| LineProblem { line: index, kind };
             let Some(product) = found else {
@@ -116,13 +116,7 @@ pub struct Harness {
     pub admin_token: String,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = ModuleHarness;
-
-    fn deref(&self) -> &ModuleHarness {
-        &self.base
-    }
-}
+platform::harness_deref!(Harness);
 
 impl Harness {
     pub async fn start() -> Self {
