@@ -471,3 +471,19 @@ impl Default for TestSigner {
         Self::new()
     }
 }
+
+/// Makes a module test's `Harness` (a struct holding a [`ModuleHarness`] in its `base` field,
+/// beside the fakes and tokens of that module) read as the `ModuleHarness` itself:
+/// `platform::harness_deref!(Harness);` instead of the same `Deref` impl in every module.
+#[macro_export]
+macro_rules! harness_deref {
+    ($harness:ty) => {
+        impl ::std::ops::Deref for $harness {
+            type Target = $crate::testing::ModuleHarness;
+
+            fn deref(&self) -> &Self::Target {
+                &self.base
+            }
+        }
+    };
+}

@@ -60,13 +60,7 @@ pub struct Harness {
     pub admin_token: String,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = ModuleHarness;
-
-    fn deref(&self) -> &ModuleHarness {
-        &self.base
-    }
-}
+platform::harness_deref!(Harness);
 
 impl Harness {
     pub async fn start() -> Self {
