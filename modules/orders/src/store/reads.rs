@@ -20,8 +20,8 @@ pub(crate) struct TimelineEntry {
     #[serde(skip)]
     pub(crate) seq: i64,
     pub(crate) at: DateTime<Utc>,
-    #[schema(value_type = OrderStatus)]
-    pub(crate) status: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) status: OrderStatus,
     /// `request`, `event` or `job`.
     pub(crate) cause_kind: String,
     /// The request id, event id or job id.
@@ -34,7 +34,8 @@ pub(crate) struct TimelineEntry {
 pub(crate) struct OrderRow {
     pub(crate) id: Uuid,
     pub(crate) user_id: Uuid,
-    pub(crate) status: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) status: OrderStatus,
     pub(crate) currency: String,
     pub(crate) subtotal: i64,
     pub(crate) shipping: i64,

@@ -298,7 +298,7 @@ impl PaymentsService {
                 .await?
                 .ok_or_else(|| JobError::Abort(anyhow::anyhow!("refund {id} does not exist")))?
         };
-        if refund.status != "pending" {
+        if !refund.status.is_pending() {
             return Ok(());
         }
         let payment = self.read(refund.payment_id).await?;

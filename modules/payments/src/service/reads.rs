@@ -38,7 +38,7 @@ impl PaymentsService {
         let ledger = ledger::entries(&mut db, id).await?;
         let balances = ledger::balances(&ledger)?;
         let refunds = refunds::of_payment(&mut db, id).await?;
-        let committed: i64 = refunds.iter().filter(|r| r.status != "failed").map(|r| r.amount).sum();
+        let committed: i64 = refunds.iter().filter(|r| r.status.commits_money()).map(|r| r.amount).sum();
         let refundable = (balances.captured - committed).max(0);
         Ok(Some(PaymentDetail { payment, ledger, balances, refunds, refundable }))
     }
