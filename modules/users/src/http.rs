@@ -18,7 +18,9 @@ use users_contract::UserId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::service::{AdminError, AuthError, LinkError, ProfileError, RegistrationError, UsersService};
+use crate::service::{
+    AdminError, AuthError, DeactivationError, LinkError, ProfileError, RegistrationError, UsersService,
+};
 
 pub(crate) use internal::router as internal_router;
 
@@ -124,12 +126,22 @@ impl From<ProfileError> for ApiError {
             ProfileError::NotFound => user_not_found(),
             ProfileError::Deactivated => deactivated(),
             ProfileError::Invalid(fields) => ApiError::validation(fields),
-            ProfileError::Conflict(message) => invalid_transition(message),
-            ProfileError::LastAdmin => last_admin(),
+            ProfileError::Deactivation(refusal) => refusal.into(),
             ProfileError::Throttled(wait) => ApiError::rate_limited(wait).with_details(serde_json::json!({
                 "reason": "Too many wrong passwords; wait before trying again."
             })),
             ProfileError::Unexpected(source) => ApiError::internal(source),
+        }
+    }
+}
+
+impl From<DeactivationError> for ApiError {
+    fn from(error: DeactivationError) -> Self {
+        match error {
+            DeactivationError::NotFound => user_not_found(),
+            DeactivationError::Conflict(message) => invalid_transition(message),
+            DeactivationError::LastAdmin => last_admin(),
+            DeactivationError::Unexpected(source) => ApiError::internal(source),
         }
     }
 }

@@ -23,7 +23,7 @@ use platform::http::FieldError;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-pub(crate) use profile::ProfileChange;
+pub(crate) use profile::{DeactivationError, ProfileChange};
 pub(crate) use registration::Registration;
 pub(crate) use sessions::{IssuedTokens, LoginRequest};
 
@@ -91,10 +91,9 @@ pub(crate) enum ProfileError {
     Deactivated,
     #[error("the request is not valid")]
     Invalid(Vec<FieldError>),
-    #[error("{0}")]
-    Conflict(&'static str),
-    #[error("the system must keep at least one active admin")]
-    LastAdmin,
+    /// Closing the account was refused.
+    #[error(transparent)]
+    Deactivation(#[from] DeactivationError),
     #[error("too many wrong passwords; retry after {0:?}")]
     Throttled(Duration),
     #[error(transparent)]
@@ -179,7 +178,7 @@ macro_rules! unexpected_from_sqlx {
     )*};
 }
 
-unexpected_from_sqlx!(RegistrationError, ProfileError, LinkError, AdminError, profile::DeactivationError);
+unexpected_from_sqlx!(RegistrationError, ProfileError, LinkError, AdminError, DeactivationError);
 
 impl From<sqlx::Error> for AuthError {
     fn from(error: sqlx::Error) -> Self {

@@ -118,7 +118,10 @@ pub(crate) async fn deactivate_me(
 /// A valid token whose subject has no account here is as good as no token for these routes.
 fn unknown_subject(error: crate::service::ProfileError) -> ApiError {
     match error {
-        crate::service::ProfileError::NotFound => ApiError::invalid_token(),
+        crate::service::ProfileError::NotFound
+        | crate::service::ProfileError::Deactivation(crate::service::DeactivationError::NotFound) => {
+            ApiError::invalid_token()
+        }
         other => other.into(),
     }
 }

@@ -77,7 +77,7 @@ impl UsersService {
     /// in, and every session ends.
     ///
     /// # Errors
-    /// [`ProfileError::Invalid`] for a wrong password; [`ProfileError::LastAdmin`].
+    /// [`ProfileError::Invalid`] for a wrong password; [`ProfileError::Deactivation`] (the last admin).
     #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
     pub(crate) async fn deactivate_self(
         &self,
@@ -131,17 +131,6 @@ pub(crate) enum DeactivationError {
     LastAdmin,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
-}
-
-impl From<DeactivationError> for ProfileError {
-    fn from(error: DeactivationError) -> Self {
-        match error {
-            DeactivationError::NotFound => Self::NotFound,
-            DeactivationError::Conflict(message) => Self::Conflict(message),
-            DeactivationError::LastAdmin => Self::LastAdmin,
-            DeactivationError::Unexpected(error) => Self::Unexpected(error),
-        }
-    }
 }
 
 impl From<DeactivationError> for AdminError {
