@@ -42,7 +42,7 @@ pub fn render(modules: &[ModuleDescriptor]) -> String {
         }
     }
     for ((publisher, subscriber), events) in &flows {
-        let label = events.iter().map(|e| short(e)).collect::<Vec<_>>().join("<br/>");
+        let label = events.iter().map(short).collect::<Vec<_>>().join("<br/>");
         let _ = writeln!(out, "    {publisher} -. \"{label}\" .-> {subscriber}");
     }
     out.push_str("```\n\n");
