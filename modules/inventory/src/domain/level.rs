@@ -6,7 +6,7 @@
 
 use uuid::Uuid;
 
-/// Why on-hand changed: the kind of an immutable stock movement.
+/// Why on_hand changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
