@@ -220,14 +220,6 @@ pub fn order_body(lines: &[(&str, u32)]) -> Value {
     })
 }
 
-pub async fn read(response: Response) -> (StatusCode, Value) {
-    platform::testing::read(response).await.unwrap()
-}
-
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
-}
-
 /// The ids of the order's statuses in its timeline.
 pub fn timeline(order: &Value) -> Vec<String> {
     order["timeline"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_owned()).collect()
@@ -248,3 +240,5 @@ impl Harness {
         (user, self.token(&user.to_string(), &[Role::Customer]))
     }
 }
+
+pub use platform::testing::{error_code as code, read_or_fail as read};
