@@ -114,6 +114,6 @@ fn manifest() -> Manifest {
             payments_contract::events::SAGA_EVENTS.as_slice(),
         ]
         .concat(),
-        jobs: vec![jobs::PaymentTimeout::QUEUE_NAME],
+        jobs: vec![service::PaymentTimeout::QUEUE_NAME],
     }
 }

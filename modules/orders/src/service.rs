@@ -13,7 +13,7 @@ use platform::clock::Clock;
 use sqlx::PgPool;
 
 pub(crate) use place_order::{LineRequest, PlaceOrder, PlaceOrderError, Placed};
-pub(crate) use saga::SagaError;
+pub(crate) use saga::{PaymentTimeout, SagaError};
 
 /// The read models handlers render (rows as the store reads them).
 pub(crate) use crate::store::reads::{FullOrder, ListFilter, ListKey, OrderRow, SORTABLE, TimelineEntry};
