@@ -159,12 +159,12 @@ fn manifest() -> Manifest {
             EventRef::of::<RefundRequested>(),
         ],
         jobs: vec![
-            jobs::Authorize::QUEUE,
-            jobs::Capture::QUEUE,
-            jobs::Void::QUEUE,
-            jobs::Release::QUEUE,
-            jobs::Refund::QUEUE,
-            jobs::Reconcile::QUEUE,
+            service::Authorize::QUEUE,
+            service::Capture::QUEUE,
+            service::Void::QUEUE,
+            service::Release::QUEUE,
+            service::Refund::QUEUE,
+            service::Reconcile::QUEUE,
         ],
     }
 }

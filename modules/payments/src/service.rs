@@ -3,6 +3,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod processing;
+mod queued;
 mod reads;
 pub(crate) mod reconcile;
 pub(crate) mod record;
@@ -20,6 +21,7 @@ use sqlx::PgPool;
 pub(crate) use crate::store::ledger::Entry;
 pub(crate) use crate::store::payments::{ListFilter, ListKey, PaymentRow};
 pub(crate) use crate::store::refunds::RefundRow;
+pub(crate) use queued::{Authorize, Capture, Reconcile, Refund, Release, Void};
 pub(crate) use reads::PaymentDetail;
 
 use crate::PaymentsConfig;

@@ -12,11 +12,11 @@ use sqlx::PgConnection;
 
 use super::PaymentsService;
 use super::attention::Attention;
+use super::{Authorize, Capture, Refund, Release, Void};
 use crate::domain::{EntryKind, PaymentStatus};
 use crate::gateway::{
     Authorization, AuthorizeRequest, CaptureRequest, GatewayError, GatewayPayment, RefundRequest, VoidRequest,
 };
-use crate::jobs::{Authorize, Capture, Refund, Release, Void};
 use crate::store::payments::{self, PaymentRow};
 use crate::store::{ledger, refunds};
 

@@ -18,9 +18,9 @@ use payments_contract::events::FailureCode;
 
 use super::PaymentsService;
 use super::attention::Attention;
+use super::{Authorize, Capture, Reconcile, Refund, Release, Void};
 use crate::domain::PaymentStatus;
 use crate::gateway::{GatewayError, GatewayPayment};
-use crate::jobs::{Authorize, Capture, Reconcile, Refund, Release, Void};
 use crate::store::payments::PaymentRow;
 use crate::store::{payments, refunds, webhooks};
 

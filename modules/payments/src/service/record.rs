@@ -10,9 +10,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PaymentsService;
+use super::{Capture, Release, Void};
 use crate::domain::{EntryKind, PaymentStatus};
 use crate::gateway::GatewayPayment;
-use crate::jobs::{Capture, Release, Void};
 use crate::store::payments::{self, Change, PaymentRow};
 use crate::store::{ledger, refunds};
 

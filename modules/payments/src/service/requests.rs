@@ -9,8 +9,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PaymentsService;
+use super::{Authorize, Refund, Void};
 use crate::domain::PaymentStatus;
-use crate::jobs::{Authorize, Refund, Void};
 use crate::store::payments::{self, Change, NewPayment};
 use crate::store::refunds::{self, NewRefund};
 
