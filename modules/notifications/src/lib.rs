@@ -269,7 +269,7 @@ fn manifest() -> Manifest {
         events_published: Vec::new(),
         // Plus the placed orders, to know whom an order's payment events are about.
         events_subscribed: [subscriptions::EVENT_TYPES.as_slice(), &[subscriptions::ORDER_OWNERS]].concat(),
-        jobs: vec![jobs::EmailDelivery::QUEUE, jobs::WebhookDelivery::QUEUE, jobs::SweepStale::QUEUE],
+        jobs: vec![service::EmailDelivery::QUEUE, service::WebhookDelivery::QUEUE, jobs::SweepStale::QUEUE],
     }
 }
 

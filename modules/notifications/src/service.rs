@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use users_contract::UsersApi;
 
 pub(crate) use endpoints::{CreateEndpoint, CreateEndpointError, Created};
-pub(crate) use record::Message;
+pub(crate) use record::{EmailDelivery, Message, WebhookDelivery};
 pub(crate) use retry::{Again, RetryError};
 
 /// The read models handlers render (rows as the store reads them).
