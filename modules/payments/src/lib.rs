@@ -32,8 +32,12 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use gateway::{
     Authorization, AuthorizeRequest, BreakerSettings, CaptureRequest, GatewayError, GatewayPayment, PaymentGateway,
-    RefundRequest, SANDBOX_SCHEMA, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, VoidRequest,
-    WebhookTarget, set_sandbox_outage_until,
+    RefundRequest, SANDBOX_SCHEMA, VoidRequest,
+};
+/// The sandbox gateway itself, for tests and the chaos bench (feature `sandbox`).
+#[cfg(feature = "sandbox")]
+pub use gateway::{
+    SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, WebhookTarget, set_sandbox_outage_until,
 };
 
 pub use settings::PaymentsArgs;
