@@ -12,7 +12,7 @@ use platform::metrics::Metrics;
 
 use platform::remote::ServiceKeys;
 
-use crate::config::{BusAction, Config, DatabaseAction, JobsAction, MigrateAction, ServiceKeysAction};
+use crate::config::{BusAction, Config, DatabaseAction, JobsAction, MigrateAction, ModulesAction, ServiceKeysAction};
 use crate::database::Backing;
 use crate::modules;
 use crate::server::assemble_bus;
@@ -344,4 +344,31 @@ pub async fn database(config: &Config, action: DatabaseAction) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// `bulkhead modules map [--output docs/modules.md] [--check]`: the module map of the modules
+/// compiled in, from their manifests; no database needed.
+///
+/// # Errors
+/// The file cannot be read or written, or (`--check`) it is stale.
+pub fn modules(action: ModulesAction) -> anyhow::Result<()> {
+    match action {
+        ModulesAction::Map { output, check } => {
+            let map = crate::map::render(&modules::compiled());
+            if check {
+                let current =
+                    std::fs::read_to_string(&output).with_context(|| format!("reading {}", output.display()))?;
+                anyhow::ensure!(
+                    current == map,
+                    "{} is stale: run `bulkhead modules map` and commit the result",
+                    output.display()
+                );
+                println!("{}: up to date", output.display());
+            } else {
+                std::fs::write(&output, &map).with_context(|| format!("writing {}", output.display()))?;
+                println!("wrote {}", output.display());
+            }
+            Ok(())
+        }
+    }
 }

@@ -59,9 +59,28 @@ pub enum Command {
         #[command(subcommand)]
         action: ServiceKeysAction,
     },
+    /// What the compiled-in modules declare about themselves.
+    Modules {
+        #[command(subcommand)]
+        action: ModulesAction,
+    },
     /// Ask the server on `BULKHEAD_ADDR` whether it is alive (`GET /health`): exit 0 if it
     /// answers 200 within 2 s, else 1. For container health checks, where no shell or curl is.
     Healthcheck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModulesAction {
+    /// Write the module map (a Mermaid diagram and a table: ports, events with versions, jobs,
+    /// schema) from every compiled-in module's manifest. Needs no database.
+    Map {
+        /// Where to write it.
+        #[arg(long, default_value = crate::map::DEFAULT_PATH)]
+        output: PathBuf,
+        /// Write nothing; fail if the file differs from what would be written.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

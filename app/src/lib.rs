@@ -5,6 +5,7 @@ pub mod config;
 mod database;
 pub mod edge;
 mod health;
+pub mod map;
 pub mod modules;
 mod ports;
 pub mod process;

@@ -52,6 +52,7 @@ async fn run() -> ExitCode {
         Command::Jobs { action } => cli::jobs(&config, action).await,
         Command::Database { action } => cli::database(&config, action).await,
         Command::ServiceKeys { action } => cli::service_keys(&config, action),
+        Command::Modules { action } => cli::modules(action),
         Command::Healthcheck => Ok(()),
     };
     if let Err(error) = &outcome {

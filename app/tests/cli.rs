@@ -302,3 +302,18 @@ fn sigterm_exports_the_spans_still_buffered_to_the_otlp_endpoint() {
     assert_eq!(request.service, "bulkhead-under-test", "OTEL_SERVICE_NAME names the service");
     assert_eq!(request.attribute("bulkhead.module"), Some("inventory"));
 }
+
+#[test]
+fn the_checked_in_module_map_is_what_the_manifests_declare() {
+    let compiled = bulkhead::modules::compiled();
+    if compiled.len() < bulkhead::modules::ALL.len() {
+        return; // A binary built without some modules draws a smaller map; docs show them all.
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/modules.md");
+    let checked_in = std::fs::read_to_string(path).unwrap();
+    let generated = bulkhead::map::render(&compiled);
+    assert!(
+        checked_in == generated,
+        "docs/modules.md is stale: run `cargo run -- modules map` and commit it\n--- generated:\n{generated}"
+    );
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use inventory_contract::client::InventoryClient;
-use inventory_contract::{InventoryApi, ProductRef, QuoteLine};
+use inventory_contract::{InventoryApi, ProductRef, QuoteLine, Sku};
 use platform::db::{AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase};
 use platform::port::CallContext;
 use platform::remote::{HttpTransport, PortMetrics, ServiceKeys, TransportSettings};
@@ -137,12 +137,13 @@ pub(crate) async fn create_database(server: &EmbeddedPostgres, name: &str) -> an
 }
 
 /// The line every quote prices: a demo product.
-fn line() -> QuoteLine {
-    QuoteLine { product: ProductRef::Sku("MUG-001".to_owned()), quantity: 1 }
+fn line() -> anyhow::Result<QuoteLine> {
+    let sku = Sku::parse("MUG-001").map_err(anyhow::Error::msg)?;
+    Ok(QuoteLine { product: ProductRef::Sku(sku), quantity: 1 })
 }
 
 async fn quote_latencies(port: &dyn InventoryApi, calls: u64) -> anyhow::Result<Percentiles> {
-    let lines = [line()];
+    let lines = [line()?];
     let mut samples = Vec::new();
     for _ in 0..calls {
         let started = Instant::now();

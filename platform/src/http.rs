@@ -2,6 +2,7 @@
 //! the shared middleware stack (DESIGN §7).
 
 pub mod client_address;
+pub mod conditional;
 pub mod context;
 pub mod envelope;
 pub mod error;
@@ -18,7 +19,7 @@ pub use context::RequestContext;
 pub use envelope::{Created, Data, Envelope};
 pub use error::{ApiError, ErrorBody, ErrorEnvelope, FieldError};
 pub use extract::{Json, Path, Query, ValidJson};
-pub use idempotency::Idempotency;
+pub use idempotency::{Idempotency, IdempotencyKey};
 pub use pagination::{Page, PageQuery, PageRequest, Sort};
 pub use rate_limit::ClientRateLimit;
 pub use request_id::{RequestId, TraceParent};

@@ -4,6 +4,7 @@
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::bus::Subscription;
+use crate::bus::event::EventRef;
 use crate::db::ModuleSchema;
 use crate::jobs::JobQueue;
 
@@ -55,10 +56,13 @@ pub struct Manifest {
     /// Port traits this module serves, each with the modules allowed to call it from another
     /// process (its contract's `CALLERS`).
     pub ports_served: Vec<ServedPort>,
-    /// Event types this module appends to its outbox.
-    pub events_published: Vec<&'static str>,
-    /// Event types of other modules this module handles.
-    pub events_subscribed: Vec<&'static str>,
+    /// Event types (with their payload versions) this module appends to its outbox.
+    pub events_published: Vec<EventRef>,
+    /// Event types of other modules this module handles, at the versions its contracts speak.
+    pub events_subscribed: Vec<EventRef>,
+    /// The queues of the module's background jobs (`<module>.<job>`), as [`Module::jobs`]
+    /// runs them.
+    pub jobs: Vec<&'static str>,
 }
 
 /// A port a module serves, and who may call it.

@@ -27,7 +27,7 @@ use crate::db::{
 use crate::jobs::{JobsConfig, JobsRuntime};
 use crate::metrics::Metrics;
 
-pub use harness::{ModuleHarness, read};
+pub use harness::{ModuleHarness, error_code, read, read_or_fail};
 
 /// Test databases are dropped by a later process once they are this old.
 const TEST_DATABASE_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -470,4 +470,20 @@ impl Default for TestSigner {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Makes a module test's `Harness` (a struct holding a [`ModuleHarness`] in its `base` field,
+/// beside the fakes and tokens of that module) read as the `ModuleHarness` itself:
+/// `platform::harness_deref!(Harness);` instead of the same `Deref` impl in every module.
+#[macro_export]
+macro_rules! harness_deref {
+    ($harness:ty) => {
+        impl ::std::ops::Deref for $harness {
+            type Target = $crate::testing::ModuleHarness;
+
+            fn deref(&self) -> &Self::Target {
+                &self.base
+            }
+        }
+    };
 }

@@ -31,6 +31,24 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 }
 
+/// An event type and the payload version a contract speaks: what a module's manifest declares
+/// it publishes or subscribes to, and what the module map (`docs/modules.md`) shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct EventRef {
+    /// [`Event::TYPE`].
+    pub event_type: &'static str,
+    /// [`Event::VERSION`].
+    pub version: u32,
+}
+
+impl EventRef {
+    /// The type and version of `E`.
+    #[must_use]
+    pub const fn of<E: Event>() -> Self {
+        Self { event_type: E::TYPE, version: E::VERSION }
+    }
+}
+
 /// Implements [`Event`] for a payload keyed by one of its fields, at version 1 unless given:
 /// `keyed_event!(OrderPlaced, "orders.order_placed", order_id);`. Events that change shape or
 /// need an upcaster implement [`Event`] by hand.

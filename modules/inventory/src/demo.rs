@@ -4,10 +4,11 @@
 use platform::bus::Metadata;
 use uuid::Uuid;
 
+use crate::domain::{LevelChange, MovementKind};
 use crate::service::InventoryService;
-use crate::service::{LevelChange, levels};
+use crate::service::{StockError, Why, apply_level};
 use crate::store::products::{self, NewProduct};
-use crate::store::stock::{self, MovementKind};
+use crate::store::stock;
 
 /// (SKU, name, description, price in cents, units, low-stock threshold)
 const CATALOGUE: [(&str, &str, &str, i64, i32, i32); 20] = [
@@ -69,15 +70,9 @@ pub(crate) async fn seed(service: &InventoryService) -> anyhow::Result<usize> {
         products::insert(&mut tx, &product).await?;
         let mut locked = stock::lock(&mut tx, &[id]).await?;
         if let Some(levels) = locked.first_mut() {
-            let change = LevelChange {
-                on_hand: units,
-                reserved: 0,
-                kind: Some(MovementKind::Receive),
-                reason: "opening stock (demo data)",
-                order_id: None,
-                actor: Some("system:demo"),
-            };
-            levels::apply(&mut tx, levels, &change, &metadata, now).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let change = LevelChange::count(MovementKind::Receive, units);
+            let why = Why { reason: "opening stock (demo data)", order_id: None, actor: Some("system:demo") };
+            apply_level(&mut tx, levels, change, why, &metadata, now).await.map_err(StockError::into_unexpected)?;
         }
     }
     tx.commit().await?;

@@ -1,8 +1,14 @@
-//! The inventory domain: parsed catalogue values and stock adjustments. Stock rules live with
-//! the levels they guard (`service::levels`).
+//! The inventory domain: parsed catalogue values, stock adjustments, the stock level and its
+//! invariant (`level`), and the reservation decision (`reservation`). Pure: the service locks,
+//! asks the domain, and stores what it decided.
 
+mod level;
 mod product;
+mod reservation;
 mod stock;
 
-pub(crate) use product::{ProductDraft, Sku};
+pub(crate) use inventory_contract::Sku;
+pub(crate) use level::{LevelChange, LevelError, MovementKind, StockLevel, units};
+pub(crate) use product::ProductDraft;
+pub(crate) use reservation::{Decision, Expiry, GiveBack, Status as ReservationStatus, decide, wanted};
 pub(crate) use stock::{Adjustment, AdjustmentKind};

@@ -1,6 +1,7 @@
 //! The inventory HTTP API: the catalogue under `/api/v1/products` (public reads, admin
 //! writes) and stock adjustments and movements under each product (admins).
 
+mod dto;
 mod internal;
 mod products;
 mod stock;

@@ -1,32 +1,14 @@
 //! The inventory module's background work: a reservation's expiry, enqueued with the
-//! reservation to run when its time-to-live is up.
+//! reservation to run when its time-to-live is up. The job's payload belongs to the use case
+//! that enqueues it (`service::reservations`); this file only runs it, so the dependency goes
+//! one way: jobs → service.
 
 use std::sync::Arc;
 
-use platform::bus::Metadata;
-use platform::jobs::{Job, JobContext, JobError, JobHandler};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use platform::jobs::{JobContext, JobError, JobHandler};
 
-use crate::service::InventoryService;
-use crate::service::reservations::Expiry;
-
-/// The expiry of one order's reservation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ReservationExpiry {
-    pub(crate) order_id: Uuid,
-    pub(crate) reservation_id: Uuid,
-    /// The metadata of what reserved, so the expiry continues its correlation.
-    pub(crate) metadata: Metadata,
-}
-
-impl ReservationExpiry {
-    pub(crate) const QUEUE_NAME: &'static str = "inventory.reservation_expiry";
-}
-
-impl Job for ReservationExpiry {
-    const QUEUE: &'static str = Self::QUEUE_NAME;
-}
+use crate::domain::Expiry;
+use crate::service::{InventoryService, ReservationExpiry};
 
 /// Runs [`ReservationExpiry`] jobs.
 #[derive(Debug, Clone)]

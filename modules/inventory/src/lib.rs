@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inventory_contract::InventoryApi;
+use orders_contract::events::{OrderCancelled, OrderConfirmed, OrderPlaced};
 use platform::auth::JwtVerifier;
 use platform::bus::Subscription;
+use platform::bus::event::EventRef;
 use platform::clock::{Clock, SystemClock};
 use platform::db::ModuleSchema;
 use platform::jobs::JobQueue;
@@ -111,6 +113,11 @@ fn manifest() -> Manifest {
         ports_used: Vec::new(),
         ports_served: vec![ServedPort { port: inventory_contract::PORT, callers: inventory_contract::CALLERS }],
         events_published: inventory_contract::events::PUBLISHED.to_vec(),
-        events_subscribed: vec!["orders.order_placed", "orders.order_confirmed", "orders.order_cancelled"],
+        events_subscribed: vec![
+            EventRef::of::<OrderPlaced>(),
+            EventRef::of::<OrderConfirmed>(),
+            EventRef::of::<OrderCancelled>(),
+        ],
+        jobs: vec![service::ReservationExpiry::QUEUE_NAME],
     }
 }

@@ -2,9 +2,9 @@
 //! the quote port; one file each.
 
 mod catalog;
-pub(crate) mod levels;
+mod levels;
 mod quote;
-pub(crate) mod reservations;
+mod reservations;
 mod stock;
 
 use std::sync::Arc;
@@ -14,8 +14,13 @@ use platform::clock::Clock;
 use sqlx::PgPool;
 
 pub(crate) use catalog::{CatalogError, IfMatch, NewProductRequest, ProductPatch};
-pub(crate) use levels::{LevelChange, StockError};
+pub(crate) use levels::{StockError, Why, apply as apply_level};
+pub(crate) use reservations::ReservationExpiry;
 pub(crate) use stock::{Adjusted, AdjustmentError};
+
+/// The read models handlers render (rows as the store reads them).
+pub(crate) use crate::store::products::{ListFilter, ListKey, ProductRow, SORTABLE, sort_of};
+pub(crate) use crate::store::stock::{MOVEMENTS_SORTABLE, MovementKey, MovementRow};
 
 use crate::InventoryConfig;
 

@@ -1,47 +1,16 @@
 //! The module's background work: delivering one notification, by email or webhook. Enqueued
 //! with the notification (or its manual retry) in the same transaction; retried with the
 //! channel's backoff while the failure is transient (`RetryConfig`). And a recurring sweep
-//! that fails notifications whose delivery job ended without settling them.
+//! that fails notifications whose delivery job ended without settling them. The delivery
+//! payloads belong to the use case that enqueues them (`service/record.rs`); this file only
+//! runs them, so the dependency goes jobs → service.
 
 use std::sync::Arc;
 
-use platform::bus::Metadata;
 use platform::jobs::{Job, JobContext, JobError, JobHandler};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-use crate::service::NotificationsService;
-
-/// Send one email notification. Carries its id only: the address and variables are in the
-/// row, and a link is minted when it is sent, so no payload ever holds a secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct EmailDelivery {
-    pub(crate) notification_id: Uuid,
-    /// What recorded it, so the port calls of the delivery continue its correlation.
-    pub(crate) metadata: Metadata,
-    /// The attempts this job was enqueued with (`Schedule::max_attempts`): the last one
-    /// settles the notification, whatever the configuration says by the time it runs.
-    #[serde(default)]
-    pub(crate) max_attempts: Option<u32>,
-}
-
-impl Job for EmailDelivery {
-    const QUEUE: &'static str = "notifications.email";
-}
-
-/// Deliver one webhook notification.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct WebhookDelivery {
-    pub(crate) notification_id: Uuid,
-    pub(crate) metadata: Metadata,
-    /// As [`EmailDelivery::max_attempts`].
-    #[serde(default)]
-    pub(crate) max_attempts: Option<u32>,
-}
-
-impl Job for WebhookDelivery {
-    const QUEUE: &'static str = "notifications.webhook";
-}
+use crate::service::{EmailDelivery, NotificationsService, WebhookDelivery};
 
 /// Runs [`EmailDelivery`] jobs.
 #[derive(Debug, Clone)]

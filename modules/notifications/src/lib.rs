@@ -22,6 +22,7 @@ use platform::auth::JwtVerifier;
 use platform::bus::Subscription;
 use platform::clock::SystemClock;
 use platform::db::ModuleSchema;
+use platform::jobs::Job;
 use platform::jobs::JobQueue;
 use platform::metrics::Metrics;
 use platform::{Manifest, Module, ModuleDescriptor};
@@ -268,6 +269,7 @@ fn manifest() -> Manifest {
         events_published: Vec::new(),
         // Plus the placed orders, to know whom an order's payment events are about.
         events_subscribed: [subscriptions::EVENT_TYPES.as_slice(), &[subscriptions::ORDER_OWNERS]].concat(),
+        jobs: vec![service::EmailDelivery::QUEUE, service::WebhookDelivery::QUEUE, jobs::SweepStale::QUEUE],
     }
 }
 

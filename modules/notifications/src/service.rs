@@ -5,6 +5,7 @@
 mod deliver_email;
 mod deliver_webhook;
 mod endpoints;
+mod reads;
 mod record;
 mod retry;
 mod sweep;
@@ -18,8 +19,12 @@ use sqlx::PgPool;
 use users_contract::UsersApi;
 
 pub(crate) use endpoints::{CreateEndpoint, CreateEndpointError, Created};
-pub(crate) use record::Message;
+pub(crate) use record::{EmailDelivery, Message, WebhookDelivery};
 pub(crate) use retry::{Again, RetryError};
+
+/// The read models handlers render (rows as the store reads them).
+pub(crate) use crate::store::endpoints::{EndpointRow, ListKey as EndpointListKey, SORTABLE as ENDPOINTS_SORTABLE};
+pub(crate) use crate::store::notifications::{AttemptRow, ListFilter, ListKey, NotificationRow, SORTABLE};
 
 use crate::NotificationsConfig;
 use crate::domain::Templates;

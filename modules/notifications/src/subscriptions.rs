@@ -8,6 +8,7 @@ use std::time::Duration;
 use inventory_contract::events::LowStock;
 use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped};
 use payments_contract::events::{FailureCode, PaymentFailed, PaymentRefunded};
+use platform::bus::event::EventRef;
 use platform::bus::{Event, Handler, HandlerContext, RetryPolicy, StartFrom, Subscription};
 use serde_json::json;
 use users_contract::events::{EmailVerificationRequested, PasswordResetRequested, UserRegistered};
@@ -31,18 +32,18 @@ fn retry() -> RetryPolicy {
 
 /// The event types a webhook endpoint may ask for: those this module handles.
 /// The event that tells whose an order is (payment events carry only the order id).
-pub(crate) const ORDER_OWNERS: &str = OrderPlaced::TYPE;
+pub(crate) const ORDER_OWNERS: EventRef = EventRef::of::<OrderPlaced>();
 
-pub(crate) const EVENT_TYPES: [&str; 9] = [
-    UserRegistered::TYPE,
-    EmailVerificationRequested::TYPE,
-    PasswordResetRequested::TYPE,
-    OrderConfirmed::TYPE,
-    OrderCancelled::TYPE,
-    OrderShipped::TYPE,
-    PaymentFailed::TYPE,
-    PaymentRefunded::TYPE,
-    LowStock::TYPE,
+pub(crate) const EVENT_TYPES: [EventRef; 9] = [
+    EventRef::of::<UserRegistered>(),
+    EventRef::of::<EmailVerificationRequested>(),
+    EventRef::of::<PasswordResetRequested>(),
+    EventRef::of::<OrderConfirmed>(),
+    EventRef::of::<OrderCancelled>(),
+    EventRef::of::<OrderShipped>(),
+    EventRef::of::<PaymentFailed>(),
+    EventRef::of::<PaymentRefunded>(),
+    EventRef::of::<LowStock>(),
 ];
 
 /// Who is told, and what, about one event.

@@ -1,34 +1,16 @@
 //! The orders module's background work: the payment deadline. Enqueued, with the order's
 //! move to `awaiting_payment`, to run at `pay_by`; it cancels the order if no payment was
-//! captured by then.
+//! captured by then. The payload belongs to the use case that enqueues it
+//! (`service::saga`); this file only runs it, so the dependency goes one way: jobs → service.
 
 use std::sync::Arc;
 
 use orders_contract::OrderId;
-use platform::bus::Metadata;
-use platform::jobs::{Job, JobContext, JobError, JobHandler};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use platform::jobs::{JobContext, JobError, JobHandler};
 
 use crate::domain::SagaInput;
-use crate::service::{OrdersService, SagaError};
+use crate::service::{OrdersService, PaymentTimeout, SagaError};
 use crate::store::orders::Cause;
-
-/// The payment deadline of one order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct PaymentTimeout {
-    pub(crate) order_id: Uuid,
-    /// The metadata of what scheduled it, so the cancellation continues its correlation.
-    pub(crate) metadata: Metadata,
-}
-
-impl PaymentTimeout {
-    pub(crate) const QUEUE_NAME: &'static str = "orders.payment_timeout";
-}
-
-impl Job for PaymentTimeout {
-    const QUEUE: &'static str = Self::QUEUE_NAME;
-}
 
 /// Runs [`PaymentTimeout`] jobs.
 #[derive(Debug, Clone)]

@@ -114,5 +114,6 @@ fn manifest() -> Manifest {
             payments_contract::events::SAGA_EVENTS.as_slice(),
         ]
         .concat(),
+        jobs: vec![service::PaymentTimeout::QUEUE_NAME],
     }
 }

@@ -2,6 +2,7 @@
 //! requests), and reading orders.
 
 mod place_order;
+mod reads;
 mod saga;
 
 use std::sync::Arc;
@@ -12,7 +13,10 @@ use platform::clock::Clock;
 use sqlx::PgPool;
 
 pub(crate) use place_order::{LineRequest, PlaceOrder, PlaceOrderError, Placed};
-pub(crate) use saga::SagaError;
+pub(crate) use saga::{PaymentTimeout, SagaError};
+
+/// The read models handlers render (rows as the store reads them).
+pub(crate) use crate::store::reads::{FullOrder, ListFilter, ListKey, OrderRow, SORTABLE, TimelineEntry};
 
 use crate::OrdersConfig;
 use crate::metrics::SagaMetrics;

@@ -11,10 +11,9 @@ use uuid::Uuid;
 
 pub use guarded::BreakerSettings;
 pub(crate) use guarded::{BreakerState, Guarded};
-pub use sandbox::{
-    SANDBOX_SCHEMA, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, WebhookTarget,
-    set_sandbox_outage_until,
-};
+#[cfg(feature = "sandbox")]
+pub use sandbox::set_sandbox_outage_until;
+pub use sandbox::{SANDBOX_SCHEMA, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, WebhookTarget};
 
 /// A card processor. Every operation carries an idempotency key: the same key again answers
 /// the first outcome without doing anything again (as Stripe and Adyen do).

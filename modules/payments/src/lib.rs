@@ -16,11 +16,13 @@ mod subscriptions;
 use std::sync::Arc;
 use std::time::Duration;
 
+use orders_contract::events::{OrderCancelled, PaymentRequested, RefundRequested};
 use platform::auth::JwtVerifier;
 use platform::bus::Subscription;
+use platform::bus::event::EventRef;
 use platform::clock::{Clock, SystemClock};
 use platform::db::ModuleSchema;
-use platform::jobs::JobQueue;
+use platform::jobs::{Job, JobQueue};
 use platform::metrics::Metrics;
 use platform::{Manifest, Module, ModuleDescriptor};
 use secrecy::SecretString;
@@ -30,8 +32,12 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use gateway::{
     Authorization, AuthorizeRequest, BreakerSettings, CaptureRequest, GatewayError, GatewayPayment, PaymentGateway,
-    RefundRequest, SANDBOX_SCHEMA, SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, VoidRequest,
-    WebhookTarget, set_sandbox_outage_until,
+    RefundRequest, SANDBOX_SCHEMA, VoidRequest,
+};
+/// The sandbox gateway itself, for tests and the chaos bench (feature `sandbox`).
+#[cfg(feature = "sandbox")]
+pub use gateway::{
+    SandboxConfig, SandboxGateway, SandboxSignature, SignatureError, WebhookTarget, set_sandbox_outage_until,
 };
 
 pub use settings::PaymentsArgs;
@@ -151,6 +157,18 @@ fn manifest() -> Manifest {
         ports_used: Vec::new(),
         ports_served: Vec::new(),
         events_published: payments_contract::events::SAGA_EVENTS.to_vec(),
-        events_subscribed: vec!["orders.payment_requested", "orders.order_cancelled", "orders.refund_requested"],
+        events_subscribed: vec![
+            EventRef::of::<PaymentRequested>(),
+            EventRef::of::<OrderCancelled>(),
+            EventRef::of::<RefundRequested>(),
+        ],
+        jobs: vec![
+            service::Authorize::QUEUE,
+            service::Capture::QUEUE,
+            service::Void::QUEUE,
+            service::Release::QUEUE,
+            service::Refund::QUEUE,
+            service::Reconcile::QUEUE,
+        ],
     }
 }

@@ -3,6 +3,8 @@
 
 pub(crate) mod attention;
 pub(crate) mod processing;
+mod queued;
+mod reads;
 pub(crate) mod reconcile;
 pub(crate) mod record;
 pub(crate) mod refunds;
@@ -14,6 +16,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use platform::clock::Clock;
 use sqlx::PgPool;
+
+/// The read models handlers render (rows as the store reads them).
+pub(crate) use crate::store::ledger::Entry;
+pub(crate) use crate::store::payments::{ListFilter, ListKey, PaymentRow};
+pub(crate) use crate::store::refunds::RefundRow;
+pub(crate) use queued::{Authorize, Capture, Reconcile, Refund, Release, Void};
+pub(crate) use reads::PaymentDetail;
 
 use crate::PaymentsConfig;
 use crate::gateway::Guarded;

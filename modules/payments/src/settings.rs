@@ -9,7 +9,8 @@ use platform::settings::{duration_in, duration_or_zero_in, http_url};
 use secrecy::SecretString;
 use sqlx::PgPool;
 
-use crate::{PaymentGateway, PaymentsConfig, SANDBOX_WEBHOOK_PATH, SandboxConfig, SandboxGateway, WebhookTarget};
+use crate::gateway::{SandboxConfig, SandboxGateway, WebhookTarget};
+use crate::{PaymentGateway, PaymentsConfig, SANDBOX_WEBHOOK_PATH};
 
 /// The payment gateways built in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -18,7 +18,9 @@ use users_contract::UserId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::service::{AccountError, AuthError, UsersService};
+use crate::service::{
+    AdminError, AuthError, DeactivationError, LinkError, ProfileError, RegistrationError, UsersService,
+};
 
 pub(crate) use internal::router as internal_router;
 
@@ -106,35 +108,89 @@ impl From<AuthError> for ApiError {
     }
 }
 
-impl From<AccountError> for ApiError {
-    fn from(error: AccountError) -> Self {
+impl From<RegistrationError> for ApiError {
+    fn from(error: RegistrationError) -> Self {
         match error {
-            AccountError::NotFound => ApiError::not_found("The user"),
-            AccountError::EmailTaken => {
+            RegistrationError::EmailTaken => {
                 ApiError::conflict("email_taken", "An account with this email address already exists.")
             }
-            AccountError::Invalid(fields) => ApiError::validation(fields),
-            AccountError::InvalidLink => ApiError::unprocessable(
+            RegistrationError::Invalid(fields) => ApiError::validation(fields),
+            RegistrationError::Unexpected(source) => ApiError::internal(source),
+        }
+    }
+}
+
+impl From<ProfileError> for ApiError {
+    fn from(error: ProfileError) -> Self {
+        match error {
+            ProfileError::NotFound => user_not_found(),
+            ProfileError::Deactivated => deactivated(),
+            ProfileError::Invalid(fields) => ApiError::validation(fields),
+            ProfileError::Deactivation(refusal) => refusal.into(),
+            ProfileError::Throttled(wait) => ApiError::rate_limited(wait).with_details(serde_json::json!({
+                "reason": "Too many wrong passwords; wait before trying again."
+            })),
+            ProfileError::Unexpected(source) => ApiError::internal(source),
+        }
+    }
+}
+
+impl From<DeactivationError> for ApiError {
+    fn from(error: DeactivationError) -> Self {
+        match error {
+            DeactivationError::NotFound => user_not_found(),
+            DeactivationError::Conflict(message) => invalid_transition(message),
+            DeactivationError::LastAdmin => last_admin(),
+            DeactivationError::Unexpected(source) => ApiError::internal(source),
+        }
+    }
+}
+
+impl From<LinkError> for ApiError {
+    fn from(error: LinkError) -> Self {
+        match error {
+            LinkError::NotFound => user_not_found(),
+            LinkError::Deactivated => deactivated(),
+            LinkError::Invalid(fields) => ApiError::validation(fields),
+            LinkError::InvalidLink => ApiError::unprocessable(
                 "invalid_link",
                 "The link is invalid, has expired or was already used; ask for a new one.",
             ),
-            AccountError::AlreadyVerified => {
+            LinkError::AlreadyVerified => {
                 ApiError::conflict("already_verified", "The email address is already verified.")
             }
-            AccountError::Deactivated => {
-                ApiError::new(StatusCode::FORBIDDEN, "account_deactivated", "This account has been deactivated.")
-            }
-            AccountError::Conflict(message) => ApiError::conflict("invalid_transition", capitalise(message)),
-            AccountError::LastAdmin => {
-                ApiError::conflict("last_admin", "This would leave no active admin; make another user an admin first.")
-            }
-            AccountError::NotAdmin => ApiError::forbidden(),
-            AccountError::Throttled(wait) => ApiError::rate_limited(wait).with_details(serde_json::json!({
-                "reason": "Too many wrong passwords; wait before trying again."
-            })),
-            AccountError::Unexpected(source) => ApiError::internal(source),
+            LinkError::Unexpected(source) => ApiError::internal(source),
         }
     }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(error: AdminError) -> Self {
+        match error {
+            AdminError::NotFound => user_not_found(),
+            AdminError::Invalid(fields) => ApiError::validation(fields),
+            AdminError::Conflict(message) => invalid_transition(message),
+            AdminError::LastAdmin => last_admin(),
+            AdminError::NotAdmin => ApiError::forbidden(),
+            AdminError::Unexpected(source) => ApiError::internal(source),
+        }
+    }
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::not_found("The user")
+}
+
+fn deactivated() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "account_deactivated", "This account has been deactivated.")
+}
+
+fn invalid_transition(message: &str) -> ApiError {
+    ApiError::conflict("invalid_transition", capitalise(message))
+}
+
+fn last_admin() -> ApiError {
+    ApiError::conflict("last_admin", "This would leave no active admin; make another user an admin first.")
 }
 
 fn capitalise(message: &str) -> String {

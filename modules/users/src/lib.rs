@@ -169,5 +169,6 @@ fn manifest() -> Manifest {
         ports_served: vec![ServedPort { port: users_contract::PORT, callers: users_contract::CALLERS }],
         events_published: users_contract::events::PUBLISHED.to_vec(),
         events_subscribed: Vec::new(),
+        jobs: Vec::new(),
     }
 }

@@ -23,9 +23,12 @@ use platform::http::FieldError;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-pub(crate) use profile::ProfileChange;
+pub(crate) use profile::{DeactivationError, ProfileChange};
 pub(crate) use registration::Registration;
 pub(crate) use sessions::{IssuedTokens, LoginRequest};
+
+/// The listing's filter and keys, as handlers pass them on.
+pub(crate) use crate::store::accounts::{ListFilter, ListKey, SORTABLE};
 
 use crate::UsersConfig;
 use crate::domain::{PasswordHashing, PasswordPolicy, PasswordRejection};
@@ -67,41 +70,78 @@ pub(crate) enum AuthError {
     Unexpected(#[from] anyhow::Error),
 }
 
-/// Failures of the account use cases.
+/// Failures of registering.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum AccountError {
-    #[error("no such user")]
-    NotFound,
+pub(crate) enum RegistrationError {
     #[error("an account with this email exists")]
     EmailTaken,
     #[error("the request is not valid")]
     Invalid(Vec<FieldError>),
-    #[error("the link is invalid, expired or already used")]
-    InvalidLink,
-    #[error("the email address is already verified")]
-    AlreadyVerified,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Failures of a signed-in user's own account: reading and changing it, its password, closing it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProfileError {
+    /// No account for the token's subject.
+    #[error("no such user")]
+    NotFound,
     #[error("the account is deactivated")]
     Deactivated,
-    #[error("{0}")]
-    Conflict(&'static str),
-    #[error("the system must keep at least one active admin")]
-    LastAdmin,
-    #[error("the caller is not an active admin")]
-    NotAdmin,
+    #[error("the request is not valid")]
+    Invalid(Vec<FieldError>),
+    /// Closing the account was refused.
+    #[error(transparent)]
+    Deactivation(#[from] DeactivationError),
     #[error("too many wrong passwords; retry after {0:?}")]
     Throttled(Duration),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
-impl AccountError {
-    pub(crate) fn field(field: &str, code: &str, message: impl Into<String>) -> Self {
-        Self::Invalid(vec![FieldError { field: field.to_owned(), code: code.to_owned(), message: message.into() }])
-    }
+/// Failures of the one-time links: asking for one, verifying an email, resetting a password.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LinkError {
+    #[error("no such user")]
+    NotFound,
+    #[error("the account is deactivated")]
+    Deactivated,
+    #[error("the request is not valid")]
+    Invalid(Vec<FieldError>),
+    #[error("the link is invalid, expired or already used")]
+    InvalidLink,
+    #[error("the email address is already verified")]
+    AlreadyVerified,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
 
-    pub(crate) fn password(field: &str, rejection: PasswordRejection) -> Self {
-        Self::field(field, rejection.code(), rejection.to_string())
-    }
+/// Failures of the admins' work on other accounts.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdminError {
+    #[error("no such user")]
+    NotFound,
+    #[error("the request is not valid")]
+    Invalid(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("the system must keep at least one active admin")]
+    LastAdmin,
+    #[error("the caller is not an active admin")]
+    NotAdmin,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// One failed field.
+pub(crate) fn field(field: &str, code: &str, message: impl Into<String>) -> Vec<FieldError> {
+    vec![FieldError { field: field.to_owned(), code: code.to_owned(), message: message.into() }]
+}
+
+/// A password the policy refuses, as a failed field.
+pub(crate) fn password(field_name: &str, rejection: PasswordRejection) -> Vec<FieldError> {
+    field(field_name, rejection.code(), rejection.to_string())
 }
 
 impl UsersService {
@@ -112,27 +152,33 @@ impl UsersService {
         account: &crate::domain::Account,
         password: &secrecy::SecretString,
         field: &str,
-    ) -> Result<(), AccountError> {
+    ) -> Result<(), ProfileError> {
         use crate::store::login_failures::{self, Scope};
         let now = self.now();
         let mut db = self.pool.acquire().await?;
         if let Some(wait) = self.count_attempt(&mut db, Scope::Account, &account.email, now).await? {
-            return Err(AccountError::Throttled(wait));
+            return Err(ProfileError::Throttled(wait));
         }
         drop(db);
         if !self.hashing.verify(password, Some(&account.password_hash)).await {
-            return Err(AccountError::field(field, "incorrect", "is not the current password"));
+            return Err(ProfileError::Invalid(self::field(field, "incorrect", "is not the current password")));
         }
         login_failures::clear(&mut *self.pool.acquire().await?, Scope::Account, &account.email).await?;
         Ok(())
     }
 }
 
-impl From<sqlx::Error> for AccountError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Unexpected(error.into())
-    }
+macro_rules! unexpected_from_sqlx {
+    ($($error:ty),*) => {$(
+        impl From<sqlx::Error> for $error {
+            fn from(error: sqlx::Error) -> Self {
+                Self::Unexpected(error.into())
+            }
+        }
+    )*};
 }
+
+unexpected_from_sqlx!(RegistrationError, ProfileError, LinkError, AdminError, DeactivationError);
 
 impl From<sqlx::Error> for AuthError {
     fn from(error: sqlx::Error) -> Self {

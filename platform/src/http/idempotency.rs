@@ -134,6 +134,49 @@ impl Drop for Lease {
     }
 }
 
+/// The request's `Idempotency-Key`, checked (1 to 255 visible ASCII characters), for handlers
+/// that pass it on to their use case. Behind the middleware the checks have already passed;
+/// without it, a missing key is 400 `idempotency_key_required`, so a handler never reads the
+/// header by hand or falls back to an empty key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(pub String);
+
+impl IdempotencyKey {
+    #[must_use]
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, ApiError> {
+        parts.headers.get(&IDEMPOTENCY_KEY).map_or_else(|| Err(key_required()), parse_key)
+    }
+}
+
+fn key_required() -> ApiError {
+    ApiError::bad_request(
+        "idempotency_key_required",
+        "This endpoint needs an Idempotency-Key header (a unique value per operation, e.g. a UUID).",
+    )
+}
+
+fn parse_key(value: &HeaderValue) -> Result<IdempotencyKey, ApiError> {
+    value
+        .to_str()
+        .ok()
+        .filter(|key| (1..=255).contains(&key.len()))
+        .map(|key| IdempotencyKey(key.to_owned()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            )
+        })
+}
+
 /// The middleware: `router.route_layer(from_fn_with_state(idempotency, idempotency::middleware))`.
 pub async fn middleware(State(config): State<Idempotency>, request: Request, next: Next) -> Response {
     match run(config, request, next).await {
@@ -146,23 +189,9 @@ async fn run(config: Idempotency, request: Request, next: Next) -> Result<Respon
     // token is the handler's to refuse (401), whatever its key looks like.
     let Some(scope) = config.scope(request.headers()) else { return Ok(next.run(request).await) };
     let key = match request.headers().get(&IDEMPOTENCY_KEY) {
-        None if config.required => {
-            return Err(ApiError::bad_request(
-                "idempotency_key_required",
-                "This endpoint needs an Idempotency-Key header (a unique value per operation, e.g. a UUID).",
-            )
-            .into_response());
-        }
+        None if config.required => return Err(key_required().into_response()),
         None => return Ok(next.run(request).await),
-        Some(value) => {
-            value.to_str().ok().filter(|key| (1..=255).contains(&key.len())).map(str::to_owned).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be 1 to 255 visible ASCII characters.",
-                )
-                .into_response()
-            })?
-        }
+        Some(value) => parse_key(value).map_err(IntoResponse::into_response)?.0,
     };
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_BODY)

@@ -55,6 +55,28 @@ impl PageQuery {
     }
 }
 
+impl<K> PageRequest<K> {
+    /// Refuses a sort by more than one field, for lists whose cursor holds one sort key:
+    /// 400 `invalid_sort` ("`things` sort by one field at a time.") naming the allowed fields.
+    ///
+    /// # Errors
+    /// 400 `invalid_sort`.
+    pub fn one_sort_field(self, things: &str, sortable: &[&'static str]) -> Result<Self, ApiError> {
+        if self.sort.keys().len() > 1 {
+            return Err(ApiError::bad_request("invalid_sort", format!("{things} sort by one field at a time."))
+                .with_details(serde_json::json!({ "allowed": sortable })));
+        }
+        Ok(self)
+    }
+}
+
+/// Whether a time from a cursor or a filter is one the database and RFC 3339 both hold (years
+/// 1 to 9999); list endpoints refuse others as a bad cursor or query, not a 500.
+#[must_use]
+pub fn storable_time(at: &chrono::DateTime<chrono::Utc>) -> bool {
+    (1..=9999).contains(&chrono::Datelike::year(at))
+}
+
 #[derive(Serialize, Deserialize)]
 struct CursorBody<K> {
     /// The sort the cursor was issued for.

@@ -241,3 +241,15 @@ pub async fn read(response: reqwest::Response) -> reqwest::Result<(reqwest::Stat
     let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     Ok((status, body))
 }
+
+/// [`read`] for module tests: a transport failure fails the test.
+#[expect(clippy::expect_used, reason = "test support fails loudly")]
+pub async fn read_or_fail(response: reqwest::Response) -> (reqwest::StatusCode, Value) {
+    read(response).await.expect("reading a response")
+}
+
+/// The `error.code` of an error envelope; empty when the body is not one.
+#[must_use]
+pub fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_kernel::event::Event;
+use shared_kernel::event::{Event, EventRef};
 use shared_kernel::keyed_event;
 use uuid::Uuid;
 
@@ -93,10 +93,16 @@ impl Event for LowStock {
 }
 
 /// The inventory events orders consumes.
-pub const SAGA_EVENTS: [&str; 3] = [StockReserved::TYPE, StockRejected::TYPE, ReservationExpired::TYPE];
+pub const SAGA_EVENTS: [EventRef; 3] =
+    [EventRef::of::<StockReserved>(), EventRef::of::<StockRejected>(), EventRef::of::<ReservationExpired>()];
 
 /// Every event type the inventory module publishes.
-pub const PUBLISHED: [&str; 4] = [StockReserved::TYPE, StockRejected::TYPE, ReservationExpired::TYPE, LowStock::TYPE];
+pub const PUBLISHED: [EventRef; 4] = [
+    EventRef::of::<StockReserved>(),
+    EventRef::of::<StockRejected>(),
+    EventRef::of::<ReservationExpired>(),
+    EventRef::of::<LowStock>(),
+];
 
 #[cfg(test)]
 mod tests {
@@ -168,7 +174,7 @@ mod tests {
 
     #[test]
     fn product_references_name_their_kind() {
-        let by_sku = serde_json::to_value(crate::ProductRef::Sku("MUG-001".to_owned())).unwrap();
+        let by_sku = serde_json::to_value(crate::ProductRef::Sku(crate::Sku::parse("MUG-001").unwrap())).unwrap();
         assert_eq!(by_sku, serde_json::json!({"sku": "MUG-001"}));
     }
 }

@@ -20,12 +20,65 @@ pub const PORT: &str = "InventoryApi";
 /// the manifests in step.
 pub const CALLERS: &[&str] = &["orders"];
 
+/// A stock-keeping unit: 1 to 64 of `A-Z 0-9 . _ -`, starting with a letter or digit;
+/// compared upper-cased. Parsed once, where it enters (a request body, a port call); inside,
+/// the type is the proof. On the wire it is the plain string, and a string that does not parse
+/// is refused when it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "MUG-001")]
+pub struct Sku(String);
+
+impl Sku {
+    /// Trims and upper-cases `raw`, then checks it.
+    ///
+    /// # Errors
+    /// A sentence saying why the value is not a SKU.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let sku = raw.trim().to_uppercase();
+        let valid_start = sku.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        let valid_rest =
+            sku.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+        if sku.is_empty() || sku.len() > 64 || !valid_start || !valid_rest {
+            return Err(
+                "must be 1 to 64 letters, digits, dots, underscores or hyphens, starting with a letter or digit",
+            );
+        }
+        Ok(Self(sku))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sku {
+    type Error = &'static str;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<Sku> for String {
+    fn from(sku: Sku) -> Self {
+        sku.0
+    }
+}
+
+impl std::fmt::Display for Sku {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// How a line names a product: by id or by SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductRef {
     Id(Uuid),
-    Sku(String),
+    Sku(Sku),
 }
 
 /// One line to price.
@@ -77,6 +130,26 @@ pub struct Quote {
     /// Priced lines, in request order (lines with a problem may be missing).
     pub lines: Vec<QuotedLine>,
     pub problems: Vec<LineProblem>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skus_are_upper_cased_and_checked() {
+        assert_eq!(Sku::parse(" mug-001 ").map(|s| s.as_str().to_owned()), Ok("MUG-001".to_owned()));
+        for bad in ["", "-MUG", "MUG 001", "MÜG", "MUG\u{0}1", &"X".repeat(65)] {
+            assert!(Sku::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_sku_on_the_wire_is_its_string_and_a_bad_one_is_refused_when_read() {
+        let line = ProductRef::Sku(Sku::parse("mug-001").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(serde_json::to_value(&line).ok(), Some(serde_json::json!({"sku": "MUG-001"})));
+        assert!(serde_json::from_value::<ProductRef>(serde_json::json!({"sku": "MUG 001"})).is_err());
+    }
 }
 
 /// Why the inventory port failed. Transport failures are cases of their own, so callers

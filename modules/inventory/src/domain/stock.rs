@@ -1,5 +1,5 @@
 //! Stock adjustments by people: goods received, a count corrected, units written off. Each
-//! becomes one immutable movement; the levels themselves are guarded by `service::levels`.
+//! becomes one immutable movement; the levels themselves are guarded by [`super::StockLevel`].
 
 use platform::http::FieldError;
 use serde::Deserialize;

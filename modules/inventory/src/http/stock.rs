@@ -4,7 +4,7 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use platform::auth::AdminOnly;
-use platform::http::pagination::PageMeta;
+use platform::http::pagination::{PageMeta, storable_time};
 use platform::http::{
     ApiError, Created, ErrorEnvelope, FieldError, Json, Page, PageQuery, Path, Query, RequestContext,
 };
@@ -13,10 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::InventoryState;
-use super::products::StockView;
+use super::dto::StockView;
+use crate::domain::MovementKind;
 use crate::domain::{Adjustment, AdjustmentKind};
 use crate::service::{Adjusted, AdjustmentError};
-use crate::store::stock::{MOVEMENTS_SORTABLE, MovementKey, MovementKind, MovementRow};
+use crate::service::{MOVEMENTS_SORTABLE, MovementKey, MovementRow};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -53,22 +54,18 @@ pub(crate) struct MovementView {
     pub(crate) at: DateTime<Utc>,
 }
 
-impl TryFrom<MovementRow> for MovementView {
-    type Error = anyhow::Error;
-
-    fn try_from(row: MovementRow) -> anyhow::Result<Self> {
-        let kind =
-            MovementKind::parse(&row.kind).ok_or_else(|| anyhow::anyhow!("unknown movement kind {:?}", row.kind))?;
-        Ok(Self {
+impl From<MovementRow> for MovementView {
+    fn from(row: MovementRow) -> Self {
+        Self {
             id: row.id,
-            kind,
+            kind: row.kind,
             quantity: row.quantity,
             on_hand_after: row.on_hand_after,
             reason: row.reason,
             order_id: row.order_id,
             actor: row.actor,
             at: row.at,
-        })
+        }
     }
 }
 
@@ -137,7 +134,7 @@ pub(crate) async fn adjust_stock(
     let metadata = ctx.metadata(Some(admin.subject.clone()));
     let Adjusted { movement, levels } = state.service.adjust_stock(id, &adjustment, &admin.subject, &metadata).await?;
     let view = AdjustmentView {
-        movement: MovementView::try_from(movement)?,
+        movement: MovementView::from(movement),
         stock: StockView::new(levels.on_hand, levels.reserved, true),
     };
     Ok(Created::new(format!("/api/v1/products/{id}"), view))
@@ -163,12 +160,12 @@ pub(crate) async fn list_movements(
 ) -> Result<Page<MovementView>, ApiError> {
     let page = PageQuery { limit: query.limit, after: query.after, sort: query.sort }
         .parse::<MovementKey>(MOVEMENTS_SORTABLE, "-at")?;
-    if page.after.as_ref().is_some_and(|MovementKey(at, _)| !(1..=9999).contains(&chrono::Datelike::year(at))) {
+    if page.after.as_ref().is_some_and(|MovementKey(at, _)| !storable_time(at)) {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor is not one this endpoint issued."));
     }
     let movements =
         state.service.movements(id, query.kind, &page).await?.ok_or_else(|| ApiError::not_found("The product"))?;
-    Ok(movements.try_map(MovementView::try_from)?)
+    Ok(movements.map(MovementView::from))
 }
 
 impl From<AdjustmentError> for ApiError {

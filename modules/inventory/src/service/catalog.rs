@@ -1,6 +1,6 @@
 //! The catalogue: creating, changing, archiving and listing products.
 //!
-//! Stock levels change only through `levels::apply`: a new product's opening stock is a
+//! Stock levels change only through `StockLevel::apply`: a new product's opening stock is a
 //! `receive` movement, and a changed low-stock threshold is applied as a change of nothing, so
 //! the once-per-crossing `inventory.low_stock` logic stays in one place.
 
@@ -10,12 +10,11 @@ use platform::http::{FieldError, Page, PageRequest};
 use platform::money::{Currency, Money};
 use uuid::Uuid;
 
-use super::levels;
-use super::{InventoryService, LevelChange, StockError};
-use crate::domain::{ProductDraft, Sku};
+use super::{InventoryService, StockError, Why, apply_level};
+use crate::domain::{LevelChange, MovementKind, ProductDraft, Sku};
 use crate::store::is_unique_violation;
 use crate::store::products::{self, ListFilter, ListKey, Listed, NewProduct, ProductFields, ProductRow};
-use crate::store::stock::{self, MovementKind};
+use crate::store::stock;
 
 /// A product to create, parsed at the edge.
 #[derive(Debug, Clone)]
@@ -115,15 +114,9 @@ impl InventoryService {
             other => other.context("creating a product")?,
         }
         // Applied even without stock: a product that starts at or below its threshold is low.
-        let change = LevelChange {
-            on_hand: request.initial_stock,
-            reserved: 0,
-            kind: Some(MovementKind::Receive),
-            reason: "initial stock",
-            order_id: None,
-            actor: Some(actor),
-        };
-        apply_to(&mut tx, id, &change, metadata, now).await?;
+        let change = LevelChange::count(MovementKind::Receive, request.initial_stock);
+        let why = Why { reason: "initial stock", order_id: None, actor: Some(actor) };
+        apply_to(&mut tx, id, change, why, metadata, now).await?;
         let created = products::find(&mut tx, id).await?.context("the new product vanished")?;
         tx.commit().await.context("committing a new product")?;
         tracing::info!(product_id = %id, "product created");
@@ -186,15 +179,8 @@ impl InventoryService {
         }
         products::update(&mut tx, id, &fields, now).await?;
         if fields.low_stock_threshold != current.low_stock_threshold {
-            let change = LevelChange {
-                on_hand: 0,
-                reserved: 0,
-                kind: None,
-                reason: "low-stock threshold changed",
-                order_id: None,
-                actor: Some(actor),
-            };
-            apply_to(&mut tx, id, &change, metadata, now).await?;
+            let why = Why { reason: "low-stock threshold changed", order_id: None, actor: Some(actor) };
+            apply_to(&mut tx, id, LevelChange::recheck(), why, metadata, now).await?;
         }
         let updated = products::find(&mut tx, id).await?.context("the changed product vanished")?;
         tx.commit().await.context("committing a product change")?;
@@ -248,15 +234,13 @@ fn unchanged(current: &ProductRow, fields: &ProductFields<'_>) -> bool {
 async fn apply_to(
     tx: &mut sqlx::PgConnection,
     id: Uuid,
-    change: &LevelChange<'_>,
+    change: LevelChange,
+    why: Why<'_>,
     metadata: &Metadata,
     at: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
     let mut locked = stock::lock(tx, &[id]).await?;
-    let levels = locked.first_mut().context("the product's levels vanished")?;
-    levels::apply(tx, levels, change, metadata, at).await.map(|_| ()).map_err(|error| match error {
-        // Neither opening stock nor a threshold can take levels below zero.
-        StockError::Insufficient { available } => anyhow::anyhow!("stock levels would break (available {available})"),
-        StockError::Unexpected(error) => error,
-    })
+    let level = locked.first_mut().context("the product's levels vanished")?;
+    // Neither opening stock nor a threshold can take levels below zero: a refusal is a bug.
+    apply_level(tx, level, change, why, metadata, at).await.map(|_| ()).map_err(StockError::into_unexpected)
 }

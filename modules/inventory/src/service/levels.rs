@@ -1,6 +1,6 @@
-//! The one way stock levels change: checked so on-hand and reserved never go negative and
-//! reserved never exceeds on-hand, recorded as a movement when on-hand moves, and watched
-//! for the low-stock threshold (`inventory.low_stock`, once per crossing).
+//! Storing a stock change the domain accepted: the new levels, the movement when on-hand
+//! moved, and `inventory.low_stock` when availability crossed the threshold — all in the
+//! caller's transaction. The rule itself is [`StockLevel::apply`].
 
 use chrono::{DateTime, Utc};
 use inventory_contract::events::LowStock;
@@ -8,15 +8,12 @@ use platform::bus::{self, Metadata};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::store::stock::{self, Levels, MovementKind, NewMovement};
+use crate::domain::{LevelChange, LevelError, StockLevel};
+use crate::store::stock::{self, NewMovement};
 
-/// A change to apply to one product's levels.
-#[derive(Debug, Clone)]
-pub(crate) struct LevelChange<'a> {
-    pub(crate) on_hand: i32,
-    pub(crate) reserved: i32,
-    /// Why on-hand moves (required when `on_hand` is not zero).
-    pub(crate) kind: Option<MovementKind>,
+/// Who and why, recorded with the movement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Why<'a> {
     pub(crate) reason: &'a str,
     pub(crate) order_id: Option<Uuid>,
     pub(crate) actor: Option<&'a str>,
@@ -24,71 +21,63 @@ pub(crate) struct LevelChange<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StockError {
-    /// The change would leave fewer units than are reserved, or fewer than none.
-    #[error("only {available} units are available")]
-    Insufficient { available: i32 },
+    /// The domain refused the change; nothing was written.
+    #[error(transparent)]
+    Refused(#[from] LevelError),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
-/// Applies `change` to `levels` (locked by the caller's transaction) and writes it. Returns
+impl StockError {
+    /// For callers to whom a refusal is a broken assumption, not a business case.
+    pub(crate) fn into_unexpected(self) -> anyhow::Error {
+        match self {
+            Self::Refused(refusal) => anyhow::anyhow!("stock levels would break: {refusal}"),
+            Self::Unexpected(error) => error,
+        }
+    }
+}
+
+/// Applies `change` to `level` (locked by the caller's transaction) and writes it. Returns
 /// the id of the movement recorded, when on-hand moved.
 ///
 /// # Errors
-/// [`StockError::Insufficient`] when the levels would break their invariants.
+/// [`StockError::Refused`] when the levels would break their invariants (nothing written).
 pub(crate) async fn apply(
     tx: &mut PgConnection,
-    levels: &mut Levels,
-    change: &LevelChange<'_>,
+    level: &mut StockLevel,
+    change: LevelChange,
+    why: Why<'_>,
     metadata: &Metadata,
     at: DateTime<Utc>,
 ) -> Result<Option<Uuid>, StockError> {
-    let on_hand =
-        levels.on_hand.checked_add(change.on_hand).ok_or(StockError::Insufficient { available: levels.available() })?;
-    let reserved = levels
-        .reserved
-        .checked_add(change.reserved)
-        .ok_or(StockError::Insufficient { available: levels.available() })?;
-    if on_hand < 0 || reserved < 0 || reserved > on_hand {
-        return Err(StockError::Insufficient { available: levels.available() });
-    }
-    levels.on_hand = on_hand;
-    levels.reserved = reserved;
-    let available = levels.available();
-    let threshold = levels.low_stock_threshold;
-    let crossed_down = threshold > 0 && available <= threshold && !levels.low_stock_alerted;
-    if crossed_down {
-        levels.low_stock_alerted = true;
-    } else if available > threshold {
-        levels.low_stock_alerted = false;
-    }
-    stock::write(tx, levels, at).await?;
+    let applied = level.apply(change)?;
+    stock::write(tx, level, at).await?;
     let mut movement_id = None;
-    if change.on_hand != 0 {
-        let kind = change.kind.ok_or_else(|| anyhow::anyhow!("on-hand changed without a movement kind"))?;
+    if let Some((kind, quantity)) = applied.movement {
         let movement = NewMovement {
-            product_id: levels.id,
+            product_id: level.id,
             kind,
-            quantity: change.on_hand,
-            on_hand_after: on_hand,
-            reason: change.reason,
-            order_id: change.order_id,
-            actor: change.actor,
+            quantity,
+            on_hand_after: level.on_hand,
+            reason: why.reason,
+            order_id: why.order_id,
+            actor: why.actor,
             at,
         };
         movement_id = Some(stock::record_movement(tx, &movement).await?);
     }
-    if crossed_down {
+    if let Some(crossing) = applied.low_stock {
         let event = LowStock {
-            product_id: levels.id,
-            sku: levels.sku.clone(),
-            name: levels.name.clone(),
-            available: u32::try_from(available).unwrap_or_default(),
-            threshold: u32::try_from(threshold).unwrap_or_default(),
+            product_id: level.id,
+            sku: level.sku.clone(),
+            name: level.name.clone(),
+            available: crossing.available,
+            threshold: crossing.threshold,
             at,
         };
         bus::append(tx, &event, metadata).await?;
-        tracing::info!(product_id = %levels.id, available, threshold, "low stock");
+        tracing::info!(product_id = %level.id, crossing.available, crossing.threshold, "low stock");
     }
     Ok(movement_id)
 }

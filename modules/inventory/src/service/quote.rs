@@ -8,7 +8,6 @@ use platform::money::{Currency, Money};
 use platform::port::CallContext;
 
 use super::InventoryService;
-use crate::domain::Sku;
 use crate::store::products;
 
 #[async_trait::async_trait]
@@ -16,14 +15,13 @@ impl InventoryApi for InventoryService {
     #[tracing::instrument(skip_all, fields(lines = lines.len(), correlation_id = %ctx.correlation_id), err(level = "info"))]
     async fn quote(&self, ctx: &CallContext, lines: &[QuoteLine]) -> Result<Quote, InventoryError> {
         let unexpected = |e: anyhow::Error| InventoryError::Unexpected(format!("{e:#}"));
-        // A SKU that does not parse names no product: it is a problem with its line, never a
-        // query (text such as a NUL character would fail it, and the caller would take our
-        // failure for an outage).
+        // A SKU arrives parsed (the contract's `Sku`), so no text that would fail a query (a
+        // NUL character) reaches one, and the caller never takes our failure for an outage.
         let (mut ids, mut skus) = (Vec::new(), Vec::new());
         for line in lines {
             match &line.product {
                 ProductRef::Id(id) => ids.push(*id),
-                ProductRef::Sku(sku) => skus.extend(Sku::parse(sku).ok().map(|sku| sku.as_str().to_owned())),
+                ProductRef::Sku(sku) => skus.push(sku.as_str().to_owned()),
             }
         }
         let mut db = self.pool.acquire().await.map_err(|e| InventoryError::Unavailable(e.to_string()))?;
@@ -32,7 +30,7 @@ impl InventoryApi for InventoryService {
         for (index, line) in lines.iter().enumerate() {
             let product = found.iter().find(|p| match &line.product {
                 ProductRef::Id(id) => p.id == *id,
-                ProductRef::Sku(sku) => Sku::parse(sku).is_ok_and(|sku| p.sku == sku.as_str()),
+                ProductRef::Sku(sku) => p.sku == sku.as_str(),
             });
             let Some(product) = product else {
                 quote.problems.push(LineProblem { line: index, kind: LineProblemKind::UnknownProduct });

@@ -2,32 +2,40 @@
 //! available (product rows are locked in id order, so concurrent orders queue instead of
 //! overselling or deadlocking); committed on confirmation, released on cancellation or
 //! expiry, restocked when a committed order is cancelled. Each is idempotent per order.
+//! What each step decides is the domain's (`domain::reservation`, `StockLevel::apply`);
+//! this file locks, asks and stores.
 
-use std::collections::BTreeMap;
-
-use inventory_contract::events::{
-    RejectedLine, RejectionCode, ReservationExpired, ReservedLine, StockRejected, StockReserved,
-};
+use inventory_contract::events::{ReservationExpired, ReservedLine, StockRejected, StockReserved};
 use orders_contract::events::OrderPlaced;
 use platform::bus::{self, Metadata};
-use platform::jobs::{self, Schedule};
+use platform::jobs::{self, Job, Schedule};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::InventoryService;
-use super::levels::{self, LevelChange, StockError};
-use crate::jobs::ReservationExpiry;
-use crate::store::reservations::{self, Reservation, Status};
-use crate::store::stock::{self, MovementKind};
+use super::levels::{self, StockError, Why};
+use crate::domain::{self, Decision, Expiry, GiveBack, LevelChange, LevelError, ReservationStatus as Status, units};
+use crate::store::reservations::{self, Reservation};
+use crate::store::stock;
 
-/// What an expiry job found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    Expired,
-    /// Not due yet (the job ran early): try again later.
-    NotDue,
-    /// Committed, released or already expired: nothing to do.
-    Settled,
+/// The expiry of one order's reservation: enqueued with the reservation, run by
+/// `jobs::ReservationExpiryHandler` when its time-to-live is up. Defined by the use case that
+/// enqueues it, so the service does not depend on the job runner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReservationExpiry {
+    pub(crate) order_id: Uuid,
+    pub(crate) reservation_id: Uuid,
+    /// The metadata of what reserved, so the expiry continues its correlation.
+    pub(crate) metadata: Metadata,
+}
+
+impl ReservationExpiry {
+    pub(crate) const QUEUE_NAME: &'static str = "inventory.reservation_expiry";
+}
+
+impl Job for ReservationExpiry {
+    const QUEUE: &'static str = Self::QUEUE_NAME;
 }
 
 impl InventoryService {
@@ -48,56 +56,33 @@ impl InventoryService {
             tracing::info!("already reserved or rejected; nothing to do");
             return Ok(());
         }
-        let mut wanted: BTreeMap<Uuid, i32> = BTreeMap::new();
-        for line in &order.lines {
-            let entry = wanted.entry(line.product_id).or_default();
-            *entry = entry.saturating_add(i32::try_from(line.quantity).unwrap_or(i32::MAX));
-        }
+        let wanted = domain::wanted(order.lines.iter().map(|line| (line.product_id, line.quantity)));
         let ids: Vec<Uuid> = wanted.keys().copied().collect();
         let mut locked = stock::lock(tx, &ids).await?;
         let now = self.now();
-        let mut rejected = Vec::new();
-        for (product, &quantity) in &wanted {
-            let requested = u32::try_from(quantity).unwrap_or_default();
-            let code = match locked.iter().find(|l| l.id == *product) {
-                None => Some((RejectionCode::UnknownProduct, 0)),
-                Some(l) if !l.active || l.archived => Some((RejectionCode::InactiveProduct, l.available())),
-                Some(l) if l.available() < quantity => Some((RejectionCode::InsufficientStock, l.available())),
-                Some(_) => None,
-            };
-            if let Some((code, available)) = code {
-                let available = u32::try_from(available).unwrap_or_default();
-                rejected.push(RejectedLine { product_id: *product, code, requested, available });
-            }
-        }
         let reservation_id = Uuid::now_v7();
-        if !rejected.is_empty() {
-            let record = Reservation {
-                id: reservation_id,
-                order_id,
-                status: Status::Rejected,
-                expires_at: None,
-                lines: Vec::new(),
-            };
-            reservations::insert(tx, &record, now).await?;
-            bus::append(tx, &StockRejected { order_id, lines: rejected, rejected_at: now }, metadata).await?;
-            tracing::info!("stock rejected");
-            return Ok(());
-        }
-        for levels in &mut locked {
-            let quantity = wanted[&levels.id];
-            let change = LevelChange {
-                on_hand: 0,
-                reserved: quantity,
-                kind: None,
-                reason: "reserved for an order",
-                order_id: Some(order_id),
-                actor: None,
-            };
-            levels::apply(tx, levels, &change, metadata, now).await.map_err(stock_error)?;
+        let lines = match domain::decide(&wanted, &locked) {
+            Decision::Reserve(lines) => lines,
+            Decision::Reject(rejected) => {
+                let record = Reservation {
+                    id: reservation_id,
+                    order_id,
+                    status: Status::Rejected,
+                    expires_at: None,
+                    lines: Vec::new(),
+                };
+                reservations::insert(tx, &record, now).await?;
+                bus::append(tx, &StockRejected { order_id, lines: rejected, rejected_at: now }, metadata).await?;
+                tracing::info!("stock rejected");
+                return Ok(());
+            }
+        };
+        let why = Why { reason: "reserved for an order", order_id: Some(order_id), actor: None };
+        for level in &mut locked {
+            let change = LevelChange::reserve(wanted[&level.id]);
+            levels::apply(tx, level, change, why, metadata, now).await.map_err(StockError::into_unexpected)?;
         }
         let expires_at = now + chrono::TimeDelta::from_std(self.config.reservation_ttl)?;
-        let lines: Vec<(Uuid, i32)> = wanted.into_iter().collect();
         let record =
             Reservation { id: reservation_id, order_id, status: Status::Held, expires_at: Some(expires_at), lines };
         reservations::insert(tx, &record, now).await?;
@@ -107,10 +92,7 @@ impl InventoryService {
             lines: record
                 .lines
                 .iter()
-                .map(|(product_id, quantity)| ReservedLine {
-                    product_id: *product_id,
-                    quantity: u32::try_from(*quantity).unwrap_or_default(),
-                })
+                .map(|(product_id, quantity)| ReservedLine { product_id: *product_id, quantity: units(*quantity) })
                 .collect(),
             expires_at,
             reserved_at: now,
@@ -143,33 +125,22 @@ impl InventoryService {
             tracing::warn!("an order was confirmed without a reservation here");
             return Ok(());
         };
-        let from_reserved = match reservation.status {
-            Status::Held => true,
-            Status::Expired => false,
-            status => {
-                tracing::info!(status = status.as_str(), "nothing to commit");
-                return Ok(());
-            }
+        let Some(held) = reservation.status.commit() else {
+            tracing::info!(status = reservation.status.as_str(), "nothing to commit");
+            return Ok(());
         };
         let now = self.now();
+        let why = Why { reason: "order confirmed", order_id: Some(order_id), actor: None };
         let ids: Vec<Uuid> = reservation.lines.iter().map(|l| l.0).collect();
-        for mut levels in stock::lock(tx, &ids).await? {
-            let quantity = reservation.lines.iter().find(|l| l.0 == levels.id).map_or(0, |l| l.1);
-            let change = LevelChange {
-                on_hand: -quantity,
-                reserved: if from_reserved { -quantity } else { 0 },
-                kind: Some(MovementKind::Commit),
-                reason: "order confirmed",
-                order_id: Some(order_id),
-                actor: None,
-            };
-            match levels::apply(tx, &mut levels, &change, metadata, now).await {
+        for mut level in stock::lock(tx, &ids).await? {
+            let quantity = reservation.lines.iter().find(|l| l.0 == level.id).map_or(0, |l| l.1);
+            match levels::apply(tx, &mut level, LevelChange::commit(quantity, held), why, metadata, now).await {
                 Ok(_) => {}
-                Err(StockError::Insufficient { available }) => {
+                Err(StockError::Refused(LevelError::Insufficient { available })) => {
                     // Only after an expiry whose units were sold again: needs a person.
-                    tracing::error!(product_id = %levels.id, quantity, available, "a paid order's units are no longer in stock");
+                    tracing::error!(product_id = %level.id, quantity, available, "a paid order's units are no longer in stock");
                 }
-                Err(StockError::Unexpected(error)) => return Err(error),
+                Err(error) => return Err(error.into_unexpected()),
             }
         }
         reservations::set_status(tx, reservation.id, Status::Committed, now).await?;
@@ -191,17 +162,13 @@ impl InventoryService {
             tracing::info!("cancelled before anything was reserved");
             return Ok(());
         };
-        let (next, restock) = match reservation.status {
-            Status::Held => (Status::Released, false),
-            Status::Committed => (Status::Restocked, true),
-            status => {
-                tracing::info!(status = status.as_str(), "nothing to release");
-                return Ok(());
-            }
+        let Some(give_back) = reservation.status.cancel() else {
+            tracing::info!(status = reservation.status.as_str(), "nothing to release");
+            return Ok(());
         };
         let now = self.now();
-        self.give_back(tx, &reservation, restock, metadata).await?;
-        reservations::set_status(tx, reservation.id, next, now).await?;
+        self.give_back(tx, &reservation, give_back, metadata).await?;
+        reservations::set_status(tx, reservation.id, give_back.next(), now).await?;
         Ok(())
     }
 
@@ -217,14 +184,12 @@ impl InventoryService {
         metadata: &Metadata,
     ) -> anyhow::Result<Expiry> {
         let Some(reservation) = reservations::for_order(tx, order_id).await? else { return Ok(Expiry::Settled) };
-        if reservation.status != Status::Held {
-            return Ok(Expiry::Settled);
-        }
         let now = self.now();
-        if reservation.expires_at.is_some_and(|at| at > now) {
-            return Ok(Expiry::NotDue);
+        match reservation.status.expire(reservation.expires_at, now) {
+            Expiry::Expired => {}
+            other => return Ok(other),
         }
-        self.give_back(tx, &reservation, false, metadata).await?;
+        self.give_back(tx, &reservation, GiveBack::Release, metadata).await?;
         reservations::set_status(tx, reservation.id, Status::Expired, now).await?;
         let event = ReservationExpired { order_id, reservation_id: reservation.id, expired_at: now };
         bus::append(tx, &event, metadata).await?;
@@ -238,49 +203,29 @@ impl InventoryService {
         &self,
         tx: &mut PgConnection,
         reservation: &Reservation,
-        restock: bool,
+        how: GiveBack,
         metadata: &Metadata,
     ) -> anyhow::Result<()> {
         let now = self.now();
         let ids: Vec<Uuid> = reservation.lines.iter().map(|l| l.0).collect();
-        let committed = if restock { stock::committed_for_order(tx, reservation.order_id).await? } else { Vec::new() };
-        for mut levels in stock::lock(tx, &ids).await? {
-            let quantity = if restock {
-                committed.iter().find(|c| c.0 == levels.id).map_or(0, |c| c.1)
-            } else {
-                reservation.lines.iter().find(|l| l.0 == levels.id).map_or(0, |l| l.1)
-            };
+        let (units_per_product, reason) = match how {
+            GiveBack::Restock => {
+                (stock::committed_for_order(tx, reservation.order_id).await?, "order cancelled after it was paid")
+            }
+            GiveBack::Release => (reservation.lines.clone(), "reservation released"),
+        };
+        let why = Why { reason, order_id: Some(reservation.order_id), actor: None };
+        for mut level in stock::lock(tx, &ids).await? {
+            let quantity = units_per_product.iter().find(|l| l.0 == level.id).map_or(0, |l| l.1);
             if quantity == 0 {
                 continue;
             }
-            let change = if restock {
-                LevelChange {
-                    on_hand: quantity,
-                    reserved: 0,
-                    kind: Some(MovementKind::Restock),
-                    reason: "order cancelled after it was paid",
-                    order_id: Some(reservation.order_id),
-                    actor: None,
-                }
-            } else {
-                LevelChange {
-                    on_hand: 0,
-                    reserved: -quantity,
-                    kind: None,
-                    reason: "reservation released",
-                    order_id: Some(reservation.order_id),
-                    actor: None,
-                }
+            let change = match how {
+                GiveBack::Restock => LevelChange::restock(quantity),
+                GiveBack::Release => LevelChange::release(quantity),
             };
-            levels::apply(tx, &mut levels, &change, metadata, now).await.map_err(stock_error)?;
+            levels::apply(tx, &mut level, change, why, metadata, now).await.map_err(StockError::into_unexpected)?;
         }
         Ok(())
-    }
-}
-
-fn stock_error(error: StockError) -> anyhow::Error {
-    match error {
-        StockError::Insufficient { available } => anyhow::anyhow!("stock levels would break (available {available})"),
-        StockError::Unexpected(error) => error,
     }
 }

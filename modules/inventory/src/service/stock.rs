@@ -1,17 +1,17 @@
 //! Stock adjustments by admins: receive, correct, write off. Each is one immutable movement,
-//! written by `levels::apply`, so on-hand never drops below what is reserved and the sum of a
-//! product's movements stays its on-hand.
+//! checked by `StockLevel::apply` and written by `levels::apply`, so on-hand never drops below
+//! what is reserved and the sum of a product's movements stays its on-hand.
 
 use anyhow::Context;
 use platform::bus::Metadata;
 use platform::http::{Page, PageRequest};
 use uuid::Uuid;
 
-use super::levels;
-use super::{InventoryService, LevelChange, StockError};
-use crate::domain::{Adjustment, AdjustmentKind};
+use super::InventoryService;
+use super::levels::{self, StockError, Why};
+use crate::domain::{Adjustment, AdjustmentKind, LevelChange, LevelError, MovementKind, StockLevel};
 use crate::store::products;
-use crate::store::stock::{self, Levels, MovementKey, MovementKind, MovementRow};
+use crate::store::stock::{self, MovementKey, MovementRow};
 
 /// Failures of an adjustment.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ pub(crate) enum AdjustmentError {
 #[derive(Debug, Clone)]
 pub(crate) struct Adjusted {
     pub(crate) movement: MovementRow,
-    pub(crate) levels: Levels,
+    pub(crate) levels: StockLevel,
 }
 
 impl InventoryService {
@@ -56,26 +56,20 @@ impl InventoryService {
             Some(levels) if !levels.archived => levels,
             _ => return Err(AdjustmentError::NotFound),
         };
-        if levels.on_hand.checked_add(adjustment.delta).is_none() {
-            return Err(AdjustmentError::TooMany);
-        }
         let kind = match adjustment.kind {
             AdjustmentKind::Receive => MovementKind::Receive,
             AdjustmentKind::Correct => MovementKind::Correct,
             AdjustmentKind::WriteOff => MovementKind::WriteOff,
         };
-        let change = LevelChange {
-            on_hand: adjustment.delta,
-            reserved: 0,
-            kind: Some(kind),
-            reason: &adjustment.reason,
-            order_id: None,
-            actor: Some(actor),
-        };
-        let movement_id = match levels::apply(&mut tx, &mut levels, &change, metadata, now).await {
+        let change = LevelChange::count(kind, adjustment.delta);
+        let why = Why { reason: &adjustment.reason, order_id: None, actor: Some(actor) };
+        let movement_id = match levels::apply(&mut tx, &mut levels, change, why, metadata, now).await {
             Ok(id) => id.context("an adjustment moves on-hand, so it records a movement")?,
-            Err(StockError::Insufficient { available }) => return Err(AdjustmentError::Insufficient { available }),
-            Err(StockError::Unexpected(error)) => return Err(error.into()),
+            Err(StockError::Refused(LevelError::Insufficient { available })) => {
+                return Err(AdjustmentError::Insufficient { available });
+            }
+            Err(StockError::Refused(LevelError::TooMany)) => return Err(AdjustmentError::TooMany),
+            Err(error) => return Err(error.into_unexpected().into()),
         };
         let movement = stock::movement(&mut tx, movement_id).await?;
         tx.commit().await.context("committing a stock adjustment")?;

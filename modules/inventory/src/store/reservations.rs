@@ -5,37 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Where a reservation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Status {
-    Held,
-    Committed,
-    Released,
-    Expired,
-    Restocked,
-    /// The order's stock could not be reserved; nothing was held.
-    Rejected,
-}
-
-impl Status {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Held => "held",
-            Self::Committed => "committed",
-            Self::Released => "released",
-            Self::Expired => "expired",
-            Self::Restocked => "restocked",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    fn parse(raw: &str) -> anyhow::Result<Self> {
-        [Self::Held, Self::Committed, Self::Released, Self::Expired, Self::Restocked, Self::Rejected]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
-            .with_context(|| format!("unknown reservation status {raw:?}"))
-    }
-}
+use crate::domain::ReservationStatus as Status;
 
 /// A reservation with its lines.
 #[derive(Debug, Clone)]
@@ -50,7 +20,7 @@ pub(crate) struct Reservation {
 
 /// The order's reservation, locked until the transaction ends.
 pub(crate) async fn for_order(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Option<Reservation>> {
-    let row: Option<(Uuid, String, Option<DateTime<Utc>>)> =
+    let row: Option<(Uuid, Status, Option<DateTime<Utc>>)> =
         sqlx::query_as("SELECT id, status, expires_at FROM reservations WHERE order_id = $1 FOR UPDATE")
             .bind(order)
             .fetch_optional(&mut *db)
@@ -64,7 +34,7 @@ pub(crate) async fn for_order(db: &mut PgConnection, order: Uuid) -> anyhow::Res
     .fetch_all(&mut *db)
     .await
     .context("reading reservation lines")?;
-    Ok(Some(Reservation { id, order_id: order, status: Status::parse(&status)?, expires_at, lines }))
+    Ok(Some(Reservation { id, order_id: order, status, expires_at, lines }))
 }
 
 /// Records the order's reservation (held with its lines, or rejected without).
@@ -74,7 +44,7 @@ pub(crate) async fn insert(db: &mut PgConnection, reservation: &Reservation, at:
     )
     .bind(reservation.id)
     .bind(reservation.order_id)
-    .bind(reservation.status.as_str())
+    .bind(reservation.status)
     .bind(reservation.expires_at)
     .bind(at)
     .execute(&mut *db)
@@ -102,7 +72,7 @@ pub(crate) async fn set_status(
 ) -> anyhow::Result<()> {
     sqlx::query("UPDATE reservations SET status = $2, updated_at = $3 WHERE id = $1")
         .bind(id)
-        .bind(status.as_str())
+        .bind(status)
         .bind(at)
         .execute(db)
         .await

@@ -6,33 +6,37 @@ use platform::http::PageRequest;
 use sqlx::{PgConnection, QueryBuilder};
 use uuid::Uuid;
 
-/// A product's stock as locked for a change.
+use crate::domain::{MovementKind, StockLevel};
+
+/// A product's stock row, as locked for a change.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct Levels {
-    pub(crate) id: Uuid,
-    pub(crate) sku: String,
-    pub(crate) name: String,
-    pub(crate) active: bool,
-    pub(crate) archived: bool,
-    pub(crate) on_hand: i32,
-    pub(crate) reserved: i32,
-    pub(crate) low_stock_threshold: i32,
-    pub(crate) low_stock_alerted: bool,
+struct LevelRow {
+    id: Uuid,
+    sku: String,
+    name: String,
+    active: bool,
+    archived: bool,
+    on_hand: i32,
+    reserved: i32,
+    low_stock_threshold: i32,
+    low_stock_alerted: bool,
 }
 
-impl Levels {
-    pub(crate) fn available(&self) -> i32 {
-        self.on_hand - self.reserved
+impl From<LevelRow> for StockLevel {
+    fn from(row: LevelRow) -> Self {
+        let LevelRow { id, sku, name, active, archived, on_hand, reserved, low_stock_threshold, low_stock_alerted } =
+            row;
+        Self { id, sku, name, active, archived, on_hand, reserved, low_stock_threshold, low_stock_alerted }
     }
 }
 
 /// Locks the stock rows of `products` until the transaction ends, in id order so that
 /// concurrent reservations of overlapping products cannot deadlock. Missing ids are absent.
-pub(crate) async fn lock(db: &mut PgConnection, products: &[Uuid]) -> anyhow::Result<Vec<Levels>> {
+pub(crate) async fn lock(db: &mut PgConnection, products: &[Uuid]) -> anyhow::Result<Vec<StockLevel>> {
     let mut ids = products.to_vec();
     ids.sort();
     ids.dedup();
-    sqlx::query_as(
+    let rows: Vec<LevelRow> = sqlx::query_as(
         "SELECT id, sku, name, active, archived_at IS NOT NULL AS archived, on_hand, reserved, low_stock_threshold,
                 low_stock_alerted
            FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
@@ -40,11 +44,12 @@ pub(crate) async fn lock(db: &mut PgConnection, products: &[Uuid]) -> anyhow::Re
     .bind(&ids)
     .fetch_all(db)
     .await
-    .context("locking stock")
+    .context("locking stock")?;
+    Ok(rows.into_iter().map(StockLevel::from).collect())
 }
 
 /// Writes new levels (and the low-stock flag), bumping the product's version.
-pub(crate) async fn write(db: &mut PgConnection, levels: &Levels, at: DateTime<Utc>) -> anyhow::Result<()> {
+pub(crate) async fn write(db: &mut PgConnection, levels: &StockLevel, at: DateTime<Utc>) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE products SET on_hand = $2, reserved = $3, low_stock_alerted = $4, version = version + 1, updated_at = $5
           WHERE id = $1",
@@ -58,40 +63,6 @@ pub(crate) async fn write(db: &mut PgConnection, levels: &Levels, at: DateTime<U
     .await
     .context("writing stock levels")?;
     Ok(())
-}
-
-/// Why on_hand changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum MovementKind {
-    /// Goods arrived.
-    Receive,
-    /// A count found more or fewer units than recorded.
-    Correct,
-    /// Units were lost, damaged or expired.
-    WriteOff,
-    /// An order's reserved units left the warehouse.
-    Commit,
-    /// A cancelled order's committed units came back.
-    Restock,
-}
-
-impl MovementKind {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Receive => "receive",
-            Self::Correct => "correct",
-            Self::WriteOff => "write_off",
-            Self::Commit => "commit",
-            Self::Restock => "restock",
-        }
-    }
-
-    pub(crate) fn parse(raw: &str) -> Option<Self> {
-        [Self::Receive, Self::Correct, Self::WriteOff, Self::Commit, Self::Restock]
-            .into_iter()
-            .find(|k| k.as_str() == raw)
-    }
 }
 
 /// One immutable change of on_hand.
@@ -116,7 +87,7 @@ pub(crate) async fn record_movement(db: &mut PgConnection, movement: &NewMovemen
     )
     .bind(id)
     .bind(movement.product_id)
-    .bind(movement.kind.as_str())
+    .bind(movement.kind)
     .bind(movement.quantity)
     .bind(movement.on_hand_after)
     .bind(movement.reason)
@@ -133,7 +104,7 @@ pub(crate) async fn record_movement(db: &mut PgConnection, movement: &NewMovemen
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct MovementRow {
     pub(crate) id: Uuid,
-    pub(crate) kind: String,
+    pub(crate) kind: MovementKind,
     pub(crate) quantity: i32,
     pub(crate) on_hand_after: i32,
     pub(crate) reason: String,
@@ -175,7 +146,7 @@ pub(crate) async fn movements(
     let mut query = QueryBuilder::new(select_movements!("WHERE product_id = "));
     query.push_bind(product);
     if let Some(kind) = kind {
-        query.push(" AND kind = ").push_bind(kind.as_str());
+        query.push(" AND kind = ").push_bind(kind);
     }
     if let Some(MovementKey(at, id)) = &page.after {
         let op = if descending { "<" } else { ">" };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use inventory_contract::client::InventoryClient;
-use inventory_contract::{InventoryApi, LineProblem, LineProblemKind, ProductRef, QuoteLine};
+use inventory_contract::{InventoryApi, LineProblem, LineProblemKind, ProductRef, QuoteLine, Sku};
 use platform::port::CallContext;
 use platform::remote::TransportSettings;
 use reqwest::{Method, StatusCode};
@@ -34,7 +34,7 @@ async fn prices_lines_by_id_and_by_sku_in_request_order(reached: Reached) {
     let mug = app.product("MUG-1", 1250, 7).await;
     app.product("TEE-1", 2000, 3).await;
     let lines = [
-        QuoteLine { product: ProductRef::Sku("TEE-1".into()), quantity: 2 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("TEE-1").unwrap()), quantity: 2 },
         QuoteLine { product: ProductRef::Id(mug), quantity: 1 },
     ];
     let quote = port(&app, &reached).quote(&CallContext::system("test"), &lines).await.unwrap();
@@ -57,8 +57,8 @@ async fn says_per_line_what_stands_in_the_way(reached: Reached) {
         .await
         .unwrap();
     let lines = [
-        QuoteLine { product: ProductRef::Sku("MUG-1".into()), quantity: 1 },
-        QuoteLine { product: ProductRef::Sku("NOPE-1".into()), quantity: 1 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("MUG-1").unwrap()), quantity: 1 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("NOPE-1").unwrap()), quantity: 1 },
         QuoteLine { product: ProductRef::Id(archived), quantity: 1 },
         QuoteLine { product: ProductRef::Id(Uuid::now_v7()), quantity: 1 },
     ];

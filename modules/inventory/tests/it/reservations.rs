@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use inventory::InventoryConfig;
-use inventory_contract::{LineProblemKind, ProductRef, QuoteLine};
+use inventory_contract::{LineProblemKind, ProductRef, QuoteLine, Sku};
 use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced};
 use orders_contract::{OrderId, OrderLine, OrderStatus, ShippingAddress};
 use platform::money::{Currency, Money};
@@ -280,9 +280,9 @@ async fn the_quote_port_prices_lines_and_names_problems() {
         .await
         .unwrap();
     let lines = [
-        QuoteLine { product: ProductRef::Sku("mug-9".to_owned()), quantity: 9 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("mug-9").unwrap()), quantity: 9 },
         QuoteLine { product: ProductRef::Id(off), quantity: 1 },
-        QuoteLine { product: ProductRef::Sku("NOPE".to_owned()), quantity: 1 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("NOPE").unwrap()), quantity: 1 },
         QuoteLine { product: ProductRef::Id(usd), quantity: 1 },
     ];
     let quote = app.module.api().quote(&CallContext::system("test"), &lines).await.unwrap();

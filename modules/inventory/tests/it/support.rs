@@ -10,7 +10,7 @@ use platform::bus::Event;
 use platform::clock::ShiftedClock;
 use platform::db::ModuleSchema;
 use platform::testing::{ModuleHarness, eventually};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
@@ -28,13 +28,7 @@ pub struct Harness {
     pub customer_token: String,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = ModuleHarness;
-
-    fn deref(&self) -> &ModuleHarness {
-        &self.base
-    }
-}
+platform::harness_deref!(Harness);
 
 impl Harness {
     pub async fn start() -> Self {
@@ -157,12 +151,4 @@ impl Harness {
     }
 }
 
-/// Status and JSON body (`null` when there is none).
-pub async fn read(response: Response) -> (StatusCode, Value) {
-    platform::testing::read(response).await.unwrap()
-}
-
-/// The error code of an envelope.
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
-}
+pub use platform::testing::{error_code as code, read_or_fail as read};

@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::domain::EndpointStatus;
 use crate::domain::{Channel, Status};
-use crate::store::endpoints::EndpointRow;
-use crate::store::notifications::{AttemptRow, NotificationRow};
+use crate::service::{AttemptRow, EndpointRow, NotificationRow};
 
 /// A notification: one message to one recipient on one channel because of one event.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -192,7 +192,8 @@ pub(crate) struct EndpointView {
     pub(crate) description: Option<String>,
     pub(crate) event_types: Vec<String>,
     /// `enabled`, or `disabled` after too many failed attempts in a row.
-    pub(crate) status: String,
+    #[schema(value_type = String)]
+    pub(crate) status: EndpointStatus,
     pub(crate) consecutive_failures: i32,
     pub(crate) disabled_reason: Option<String>,
     /// The admin who registered it.
@@ -208,7 +209,7 @@ impl From<&EndpointRow> for EndpointView {
             url: row.url.clone(),
             description: row.description.clone(),
             event_types: row.event_types.clone(),
-            status: row.status.clone(),
+            status: row.status,
             consecutive_failures: row.consecutive_failures,
             disabled_reason: row.disabled_reason.clone(),
             created_by: row.created_by,

@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 use super::dto::{AttemptView, ListNotificationsQuery, NotificationDetail, NotificationView};
 use super::{NotificationsState, user_of};
-use crate::service::{Again, RetryError};
-use crate::store::notifications::{self as store, ListFilter, ListKey, SORTABLE};
+use crate::service::{Again, ListFilter, ListKey, RetryError, SORTABLE};
 
 /// A page of notifications.
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,10 +54,8 @@ pub(crate) async fn list_notifications(
         channel: query.channel,
         event_type: query.event_type,
     };
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let rows = store::list(&mut db, &filter, &page).await?;
     let admin = principal.is_admin();
-    Ok(Page::from_overfetch(rows, &page, store::list_key).map(|row| {
+    Ok(state.service.list_notifications(&filter, &page).await?.map(|row| {
         let view = NotificationView::from(row);
         if admin { view } else { view.for_customer() }
     }))
@@ -66,12 +63,11 @@ pub(crate) async fn list_notifications(
 
 /// The notification if the caller may see it (its recipient, or an admin); 404 otherwise.
 async fn visible(state: &NotificationsState, principal: &Principal, id: Uuid) -> Result<NotificationDetail, ApiError> {
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let row = store::find(&mut db, id).await?.ok_or_else(|| ApiError::not_found("The notification"))?;
+    let (row, attempts) =
+        state.service.notification(id).await?.ok_or_else(|| ApiError::not_found("The notification"))?;
     if !principal.is_admin() && row.user_id.is_none_or(|user| user.to_string() != principal.subject) {
         return Err(ApiError::not_found("The notification"));
     }
-    let attempts = store::attempts(&mut db, id).await?;
     let detail = NotificationDetail {
         notification: row.into(),
         delivery_attempts: attempts.into_iter().map(AttemptView::from).collect(),

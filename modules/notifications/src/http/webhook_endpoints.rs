@@ -21,9 +21,10 @@ use super::notifications::retry_error;
 use super::{NotificationsState, user_of};
 use crate::domain::Channel;
 use crate::domain::targets::TargetError;
-use crate::service::{Again, CreateEndpoint, CreateEndpointError, Created as Registered};
-use crate::store::endpoints::{self, EndpointRow};
-use crate::store::notifications::{self as store, ListFilter, ListKey, SORTABLE};
+use crate::service::{
+    Again, CreateEndpoint, CreateEndpointError, Created as Registered, ENDPOINTS_SORTABLE, EndpointListKey,
+    EndpointRow, ListFilter, ListKey, SORTABLE,
+};
 use crate::subscriptions::EVENT_TYPES;
 
 const MAX_URL: usize = 2000;
@@ -107,11 +108,11 @@ fn validate(
         body.event_types
     };
     for (index, event_type) in asked.into_iter().enumerate() {
-        if !EVENT_TYPES.contains(&event_type.as_str()) {
+        if !EVENT_TYPES.iter().any(|known| known.event_type == event_type) {
             field(
                 &format!("event_types[{index}]"),
                 "unknown_event_type",
-                format!("must be one of: {}", EVENT_TYPES.join(", ")),
+                format!("must be one of: {}", EVENT_TYPES.map(|known| known.event_type).join(", ")),
             );
         } else if !event_types.contains(&event_type) {
             event_types.push(event_type);
@@ -177,15 +178,12 @@ pub(crate) async fn list_endpoints(
     State(state): State<NotificationsState>,
     Query(query): Query<PageQuery>,
 ) -> Result<Page<EndpointView>, ApiError> {
-    let page = query.parse::<endpoints::ListKey>(endpoints::SORTABLE, "-created_at")?;
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let rows = endpoints::list(&mut db, &page).await?;
-    Ok(Page::from_overfetch(rows, &page, endpoints::list_key).map(|row| EndpointView::from(&row)))
+    let page = query.parse::<EndpointListKey>(ENDPOINTS_SORTABLE, "-created_at")?;
+    Ok(state.service.list_endpoints(&page).await?.map(|row| EndpointView::from(&row)))
 }
 
 async fn endpoint(state: &NotificationsState, id: Uuid) -> Result<EndpointRow, ApiError> {
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    endpoints::find(&mut db, id).await?.ok_or_else(|| ApiError::not_found("The webhook endpoint"))
+    state.service.endpoint(id).await?.ok_or_else(|| ApiError::not_found("The webhook endpoint"))
 }
 
 /// One endpoint (admins). Its secret is not shown.
@@ -222,8 +220,7 @@ pub(crate) async fn delete_endpoint(
     State(state): State<NotificationsState>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    if !endpoints::delete(&mut db, id, state.service.now()).await? {
+    if !state.service.delete_endpoint(id).await? {
         return Err(ApiError::not_found("The webhook endpoint"));
     }
     tracing::info!(endpoint_id = %id, admin = %admin.subject, "webhook endpoint deleted");
@@ -246,11 +243,9 @@ pub(crate) async fn enable_endpoint(
     State(state): State<NotificationsState>,
     Path(id): Path<Uuid>,
 ) -> Result<Data<EndpointView>, ApiError> {
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    if !endpoints::enable(&mut db, id, state.service.now()).await? {
+    if !state.service.enable_endpoint(id).await? {
         return Err(ApiError::not_found("The webhook endpoint"));
     }
-    drop(db);
     Ok(Data(EndpointView::from(&endpoint(&state, id).await?)))
 }
 
@@ -288,9 +283,7 @@ pub(crate) async fn list_deliveries(
         channel: Some(Channel::Webhook),
         event_type: query.event_type,
     };
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let rows = store::list(&mut db, &filter, &page).await?;
-    Ok(Page::from_overfetch(rows, &page, store::list_key).map(NotificationView::from))
+    Ok(state.service.list_notifications(&filter, &page).await?.map(NotificationView::from))
 }
 
 /// One delivery with every attempt: status, response code, latency and error (admins).
@@ -308,12 +301,12 @@ pub(crate) async fn get_delivery(
     State(state): State<NotificationsState>,
     Path((id, delivery)): Path<(Uuid, Uuid)>,
 ) -> Result<Data<NotificationDetail>, ApiError> {
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let row = store::find(&mut db, delivery)
+    let (row, attempts) = state
+        .service
+        .notification(delivery)
         .await?
-        .filter(|row| row.endpoint_id == Some(id))
+        .filter(|(row, _)| row.endpoint_id == Some(id))
         .ok_or_else(|| ApiError::not_found("The delivery"))?;
-    let attempts = store::attempts(&mut db, delivery).await?;
     Ok(Data(NotificationDetail {
         notification: row.into(),
         delivery_attempts: attempts.into_iter().map(AttemptView::from).collect(),

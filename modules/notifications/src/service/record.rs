@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use platform::bus::{EventEnvelope, HandlerContext, Metadata};
+use platform::jobs::Job;
 use platform::port::CallContext;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
@@ -15,9 +17,39 @@ use uuid::Uuid;
 
 use super::NotificationsService;
 use crate::domain::{Channel, Status, Template};
-use crate::jobs;
 use crate::store::endpoints;
 use crate::store::notifications::{self as store, NewNotification};
+
+/// Send one email notification. Carries its id only: the address and variables are in the
+/// row, and a link is minted when it is sent, so no payload ever holds a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct EmailDelivery {
+    pub(crate) notification_id: Uuid,
+    /// What recorded it, so the port calls of the delivery continue its correlation.
+    pub(crate) metadata: Metadata,
+    /// The attempts this job was enqueued with (`Schedule::max_attempts`): the last one
+    /// settles the notification, whatever the configuration says by the time it runs.
+    #[serde(default)]
+    pub(crate) max_attempts: Option<u32>,
+}
+
+impl Job for EmailDelivery {
+    const QUEUE: &'static str = "notifications.email";
+}
+
+/// Deliver one webhook notification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WebhookDelivery {
+    pub(crate) notification_id: Uuid,
+    pub(crate) metadata: Metadata,
+    /// As [`EmailDelivery::max_attempts`].
+    #[serde(default)]
+    pub(crate) max_attempts: Option<u32>,
+}
+
+impl Job for WebhookDelivery {
+    const QUEUE: &'static str = "notifications.webhook";
+}
 
 /// How long a handler waits for the users module before the event is retried.
 const PORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,13 +251,13 @@ impl NotificationsService {
             Channel::Email => {
                 let attempts = self.config.email.retry.attempts;
                 let schedule = platform::jobs::Schedule::now().idempotency_key(key).max_attempts(attempts);
-                let job = jobs::EmailDelivery { notification_id: id, metadata, max_attempts: Some(attempts) };
+                let job = EmailDelivery { notification_id: id, metadata, max_attempts: Some(attempts) };
                 platform::jobs::enqueue(tx, &job, schedule).await?;
             }
             Channel::Webhook => {
                 let attempts = self.config.webhooks.retry.attempts;
                 let schedule = platform::jobs::Schedule::now().idempotency_key(key).max_attempts(attempts);
-                let job = jobs::WebhookDelivery { notification_id: id, metadata, max_attempts: Some(attempts) };
+                let job = WebhookDelivery { notification_id: id, metadata, max_attempts: Some(attempts) };
                 platform::jobs::enqueue(tx, &job, schedule).await?;
             }
         }

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, QueryBuilder};
 use uuid::Uuid;
 
+use crate::domain::EndpointStatus;
+
 /// An endpoint as stored. `Debug` leaves the secret out.
 #[derive(Clone, sqlx::FromRow)]
 pub(crate) struct EndpointRow {
@@ -16,7 +18,7 @@ pub(crate) struct EndpointRow {
     pub(crate) description: Option<String>,
     pub(crate) event_types: Vec<String>,
     pub(crate) secret: String,
-    pub(crate) status: String,
+    pub(crate) status: EndpointStatus,
     pub(crate) consecutive_failures: i32,
     pub(crate) disabled_reason: Option<String>,
     pub(crate) created_by: Uuid,
@@ -41,7 +43,7 @@ impl EndpointRow {
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        self.status == "enabled"
+        self.status == EndpointStatus::Enabled
     }
 }
 

@@ -387,12 +387,4 @@ pub async fn publish<E: Event>(databases: &Databases, module: &str, event: &E) -
     id
 }
 
-pub async fn read(response: Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
-}
-
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
-}
+pub use platform::testing::{error_code as code, read_or_fail as read};

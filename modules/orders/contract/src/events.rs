@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_kernel::event::Event;
+use shared_kernel::event::EventRef;
 use shared_kernel::keyed_event;
 use shared_kernel::money::Money;
 use uuid::Uuid;
@@ -144,15 +144,15 @@ pub struct OrderDelivered {
 keyed_event!(OrderDelivered, "orders.order_delivered", order_id);
 
 /// Every event type the orders module publishes, for its manifest and docs/saga.md.
-pub const PUBLISHED: [&str; 8] = [
-    OrderPlaced::TYPE,
-    PaymentRequested::TYPE,
-    OrderConfirmed::TYPE,
-    OrderRejected::TYPE,
-    OrderCancelled::TYPE,
-    RefundRequested::TYPE,
-    OrderShipped::TYPE,
-    OrderDelivered::TYPE,
+pub const PUBLISHED: [EventRef; 8] = [
+    EventRef::of::<OrderPlaced>(),
+    EventRef::of::<PaymentRequested>(),
+    EventRef::of::<OrderConfirmed>(),
+    EventRef::of::<OrderRejected>(),
+    EventRef::of::<OrderCancelled>(),
+    EventRef::of::<RefundRequested>(),
+    EventRef::of::<OrderShipped>(),
+    EventRef::of::<OrderDelivered>(),
 ];
 
 #[cfg(test)]

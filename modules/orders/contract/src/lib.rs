@@ -72,6 +72,19 @@ impl OrderStatus {
     }
 }
 
+/// A stored status that names no [`OrderStatus`]: a decode error, never a silent default.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown order status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl TryFrom<String> for OrderStatus {
+    type Error = UnknownStatus;
+
+    fn try_from(raw: String) -> Result<Self, UnknownStatus> {
+        Self::parse(&raw).ok_or(UnknownStatus(raw))
+    }
+}
+
 /// One line of a placed order, priced by inventory when the order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderLine {

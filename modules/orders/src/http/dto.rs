@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::domain::AddressInput;
-use crate::store::reads::{FullOrder, OrderRow, TimelineEntry};
+use crate::service::{FullOrder, OrderRow, TimelineEntry};
 
 /// A line to order: a product by id or by SKU, and a quantity.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -91,10 +91,6 @@ pub(crate) struct OrderView {
     pub(crate) updated_at: DateTime<Utc>,
 }
 
-fn status(raw: &str) -> anyhow::Result<OrderStatus> {
-    OrderStatus::parse(raw).ok_or_else(|| anyhow::anyhow!("unknown order status {raw:?}"))
-}
-
 impl TryFrom<FullOrder> for OrderView {
     type Error = anyhow::Error;
 
@@ -104,7 +100,7 @@ impl TryFrom<FullOrder> for OrderView {
         Ok(Self {
             id: row.id,
             user_id: row.user_id,
-            status: status(&row.status)?,
+            status: row.status,
             lines,
             subtotal: Money::new(row.subtotal, currency),
             shipping: Money::new(row.shipping, currency),
@@ -147,7 +143,7 @@ impl TryFrom<OrderRow> for OrderSummary {
         Ok(Self {
             id: row.id,
             user_id: row.user_id,
-            status: status(&row.status)?,
+            status: row.status,
             total: Money::new(row.total, Currency::parse(&row.currency)?),
             created_at: row.created_at,
             updated_at: row.updated_at,

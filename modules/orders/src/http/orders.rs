@@ -3,13 +3,13 @@
 use std::collections::HashSet;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
-use inventory_contract::{LineProblemKind, ProductRef};
+use inventory_contract::{LineProblemKind, ProductRef, Sku};
 use orders_contract::OrderId;
 use platform::auth::{AdminOnly, Authenticated, Principal, Role};
-use platform::http::pagination::PageMeta;
+use platform::http::pagination::{PageMeta, storable_time};
 use platform::http::{
-    ApiError, Created, Data, ErrorEnvelope, FieldError, Json, Page, PageQuery, Path, Query, RequestContext,
+    ApiError, Created, Data, ErrorEnvelope, FieldError, IdempotencyKey, Json, Page, PageQuery, Path, Query,
+    RequestContext,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -18,9 +18,7 @@ use uuid::Uuid;
 use super::dto::{LineInput, ListOrdersQuery, OrderSummary, OrderView, PlaceOrderRequest, ShipRequest};
 use super::{OrdersState, user_of};
 use crate::domain::SagaInput;
-use crate::service::{LineRequest, PlaceOrder, PlaceOrderError, Placed, SagaError};
-use crate::store::orders::Cause;
-use crate::store::reads::{self, ListFilter, ListKey, SORTABLE};
+use crate::service::{LineRequest, ListFilter, ListKey, PlaceOrder, PlaceOrderError, Placed, SORTABLE, SagaError};
 
 const MAX_LINES: usize = 50;
 const MAX_QUANTITY: i64 = 100;
@@ -46,18 +44,24 @@ pub(crate) async fn place_order(
     Authenticated(principal): Authenticated,
     State(state): State<OrdersState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     Json(body): Json<PlaceOrderRequest>,
 ) -> Result<Created<OrderView>, ApiError> {
     if !principal.roles.contains(&Role::Customer) {
         return Err(ApiError::forbidden());
     }
-    // The middleware has already refused requests without a key.
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let request = validate(user_of(&principal)?, key, body)?;
-    let (Placed::New(id) | Placed::Again(id)) = state.service.place_order(request, &ctx).await.map_err(place_error)?;
+    let request = body.try_into_domain(user_of(&principal)?, key.into_inner())?;
+    let (Placed::New(id) | Placed::Again(id)) = state.service.place_order(request, &ctx).await?;
     let order = read(&state, id.0).await?;
     Ok(Created::accepted(format!("/api/v1/orders/{id}"), order))
+}
+
+impl PlaceOrderRequest {
+    /// The one conversion of a request body into the use case's command: every field checked,
+    /// all problems reported at once (422, per field).
+    fn try_into_domain(self, user_id: Uuid, idempotency_key: String) -> Result<PlaceOrder, ApiError> {
+        validate(user_id, idempotency_key, self)
+    }
 }
 
 fn validate(user_id: Uuid, idempotency_key: String, body: PlaceOrderRequest) -> Result<PlaceOrder, ApiError> {
@@ -73,11 +77,14 @@ fn validate(user_id: Uuid, idempotency_key: String, body: PlaceOrderRequest) -> 
     for (index, LineInput { product_id, sku, quantity }) in body.lines.into_iter().enumerate() {
         let product = match (product_id, sku.map(|s| s.trim().to_owned())) {
             (Some(id), None) => Some(ProductRef::Id(id)),
-            (None, Some(sku)) if !sku.is_empty() && sku.len() <= 64 => Some(ProductRef::Sku(sku.to_uppercase())),
-            (None, Some(_)) => {
-                field(format!("lines[{index}].sku"), "invalid", "must be 1 to 64 characters");
-                None
-            }
+            // The catalogue's own rule (the contract's `Sku`), not a looser one of ours.
+            (None, Some(sku)) => match Sku::parse(&sku) {
+                Ok(sku) => Some(ProductRef::Sku(sku)),
+                Err(message) => {
+                    field(format!("lines[{index}].sku"), "invalid", message);
+                    None
+                }
+            },
             _ => {
                 field(
                     format!("lines[{index}]"),
@@ -124,6 +131,23 @@ fn repeated_line(field: String) -> FieldError {
     FieldError { field, code: "duplicate".to_owned(), message: "names a product already on another line".to_owned() }
 }
 
+impl From<PlaceOrderError> for ApiError {
+    fn from(error: PlaceOrderError) -> Self {
+        place_error(error)
+    }
+}
+
+impl From<SagaError> for ApiError {
+    fn from(error: SagaError) -> Self {
+        match error {
+            SagaError::NotFound => ApiError::not_found("The order"),
+            SagaError::Transition(error) => ApiError::conflict("invalid_transition", format!("{error}."))
+                .with_details(serde_json::json!({ "status": error.from })),
+            SagaError::Unexpected(error) => ApiError::internal(error),
+        }
+    }
+}
+
 fn place_error(error: PlaceOrderError) -> ApiError {
     match error {
         PlaceOrderError::Lines(problems) => {
@@ -160,8 +184,7 @@ fn place_error(error: PlaceOrderError) -> ApiError {
 }
 
 async fn read(state: &OrdersState, id: Uuid) -> Result<OrderView, ApiError> {
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let order = reads::find(&mut db, id).await?.ok_or_else(|| ApiError::not_found("The order"))?;
+    let order = state.service.order(id).await?.ok_or_else(|| ApiError::not_found("The order"))?;
     Ok(OrderView::try_from(order)?)
 }
 
@@ -201,20 +224,16 @@ pub(crate) async fn list_orders(
 ) -> Result<Page<OrderSummary>, ApiError> {
     let page = PageQuery { limit: query.limit, after: query.after, sort: query.sort }
         .parse::<ListKey>(SORTABLE, "-created_at")?;
-    if page.sort.keys().len() > 1 {
-        return Err(ApiError::bad_request("invalid_sort", "Orders sort by one field at a time.")
-            .with_details(serde_json::json!({ "allowed": SORTABLE })));
-    }
+    let page = page.one_sort_field("Orders", SORTABLE)?;
     let by_total = page.sort.keys().first().is_some_and(|k| k.field == "total");
-    let cursor_out_of_range =
-        matches!(&page.after, Some(ListKey::CreatedAt(at, _)) if !(1..=9999).contains(&chrono::Datelike::year(at)));
+    let cursor_out_of_range = matches!(&page.after, Some(ListKey::CreatedAt(at, _)) if !storable_time(at));
     if cursor_out_of_range
         || matches!((&page.after, by_total), (Some(ListKey::CreatedAt(..)), true) | (Some(ListKey::Total(..)), false))
     {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor was issued for a different sort order."));
     }
     for (name, time) in [("created_from", query.created_from), ("created_before", query.created_before)] {
-        if time.is_some_and(|t| !(1..=9999).contains(&chrono::Datelike::year(&t))) {
+        if time.is_some_and(|t| !storable_time(&t)) {
             return Err(ApiError::bad_request(
                 "invalid_query",
                 format!("`{name}` must be a time between the years 1 and 9999."),
@@ -227,9 +246,7 @@ pub(crate) async fn list_orders(
         created_from: query.created_from,
         created_before: query.created_before,
     };
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let rows = reads::list(&mut db, &filter, &page).await?;
-    Ok(Page::from_overfetch(rows, &page, |row| reads::list_key(row, by_total)).try_map(OrderSummary::try_from)?)
+    Ok(state.service.list_orders(&filter, &page).await?.try_map(OrderSummary::try_from)?)
 }
 
 /// One order with its lines, totals and status history: for its customer or an admin.
@@ -257,18 +274,8 @@ async fn act(
     id: Uuid,
     input: SagaInput,
 ) -> Result<OrderView, ApiError> {
-    let service = &state.service;
-    let mut tx = service.pool.begin().await.map_err(ApiError::internal)?;
     let metadata = ctx.metadata(Some(actor.subject.clone()));
-    match service.advance(&mut tx, OrderId(id), input, &Cause::Request(ctx.request_id.clone()), &metadata).await {
-        Ok(_) => tx.commit().await.map_err(ApiError::internal)?,
-        Err(SagaError::NotFound) => return Err(ApiError::not_found("The order")),
-        Err(SagaError::Transition(error)) => {
-            return Err(ApiError::conflict("invalid_transition", format!("{error}."))
-                .with_details(serde_json::json!({ "status": error.from })));
-        }
-        Err(SagaError::Unexpected(error)) => return Err(ApiError::internal(error)),
-    }
+    state.service.request(OrderId(id), input, &ctx.request_id, &metadata).await?;
     read(state, id).await
 }
 
@@ -317,25 +324,34 @@ pub(crate) async fn ship_order(
     Path(id): Path<Uuid>,
     Json(body): Json<ShipRequest>,
 ) -> Result<Data<OrderView>, ApiError> {
-    let mut errors = Vec::new();
-    for (field, value) in [("carrier", &body.carrier), ("tracking_number", &body.tracking_number)] {
-        let length = value.trim().chars().count();
-        if length == 0 || length > 100 {
-            errors.push(FieldError {
-                field: field.to_owned(),
-                code: "length".to_owned(),
-                message: "must be 1 to 100 characters".to_owned(),
-            });
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let input = SagaInput::Ship {
-        carrier: body.carrier.trim().to_owned(),
-        tracking_number: body.tracking_number.trim().to_owned(),
-    };
+    let input = SagaInput::try_from(body)?;
     Ok(Data(act(&state, &ctx, &admin, id, input).await?))
+}
+
+impl TryFrom<ShipRequest> for SagaInput {
+    type Error = ApiError;
+
+    /// Carrier and tracking number, trimmed, 1 to 100 characters each.
+    fn try_from(body: ShipRequest) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        for (field, value) in [("carrier", &body.carrier), ("tracking_number", &body.tracking_number)] {
+            let length = value.trim().chars().count();
+            if length == 0 || length > 100 {
+                errors.push(FieldError {
+                    field: field.to_owned(),
+                    code: "length".to_owned(),
+                    message: "must be 1 to 100 characters".to_owned(),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        Ok(SagaInput::Ship {
+            carrier: body.carrier.trim().to_owned(),
+            tracking_number: body.tracking_number.trim().to_owned(),
+        })
+    }
 }
 
 /// Records that a shipped order was delivered (admins).

@@ -10,13 +10,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use orders_contract::OrderStatus;
 use platform::auth::Authenticated;
 use platform::http::{ApiError, ErrorEnvelope, Path};
 use uuid::Uuid;
 
 use super::OrdersState;
-use crate::store::reads;
 
 /// How often an open stream looks for new statuses.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -44,15 +42,7 @@ pub(crate) async fn order_events(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let owner: Option<Uuid> = {
-        let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-        sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *db)
-            .await
-            .map_err(ApiError::internal)?
-    };
-    match owner {
+    match state.service.order_owner(id).await? {
         Some(owner) if principal.is_admin() || principal.subject == owner.to_string() => {}
         _ => return Err(ApiError::not_found("The order")),
     }
@@ -62,9 +52,9 @@ pub(crate) async fn order_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0);
-    let pool = state.service.pool.clone();
+    let service = state.service.clone();
     let stream = futures::stream::unfold((resume_after, false, true), move |(after, finished, first)| {
-        let pool = pool.clone();
+        let service = service.clone();
         async move {
             if finished {
                 return None;
@@ -75,16 +65,10 @@ pub(crate) async fn order_events(
             if tokio::time::Instant::now() >= deadline {
                 return None;
             }
-            let (entries, settled) = match pool.acquire().await {
-                Ok(mut db) => read_since(&mut db, id, after).await.unwrap_or_else(|error| {
-                    tracing::warn!(error = %format!("{error:#}"), "reading an order's timeline for its stream");
-                    (Vec::new(), false)
-                }),
-                Err(error) => {
-                    tracing::warn!(%error, "no connection for an order's stream");
-                    (Vec::new(), false)
-                }
-            };
+            let (entries, settled) = service.timeline_since(id, after).await.unwrap_or_else(|error| {
+                tracing::warn!(error = %format!("{error:#}"), "reading an order's timeline for its stream");
+                (Vec::new(), false)
+            });
             let last = entries.last().map_or(after, |e| e.seq);
             // Final, and nothing left to send (also when reconnecting after the end).
             let done = settled;
@@ -97,19 +81,4 @@ pub(crate) async fn order_events(
         }
     });
     Ok(Sse::new(futures::StreamExt::flatten(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-/// Timeline entries after `after`, and whether the order is in a final state. The status is
-/// read first: a final status commits with its timeline entry, so the entries read after it
-/// include that entry (or it was sent before, when `after` is past it).
-async fn read_since(
-    db: &mut sqlx::PgConnection,
-    order: Uuid,
-    after: i64,
-) -> anyhow::Result<(Vec<reads::TimelineEntry>, bool)> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM orders WHERE id = $1").bind(order).fetch_optional(&mut *db).await?;
-    let settled = status.as_deref().and_then(OrderStatus::parse).is_some_and(OrderStatus::is_final);
-    let entries = reads::timeline_after(db, order, after).await?;
-    Ok((entries, settled))
 }

@@ -7,15 +7,32 @@ use orders_contract::events::{
     OrderCancelled, OrderConfirmed, OrderDelivered, OrderRejected, OrderShipped, PaymentRequested, RefundRequested,
 };
 use platform::bus::{self, Metadata};
-use platform::jobs::{self, Schedule};
+use platform::jobs::{self, Job, Schedule};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::OrdersService;
 use crate::domain::machine::Order;
 use crate::domain::{Effect, SagaInput, TransitionError};
-use crate::jobs::PaymentTimeout;
 use crate::metrics::settlement;
 use crate::store::orders::{self, Cause, reason_name};
+
+/// The payment deadline of one order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PaymentTimeout {
+    pub(crate) order_id: Uuid,
+    /// The metadata of what scheduled it, so the cancellation continues its correlation.
+    pub(crate) metadata: Metadata,
+}
+
+impl PaymentTimeout {
+    pub(crate) const QUEUE_NAME: &'static str = "orders.payment_timeout";
+}
+
+impl Job for PaymentTimeout {
+    const QUEUE: &'static str = Self::QUEUE_NAME;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SagaError {

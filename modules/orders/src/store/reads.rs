@@ -20,8 +20,8 @@ pub(crate) struct TimelineEntry {
     #[serde(skip)]
     pub(crate) seq: i64,
     pub(crate) at: DateTime<Utc>,
-    #[schema(value_type = OrderStatus)]
-    pub(crate) status: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) status: OrderStatus,
     /// `request`, `event` or `job`.
     pub(crate) cause_kind: String,
     /// The request id, event id or job id.
@@ -34,7 +34,8 @@ pub(crate) struct TimelineEntry {
 pub(crate) struct OrderRow {
     pub(crate) id: Uuid,
     pub(crate) user_id: Uuid,
-    pub(crate) status: String,
+    #[sqlx(try_from = "String")]
+    pub(crate) status: OrderStatus,
     pub(crate) currency: String,
     pub(crate) subtotal: i64,
     pub(crate) shipping: i64,
@@ -121,6 +122,25 @@ pub(crate) async fn timeline_after(
     .fetch_all(db)
     .await
     .context("reading an order's timeline")
+}
+
+/// The customer an order belongs to.
+pub(crate) async fn owner(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT user_id FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_optional(db)
+        .await
+        .context("reading an order's customer")
+}
+
+/// An order's status.
+pub(crate) async fn status(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Option<OrderStatus>> {
+    let raw: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_optional(db)
+        .await
+        .context("reading an order's status")?;
+    raw.map(|raw| OrderStatus::parse(&raw).with_context(|| format!("unknown order status {raw:?}"))).transpose()
 }
 
 /// Which orders a listing covers.

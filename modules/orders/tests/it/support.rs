@@ -58,7 +58,7 @@ impl InventoryApi for FakeInventory {
         for (index, line) in lines.iter().enumerate() {
             let found = self.products.iter().find(|p| match &line.product {
                 ProductRef::Id(id) => p.id == *id,
-                ProductRef::Sku(sku) => p.sku == sku,
+                ProductRef::Sku(sku) => p.sku == sku.as_str(),
             });
             let problem = |kind| LineProblem { line: index, kind };
             let Some(product) = found else {
@@ -116,13 +116,7 @@ pub struct Harness {
     pub admin_token: String,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = ModuleHarness;
-
-    fn deref(&self) -> &ModuleHarness {
-        &self.base
-    }
-}
+platform::harness_deref!(Harness);
 
 impl Harness {
     pub async fn start() -> Self {
@@ -226,14 +220,6 @@ pub fn order_body(lines: &[(&str, u32)]) -> Value {
     })
 }
 
-pub async fn read(response: Response) -> (StatusCode, Value) {
-    platform::testing::read(response).await.unwrap()
-}
-
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
-}
-
 /// The ids of the order's statuses in its timeline.
 pub fn timeline(order: &Value) -> Vec<String> {
     order["timeline"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_owned()).collect()
@@ -254,3 +240,5 @@ impl Harness {
         (user, self.token(&user.to_string(), &[Role::Customer]))
     }
 }
+
+pub use platform::testing::{error_code as code, read_or_fail as read};

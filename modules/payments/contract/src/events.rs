@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared_kernel::event::Event;
+use shared_kernel::event::EventRef;
 use shared_kernel::keyed_event;
 use shared_kernel::money::Money;
 use uuid::Uuid;
@@ -70,7 +70,8 @@ pub struct PaymentRefunded {
 keyed_event!(PaymentRefunded, "payments.payment_refunded", order_id);
 
 /// The payment events orders consumes.
-pub const SAGA_EVENTS: [&str; 3] = [PaymentCaptured::TYPE, PaymentFailed::TYPE, PaymentRefunded::TYPE];
+pub const SAGA_EVENTS: [EventRef; 3] =
+    [EventRef::of::<PaymentCaptured>(), EventRef::of::<PaymentFailed>(), EventRef::of::<PaymentRefunded>()];
 
 #[cfg(test)]
 mod tests {

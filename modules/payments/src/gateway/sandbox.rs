@@ -31,7 +31,7 @@ mod books;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use payments_contract::events::FailureCode;
@@ -229,6 +229,7 @@ impl SandboxGateway {
     ///
     /// # Errors
     /// When the books cannot be written.
+    #[cfg(feature = "sandbox")]
     pub async fn set_outage(&self, outage: bool) -> anyhow::Result<()> {
         let until = outage.then(|| Utc::now() + chrono::TimeDelta::days(365));
         self.books.set_outage_until(until).await
@@ -246,6 +247,7 @@ impl SandboxGateway {
     ///
     /// # Errors
     /// When the books cannot be read.
+    #[cfg(feature = "sandbox")]
     pub async fn executions(&self, idempotency_key: &str) -> anyhow::Result<u32> {
         Ok(self.books.counts(idempotency_key).await?.1)
     }
@@ -254,6 +256,7 @@ impl SandboxGateway {
     ///
     /// # Errors
     /// When the books cannot be read.
+    #[cfg(feature = "sandbox")]
     pub async fn settled(&self, payment_id: Uuid) -> anyhow::Result<Option<(i64, i64)>> {
         Ok(self.books.charge(payment_id).await?.map(|charge| (charge.captured, charge.refunded)))
     }
@@ -620,6 +623,7 @@ impl PaymentGateway for SandboxGateway {
 ///
 /// # Errors
 /// When the books cannot be written.
-pub async fn set_sandbox_outage_until(pool: PgPool, until: Option<DateTime<Utc>>) -> anyhow::Result<()> {
+#[cfg(feature = "sandbox")]
+pub async fn set_sandbox_outage_until(pool: PgPool, until: Option<chrono::DateTime<Utc>>) -> anyhow::Result<()> {
     Books::new(pool).set_outage_until(until).await
 }

@@ -1,12 +1,12 @@
 //! Reading payments, refunding them, and the gateway's state.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use platform::auth::{AdminOnly, Authenticated, Principal};
-use platform::http::pagination::PageMeta;
+use platform::http::pagination::{PageMeta, storable_time};
 use platform::http::{
-    ApiError, Created, Data, ErrorEnvelope, FieldError, Json, Page, PageQuery, Path, Query, RequestContext,
+    ApiError, Created, Data, ErrorEnvelope, FieldError, IdempotencyKey, Json, Page, PageQuery, Path, Query,
+    RequestContext,
 };
 use platform::money::Money;
 use serde::{Deserialize, Serialize};
@@ -17,9 +17,7 @@ use super::PaymentsState;
 use crate::domain::{Balances, PaymentStatus};
 use crate::gateway::BreakerState;
 use crate::service::refunds::{AdminRefund, RefundError};
-use crate::store::ledger::{self, Entry};
-use crate::store::payments::{self, ListFilter, ListKey, PaymentRow};
-use crate::store::refunds::{self, RefundRow};
+use crate::service::{Entry, ListFilter, ListKey, PaymentDetail, PaymentRow, RefundRow};
 
 /// Why a payment failed.
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,7 +51,7 @@ impl TryFrom<PaymentRow> for PaymentSummary {
             id: row.id,
             order_id: row.order_id,
             user_id: row.user_id,
-            status: row.status()?,
+            status: row.status,
             amount: row.money(row.amount)?,
             captured: row.captured,
             refunded: row.refunded,
@@ -119,33 +117,35 @@ pub(crate) struct PaymentView {
 }
 
 async fn read(state: &PaymentsState, id: Uuid) -> Result<Option<PaymentView>, ApiError> {
-    // One snapshot, so the payment, its ledger and its refunds agree with each other.
-    let mut db = state.service.pool.begin().await.map_err(ApiError::internal)?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *db).await?;
-    let Some(row) = payments::find(&mut db, id).await? else { return Ok(None) };
-    let entries = ledger::entries(&mut db, id).await?;
-    let balances = ledger::balances(&entries)?;
-    let refund_rows = refunds::of_payment(&mut db, id).await?;
-    let committed: i64 = refund_rows.iter().filter(|r| r.status != "failed").map(|r| r.amount).sum();
-    Ok(Some(PaymentView {
-        id: row.id,
-        order_id: row.order_id,
-        user_id: row.user_id,
-        status: row.status()?,
-        amount: row.money(row.amount)?,
-        payment_method: row.payment_method.clone(),
-        gateway_reference: row.gateway_reference.clone(),
-        failure: row.failure_code.clone().map(|code| Failure { code, message: row.failure_message.clone() }),
-        cancel_requested: row.cancel_requested,
-        pay_by: row.pay_by,
-        balances,
-        refundable: (balances.captured - committed).max(0),
-        refunds: refund_rows,
-        ledger: entries,
-        attention: AttentionView::of(&row),
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    }))
+    let Some(detail) = state.service.payment(id).await? else { return Ok(None) };
+    Ok(Some(PaymentView::try_from(detail)?))
+}
+
+impl TryFrom<PaymentDetail> for PaymentView {
+    type Error = anyhow::Error;
+
+    fn try_from(detail: PaymentDetail) -> anyhow::Result<Self> {
+        let PaymentDetail { payment: row, ledger, balances, refunds, refundable } = detail;
+        Ok(Self {
+            id: row.id,
+            order_id: row.order_id,
+            user_id: row.user_id,
+            status: row.status,
+            amount: row.money(row.amount)?,
+            payment_method: row.payment_method.clone(),
+            gateway_reference: row.gateway_reference.clone(),
+            failure: row.failure_code.clone().map(|code| Failure { code, message: row.failure_message.clone() }),
+            cancel_requested: row.cancel_requested,
+            pay_by: row.pay_by,
+            balances,
+            refundable,
+            refunds,
+            ledger,
+            attention: AttentionView::of(&row),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
 }
 
 fn owns(principal: &Principal, user_id: Uuid) -> bool {
@@ -196,7 +196,7 @@ pub(crate) async fn list_payments(
 ) -> Result<Page<PaymentSummary>, ApiError> {
     let page = PageQuery { limit: query.limit, after: query.after, sort: query.sort }
         .parse::<ListKey>(&["created_at"], "-created_at")?;
-    if page.after.as_ref().is_some_and(|ListKey(at, _)| !(1..=9999).contains(&chrono::Datelike::year(at))) {
+    if page.after.as_ref().is_some_and(|ListKey(at, _)| !storable_time(at)) {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor is not one this endpoint issued."));
     }
     if query.needs_attention.is_some() && !principal.is_admin() {
@@ -208,9 +208,7 @@ pub(crate) async fn list_payments(
         status: query.status,
         needs_attention: query.needs_attention,
     };
-    let mut db = state.service.pool.acquire().await.map_err(ApiError::internal)?;
-    let rows = payments::list(&mut db, &filter, &page).await?;
-    Ok(Page::from_overfetch(rows, &page, |row| ListKey(row.created_at, row.id)).try_map(PaymentSummary::try_from)?)
+    Ok(state.service.list_payments(&filter, &page).await?.try_map(PaymentSummary::try_from)?)
 }
 
 /// One payment with its balances (sums over its ledger), refunds and ledger entries: for its
@@ -320,7 +318,7 @@ pub(crate) async fn refund_payment(
     AdminOnly(admin): AdminOnly,
     State(state): State<PaymentsState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    key: IdempotencyKey,
     Path(id): Path<Uuid>,
     Json(body): Json<RefundBody>,
 ) -> Result<Created<RefundRow>, ApiError> {
@@ -343,25 +341,34 @@ pub(crate) async fn refund_payment(
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    // The middleware has already refused requests without a key.
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let ask =
-        AdminRefund { payment_id: id, amount: body.amount, reason, admin: admin.subject.clone(), idempotency_key: key };
+    let ask = AdminRefund {
+        payment_id: id,
+        amount: body.amount,
+        reason,
+        admin: admin.subject.clone(),
+        idempotency_key: key.into_inner(),
+    };
     let metadata = ctx.metadata(Some(admin.subject.clone()));
-    let refund = state.service.refund_by_admin(&ask, &metadata).await.map_err(|error| match error {
-        RefundError::NotFound => ApiError::not_found("The payment"),
-        RefundError::NotCaptured(status) => ApiError::conflict(
-            "payment_not_captured",
-            format!("The payment is {status}: only captured money can be refunded."),
-        ),
-        RefundError::Exceeds { requested, refundable } => ApiError::unprocessable(
-            "refund_exceeds_captured",
-            format!("{requested} asked, but only {refundable} is left to refund."),
-        )
-        .with_details(serde_json::json!({ "requested": requested, "refundable": refundable })),
-        RefundError::Unexpected(error) => ApiError::internal(error),
-    })?;
+    let refund = state.service.refund_by_admin(&ask, &metadata).await?;
     Ok(Created::accepted(format!("/api/v1/payments/{id}"), refund))
+}
+
+impl From<RefundError> for ApiError {
+    fn from(error: RefundError) -> Self {
+        match error {
+            RefundError::NotFound => ApiError::not_found("The payment"),
+            RefundError::NotCaptured(status) => ApiError::conflict(
+                "payment_not_captured",
+                format!("The payment is {status}: only captured money can be refunded."),
+            ),
+            RefundError::Exceeds { requested, refundable } => ApiError::unprocessable(
+                "refund_exceeds_captured",
+                format!("{requested} asked, but only {refundable} is left to refund."),
+            )
+            .with_details(serde_json::json!({ "requested": requested, "refundable": refundable })),
+            RefundError::Unexpected(error) => ApiError::internal(error),
+        }
+    }
 }
 
 /// The payment gateway as payments sees it.

@@ -12,11 +12,11 @@ use sqlx::PgConnection;
 
 use super::PaymentsService;
 use super::attention::Attention;
+use super::{Authorize, Capture, Refund, Release, Void};
 use crate::domain::{EntryKind, PaymentStatus};
 use crate::gateway::{
     Authorization, AuthorizeRequest, CaptureRequest, GatewayError, GatewayPayment, RefundRequest, VoidRequest,
 };
-use crate::jobs::{Authorize, Capture, Refund, Release, Void};
 use crate::store::payments::{self, PaymentRow};
 use crate::store::{ledger, refunds};
 
@@ -60,7 +60,7 @@ impl PaymentsService {
     #[tracing::instrument(skip_all, fields(payment_id = %id, attempt = ctx.attempt), err)]
     pub(crate) async fn authorize(&self, id: Uuid, ctx: &JobContext) -> Result<(), JobError> {
         let payment = self.read(id).await?;
-        if payment.status()? != PaymentStatus::Pending || payment.gateway_reference.is_some() {
+        if payment.status != PaymentStatus::Pending || payment.gateway_reference.is_some() {
             // Settled, or the gateway is processing it (a webhook or reconciliation ends it).
             return Ok(());
         }
@@ -103,7 +103,7 @@ impl PaymentsService {
     #[tracing::instrument(skip_all, fields(payment_id = %id, attempt = ctx.attempt), err)]
     pub(crate) async fn capture(&self, id: Uuid, ctx: &JobContext) -> Result<(), JobError> {
         let payment = self.read(id).await?;
-        if payment.status()? != PaymentStatus::Authorized {
+        if payment.status != PaymentStatus::Authorized {
             return Ok(());
         }
         if payment.cancel_requested {
@@ -144,7 +144,7 @@ impl PaymentsService {
     #[tracing::instrument(skip_all, fields(payment_id = %id, attempt = ctx.attempt), err)]
     pub(crate) async fn void(&self, id: Uuid, ctx: &JobContext) -> Result<(), JobError> {
         let payment = self.read(id).await?;
-        if !payment.status()?.is_unsettled() {
+        if !payment.status.is_unsettled() {
             return Ok(());
         }
         let metadata = ctx.follow_up(&payment.metadata.0, Void::QUEUE);
@@ -191,7 +191,7 @@ impl PaymentsService {
         match &seen {
             GatewayPayment::Unknown | GatewayPayment::Voided { .. } => {
                 tracing::info!(%refusal, gateway = ?seen, "nothing held at the gateway: nothing to {operation}");
-                if payment.status()?.is_unsettled() {
+                if payment.status.is_unsettled() {
                     let reference = match &seen {
                         GatewayPayment::Voided { reference } => Some(reference.as_str()),
                         _ => None,
@@ -201,10 +201,10 @@ impl PaymentsService {
                     self.release_ledger_hold(&mut tx, &payment).await?;
                 }
             }
-            GatewayPayment::Declined { .. } if !payment.status()?.is_unsettled() => {
+            GatewayPayment::Declined { .. } if !payment.status.is_unsettled() => {
                 self.release_ledger_hold(&mut tx, &payment).await?;
             }
-            GatewayPayment::Declined { .. } | GatewayPayment::Captured { .. } if payment.status()?.is_unsettled() => {
+            GatewayPayment::Declined { .. } | GatewayPayment::Captured { .. } if payment.status.is_unsettled() => {
                 self.adopt(&mut tx, &payment, &seen, metadata).await?;
             }
             _ => {
@@ -298,7 +298,7 @@ impl PaymentsService {
                 .await?
                 .ok_or_else(|| JobError::Abort(anyhow::anyhow!("refund {id} does not exist")))?
         };
-        if refund.status != "pending" {
+        if !refund.status.is_pending() {
             return Ok(());
         }
         let payment = self.read(refund.payment_id).await?;

@@ -18,9 +18,9 @@ use payments_contract::events::FailureCode;
 
 use super::PaymentsService;
 use super::attention::Attention;
+use super::{Authorize, Capture, Reconcile, Refund, Release, Void};
 use crate::domain::PaymentStatus;
 use crate::gateway::{GatewayError, GatewayPayment};
-use crate::jobs::{Authorize, Capture, Reconcile, Refund, Release, Void};
 use crate::store::payments::PaymentRow;
 use crate::store::{payments, refunds, webhooks};
 
@@ -107,7 +107,7 @@ impl PaymentsService {
         ctx: &JobContext,
     ) -> anyhow::Result<()> {
         let Some(payment) = payments::lock(tx, id).await? else { return Ok(()) };
-        let status = payment.status()?;
+        let status = payment.status;
         if !status.is_unsettled() {
             return Ok(());
         }
@@ -177,7 +177,7 @@ impl PaymentsService {
         seen: &GatewayPayment,
         metadata: &platform::bus::Metadata,
     ) -> anyhow::Result<()> {
-        let status = payment.status()?;
+        let status = payment.status;
         let age = self.now() - payment.created_at;
         let detail = format!("still {status} after {} minutes; the gateway reports {seen:?}", age.num_minutes());
         let message = "The payment processor never settled this payment.";

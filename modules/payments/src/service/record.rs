@@ -10,9 +10,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PaymentsService;
+use super::{Capture, Release, Void};
 use crate::domain::{EntryKind, PaymentStatus};
 use crate::gateway::GatewayPayment;
-use crate::jobs::{Capture, Release, Void};
 use crate::store::payments::{self, Change, PaymentRow};
 use crate::store::{ledger, refunds};
 
@@ -27,7 +27,7 @@ impl PaymentsService {
         payment: &PaymentRow,
         reference: &str,
     ) -> anyhow::Result<bool> {
-        let status = payment.status()?;
+        let status = payment.status;
         let Ok(next) = status.authorize() else {
             if matches!(status, PaymentStatus::Failed | PaymentStatus::Voided) {
                 tracing::warn!(%status, "the gateway authorized a payment that is over; releasing the hold");
@@ -67,7 +67,7 @@ impl PaymentsService {
         payment: &PaymentRow,
         reference: &str,
     ) -> anyhow::Result<()> {
-        if payment.status()? == PaymentStatus::Pending && payment.gateway_reference.is_none() {
+        if payment.status == PaymentStatus::Pending && payment.gateway_reference.is_none() {
             let change = Change { gateway_reference: Some(reference), ..Change::default() };
             payments::update(tx, payment.id, PaymentStatus::Pending, &change, self.now()).await?;
             if payment.cancel_requested {
@@ -85,7 +85,7 @@ impl PaymentsService {
         payment: &PaymentRow,
         metadata: &Metadata,
     ) -> anyhow::Result<bool> {
-        let Ok(next) = payment.status()?.capture() else {
+        let Ok(next) = payment.status.capture() else {
             tracing::info!(status = %payment.status, "not authorized; no capture to record");
             return Ok(false);
         };
@@ -117,7 +117,7 @@ impl PaymentsService {
         message: &str,
         metadata: &Metadata,
     ) -> anyhow::Result<bool> {
-        let status = payment.status()?;
+        let status = payment.status;
         let Ok(next) = status.fail() else {
             tracing::info!(status = %payment.status, "already settled; the failure changes nothing");
             return Ok(false);
@@ -149,7 +149,7 @@ impl PaymentsService {
         payment: &PaymentRow,
         reference: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let status = payment.status()?;
+        let status = payment.status;
         let Ok(next) = status.void() else {
             tracing::info!(status = %payment.status, "already settled; nothing to void");
             return Ok(false);
@@ -234,7 +234,7 @@ impl PaymentsService {
             }
         };
         let refunded = payment.refunded + refund.amount;
-        let next = payment.status()?.refund(refunded, payment.captured)?;
+        let next = payment.status.refund(refunded, payment.captured)?;
         let change = Change { refunded: Some(refunded), ..Change::default() };
         payments::update(tx, payment.id, next, &change, now).await?;
         let currency = payment.currency.as_str();

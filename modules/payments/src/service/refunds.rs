@@ -58,7 +58,7 @@ impl PaymentsService {
         if let Some(existing) = refunds::by_source(&mut tx, &source).await? {
             return Ok(existing);
         }
-        let status = payment.status()?;
+        let status = payment.status;
         if !status.has_captured() && status != PaymentStatus::Refunded {
             return Err(RefundError::NotCaptured(status));
         }

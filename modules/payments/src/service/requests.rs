@@ -9,8 +9,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PaymentsService;
+use super::{Authorize, Refund, Void};
 use crate::domain::PaymentStatus;
-use crate::jobs::{Authorize, Refund, Void};
 use crate::store::payments::{self, Change, NewPayment};
 use crate::store::refunds::{self, NewRefund};
 
@@ -57,7 +57,7 @@ impl PaymentsService {
             tracing::info!("the order has no payment; nothing to void");
             return Ok(());
         };
-        let status = payment.status()?;
+        let status = payment.status;
         if !status.is_unsettled() || payment.cancel_requested {
             return Ok(());
         }
@@ -93,7 +93,7 @@ impl PaymentsService {
         let Some(payment) = payments::lock(tx, request.payment_id).await? else {
             anyhow::bail!("orders asked to refund payment {}, which payments does not know", request.payment_id);
         };
-        if !payment.status()?.has_captured() {
+        if !payment.status.has_captured() {
             tracing::warn!(status = %payment.status, "nothing captured to refund");
             return Ok(());
         }

@@ -94,7 +94,7 @@ impl PaymentsService {
             actor: Some("system:payments.webhook".to_owned()),
             ..payment.metadata.0.clone()
         };
-        let changed = match (payment.status()?, event.event_type.as_str()) {
+        let changed = match (payment.status, event.event_type.as_str()) {
             // Also for a payment already over: the hold is then released.
             (_, "payment.authorized") => self.record_authorized(&mut tx, &payment, &event.data.reference).await?,
             (PaymentStatus::Pending, "payment.failed") => {

@@ -22,7 +22,7 @@ pub(crate) struct PaymentRow {
     pub(crate) amount: i64,
     pub(crate) currency: String,
     pub(crate) payment_method: String,
-    pub(crate) status: String,
+    pub(crate) status: PaymentStatus,
     pub(crate) gateway_reference: Option<String>,
     pub(crate) failure_code: Option<String>,
     pub(crate) failure_message: Option<String>,
@@ -42,10 +42,6 @@ pub(crate) struct PaymentRow {
 }
 
 impl PaymentRow {
-    pub(crate) fn status(&self) -> anyhow::Result<PaymentStatus> {
-        PaymentStatus::parse(&self.status).with_context(|| format!("unknown payment status {:?}", self.status))
-    }
-
     pub(crate) fn money(&self, amount: i64) -> anyhow::Result<Money> {
         Ok(Money::new(amount, Currency::parse(&self.currency)?))
     }

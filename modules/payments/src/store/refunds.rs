@@ -9,6 +9,8 @@ use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::domain::RefundStatus;
+
 /// A refund as stored.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub(crate) struct RefundRow {
@@ -21,7 +23,8 @@ pub(crate) struct RefundRow {
     /// `orders` (the order saga) or `admin:<user id>`.
     pub(crate) requested_by: String,
     /// `pending`, `succeeded` or `failed`.
-    pub(crate) status: String,
+    #[schema(value_type = String)]
+    pub(crate) status: RefundStatus,
     pub(crate) gateway_reference: Option<String>,
     pub(crate) failure_message: Option<String>,
     #[serde(skip)]
@@ -113,8 +116,8 @@ pub(crate) async fn complete(
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let (status, reference, failure) = match outcome {
-        Ok(reference) => ("succeeded", Some(reference), None),
-        Err(failure) => ("failed", None, Some(failure)),
+        Ok(reference) => (RefundStatus::Succeeded, Some(reference), None),
+        Err(failure) => (RefundStatus::Failed, None, Some(failure)),
     };
     let updated = sqlx::query(
         "UPDATE refunds SET status = $2, gateway_reference = $3, failure_message = $4, completed_at = $5, updated_at = $5

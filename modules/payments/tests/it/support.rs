@@ -60,13 +60,7 @@ pub struct Harness {
     pub admin_token: String,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = ModuleHarness;
-
-    fn deref(&self) -> &ModuleHarness {
-        &self.base
-    }
-}
+platform::harness_deref!(Harness);
 
 impl Harness {
     pub async fn start() -> Self {
@@ -254,15 +248,9 @@ pub fn eur(amount: i64) -> Money {
     Money::new(amount, Currency::parse("EUR").unwrap())
 }
 
-pub async fn read(response: Response) -> (StatusCode, Value) {
-    platform::testing::read(response).await.unwrap()
-}
-
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
-}
-
 /// The kinds of a payment's ledger entries, oldest first.
 pub fn ledger_kinds(payment: &Value) -> Vec<String> {
     payment["ledger"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
 }
+
+pub use platform::testing::{error_code as code, read_or_fail as read};

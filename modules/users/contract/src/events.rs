@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_kernel::Role;
-use shared_kernel::event::Event;
+use shared_kernel::event::EventRef;
 use shared_kernel::keyed_event;
 
 use crate::{ActionRequestId, Preferences, UserId};
@@ -107,16 +107,16 @@ pub struct PreferencesChanged {
 keyed_event!(PreferencesChanged, "users.preferences_changed", user_id);
 
 /// Every event type the users module publishes, for its manifest.
-pub const PUBLISHED: [&str; 9] = [
-    UserRegistered::TYPE,
-    EmailVerificationRequested::TYPE,
-    EmailVerified::TYPE,
-    PasswordResetRequested::TYPE,
-    UserDeactivated::TYPE,
-    UserReactivated::TYPE,
-    RolesChanged::TYPE,
-    PreferencesChanged::TYPE,
-    AccessChanged::TYPE,
+pub const PUBLISHED: [EventRef; 9] = [
+    EventRef::of::<UserRegistered>(),
+    EventRef::of::<EmailVerificationRequested>(),
+    EventRef::of::<EmailVerified>(),
+    EventRef::of::<PasswordResetRequested>(),
+    EventRef::of::<UserDeactivated>(),
+    EventRef::of::<UserReactivated>(),
+    EventRef::of::<RolesChanged>(),
+    EventRef::of::<PreferencesChanged>(),
+    EventRef::of::<AccessChanged>(),
 ];
 
 #[cfg(test)]

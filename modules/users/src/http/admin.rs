@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::dto::{ListUsersQuery, SetRolesRequest, UserView};
 use super::{UsersState, acting_admin};
 use crate::domain::Status;
-use crate::store::accounts::{ListFilter, ListKey, SORTABLE};
+use crate::service::{ListFilter, ListKey, SORTABLE};
 
 /// A page of users.
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,10 +44,7 @@ pub(crate) async fn list_users(
     {
         return Err(ApiError::bad_request("invalid_cursor", "The cursor is not one this endpoint issued."));
     }
-    if page.sort.keys().len() > 1 {
-        return Err(ApiError::bad_request("invalid_sort", "Users sort by one field at a time.")
-            .with_details(serde_json::json!({ "allowed": SORTABLE })));
-    }
+    let page = page.one_sort_field("Users", SORTABLE)?;
     let filter = ListFilter {
         role: query.role,
         status: query.status.map(|s| match s {

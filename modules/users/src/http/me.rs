@@ -86,7 +86,10 @@ pub(crate) async fn resend_verification(
     State(state): State<UsersState>,
     ctx: RequestContext,
 ) -> Result<(StatusCode, Data<Accepted>), ApiError> {
-    state.service.request_verification(user_of(&principal)?, &ctx).await.map_err(unknown_subject)?;
+    state.service.request_verification(user_of(&principal)?, &ctx).await.map_err(|error| match error {
+        crate::service::LinkError::NotFound => ApiError::invalid_token(),
+        other => other.into(),
+    })?;
     Ok((StatusCode::ACCEPTED, Data(Accepted { message: "A new verification link is on its way.".to_owned() })))
 }
 
@@ -113,9 +116,12 @@ pub(crate) async fn deactivate_me(
 }
 
 /// A valid token whose subject has no account here is as good as no token for these routes.
-fn unknown_subject(error: crate::service::AccountError) -> ApiError {
+fn unknown_subject(error: crate::service::ProfileError) -> ApiError {
     match error {
-        crate::service::AccountError::NotFound => ApiError::invalid_token(),
+        crate::service::ProfileError::NotFound
+        | crate::service::ProfileError::Deactivation(crate::service::DeactivationError::NotFound) => {
+            ApiError::invalid_token()
+        }
         other => other.into(),
     }
 }

@@ -6,7 +6,7 @@ use platform::http::{Page, PageRequest, RequestContext};
 use users_contract::UserId;
 use users_contract::events::{DeactivatedBy, RolesChanged, UserReactivated};
 
-use super::{AccountError, UsersService};
+use super::{AdminError, UsersService};
 use crate::domain::{Account, RolesChange};
 use crate::store::accounts::{self, ListFilter, ListKey};
 
@@ -15,12 +15,12 @@ impl UsersService {
     /// or deactivated admin's token must not act (nor undo its own demotion).
     ///
     /// # Errors
-    /// [`AccountError::NotAdmin`].
-    pub(crate) async fn ensure_admin(&self, admin: UserId) -> Result<(), AccountError> {
+    /// [`AdminError::NotAdmin`].
+    pub(crate) async fn ensure_admin(&self, admin: UserId) -> Result<(), AdminError> {
         let account = accounts::find(&mut *self.pool.acquire().await?, admin).await?;
         match account {
             Some(account) if account.is_active() && account.is_admin() => Ok(()),
-            _ => Err(AccountError::NotAdmin),
+            _ => Err(AdminError::NotAdmin),
         }
     }
 
@@ -32,21 +32,21 @@ impl UsersService {
         &self,
         filter: &ListFilter,
         page: &PageRequest<ListKey>,
-    ) -> Result<Page<Account>, AccountError> {
+    ) -> Result<Page<Account>, AdminError> {
         let rows = accounts::list(&mut *self.pool.acquire().await?, filter, page).await?;
         Ok(Page::from_overfetch(rows, page, |account| accounts::list_key(account, &page.sort)))
     }
 
     /// # Errors
-    /// [`AccountError::NotFound`].
-    pub(crate) async fn user(&self, user: UserId) -> Result<Account, AccountError> {
-        accounts::find(&mut *self.pool.acquire().await?, user).await?.ok_or(AccountError::NotFound)
+    /// [`AdminError::NotFound`].
+    pub(crate) async fn user(&self, user: UserId) -> Result<Account, AdminError> {
+        accounts::find(&mut *self.pool.acquire().await?, user).await?.ok_or(AdminError::NotFound)
     }
 
     /// Replaces a user's roles; they take effect at the user's next token refresh.
     ///
     /// # Errors
-    /// [`AccountError::Invalid`] (no role), [`AccountError::LastAdmin`], [`AccountError::NotFound`].
+    /// [`AdminError::Invalid`] (no role), [`AdminError::LastAdmin`], [`AdminError::NotFound`].
     #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
     pub(crate) async fn set_roles(
         &self,
@@ -54,13 +54,13 @@ impl UsersService {
         roles: Vec<Role>,
         admin: UserId,
         ctx: &RequestContext,
-    ) -> Result<Account, AccountError> {
-        let change = RolesChange::parse(roles).map_err(|m| AccountError::field("roles", "length", m))?;
+    ) -> Result<Account, AdminError> {
+        let change = RolesChange::parse(roles).map_err(|m| AdminError::Invalid(super::field("roles", "length", m)))?;
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let mut account = accounts::find_for_update(&mut tx, user).await?.ok_or(AccountError::NotFound)?;
+        let mut account = accounts::find_for_update(&mut tx, user).await?.ok_or(AdminError::NotFound)?;
         if change.demotes(&account) && account.is_active() && accounts::other_active_admins(&mut tx, user).await? == 0 {
-            return Err(AccountError::LastAdmin);
+            return Err(AdminError::LastAdmin);
         }
         let mut access_change = None;
         if account.roles != change.roles {
@@ -80,13 +80,13 @@ impl UsersService {
     }
 
     /// # Errors
-    /// [`AccountError::Conflict`] when already deactivated, [`AccountError::LastAdmin`].
+    /// [`AdminError::Conflict`] when already deactivated, [`AdminError::LastAdmin`].
     pub(crate) async fn deactivate_user(
         &self,
         user: UserId,
         admin: UserId,
         ctx: &RequestContext,
-    ) -> Result<Account, AccountError> {
+    ) -> Result<Account, AdminError> {
         self.deactivate(user, DeactivatedBy::Admin, admin, ctx).await?;
         self.user(user).await
     }
@@ -94,18 +94,18 @@ impl UsersService {
     /// Reopens a deactivated account (its old sessions stay ended; the user signs in again).
     ///
     /// # Errors
-    /// [`AccountError::Conflict`] when the account is active.
+    /// [`AdminError::Conflict`] when the account is active.
     #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
     pub(crate) async fn reactivate_user(
         &self,
         user: UserId,
         admin: UserId,
         ctx: &RequestContext,
-    ) -> Result<Account, AccountError> {
+    ) -> Result<Account, AdminError> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let account = accounts::find_for_update(&mut tx, user).await?.ok_or(AccountError::NotFound)?;
-        let status = account.status.reactivate().map_err(AccountError::Conflict)?;
+        let account = accounts::find_for_update(&mut tx, user).await?.ok_or(AdminError::NotFound)?;
+        let status = account.status.reactivate().map_err(AdminError::Conflict)?;
         accounts::set_status(&mut tx, user, status, now).await?;
         let metadata = ctx.metadata(Some(admin.to_string()));
         let event = UserReactivated { user_id: user, reactivated_at: now };

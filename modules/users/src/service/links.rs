@@ -9,7 +9,7 @@ use users_contract::events::{EmailVerificationRequested, EmailVerified, Password
 use users_contract::{ActionLink, ActionPurpose, ActionRequestId, UserId};
 
 use super::registration::VERIFICATION_MINTABLE_FOR;
-use super::{AccountError, UsersService, delta, hash_secret, new_secret};
+use super::{LinkError, UsersService, delta, hash_secret, new_secret};
 use crate::domain::Email;
 use crate::store::login_failures::{self, Scope};
 use crate::store::sessions::{self, RevokeReason};
@@ -33,21 +33,21 @@ impl UsersService {
     /// Asks for a new verification link for the signed-in user.
     ///
     /// # Errors
-    /// [`AccountError::AlreadyVerified`], [`AccountError::NotFound`], [`AccountError::Deactivated`].
+    /// [`LinkError::AlreadyVerified`], [`LinkError::NotFound`], [`LinkError::Deactivated`].
     #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
     pub(crate) async fn request_verification(
         &self,
         user: UserId,
         ctx: &RequestContext,
-    ) -> Result<ActionRequestId, AccountError> {
+    ) -> Result<ActionRequestId, LinkError> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let account = accounts::find_for_update(&mut tx, user).await?.ok_or(AccountError::NotFound)?;
+        let account = accounts::find_for_update(&mut tx, user).await?.ok_or(LinkError::NotFound)?;
         if !account.is_active() {
-            return Err(AccountError::Deactivated);
+            return Err(LinkError::Deactivated);
         }
         if account.email_verified_at.is_some() {
-            return Err(AccountError::AlreadyVerified);
+            return Err(LinkError::AlreadyVerified);
         }
         let request = action_requests::open(
             &mut tx,
@@ -69,7 +69,7 @@ impl UsersService {
     /// # Errors
     /// Database failures only.
     #[tracing::instrument(skip_all, err)]
-    pub(crate) async fn request_password_reset(&self, email: &str, ctx: &RequestContext) -> Result<(), AccountError> {
+    pub(crate) async fn request_password_reset(&self, email: &str, ctx: &RequestContext) -> Result<(), LinkError> {
         let Ok(email) = Email::parse(email) else { return Ok(()) };
         let now = self.now();
         let mut tx = self.pool.begin().await?;
@@ -130,14 +130,14 @@ impl UsersService {
     /// Redeems a verification token.
     ///
     /// # Errors
-    /// [`AccountError::InvalidLink`] for unknown, expired, used or superseded tokens.
+    /// [`LinkError::InvalidLink`] for unknown, expired, used or superseded tokens.
     #[tracing::instrument(skip_all, err(level = "info"))]
-    pub(crate) async fn verify_email(&self, token: &str, ctx: &RequestContext) -> Result<(), AccountError> {
+    pub(crate) async fn verify_email(&self, token: &str, ctx: &RequestContext) -> Result<(), LinkError> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let user = action_requests::redeem(&mut tx, &hash_secret(token), ActionPurpose::VerifyEmail, now)
             .await?
-            .ok_or(AccountError::InvalidLink)?;
+            .ok_or(LinkError::InvalidLink)?;
         if accounts::mark_verified(&mut tx, user, now).await? {
             bus::append(
                 &mut tx,
@@ -154,24 +154,26 @@ impl UsersService {
     /// Redeems a reset token: sets the new password and ends every session.
     ///
     /// # Errors
-    /// [`AccountError::Invalid`] for a password that breaks the policy (the token is kept),
-    /// [`AccountError::InvalidLink`] for a token that cannot be used.
+    /// [`LinkError::Invalid`] for a password that breaks the policy (the token is kept),
+    /// [`LinkError::InvalidLink`] for a token that cannot be used.
     #[tracing::instrument(skip_all, err(level = "info"))]
-    pub(crate) async fn reset_password(&self, token: &str, password: &SecretString) -> Result<(), AccountError> {
+    pub(crate) async fn reset_password(&self, token: &str, password: &SecretString) -> Result<(), LinkError> {
         let now = self.now();
         let hash = hash_secret(token);
         let mut tx = self.pool.begin().await?;
         let user = action_requests::redeem(&mut tx, &hash, ActionPurpose::ResetPassword, now)
             .await?
-            .ok_or(AccountError::InvalidLink)?;
-        let account = accounts::find_for_update(&mut tx, user).await?.ok_or(AccountError::InvalidLink)?;
+            .ok_or(LinkError::InvalidLink)?;
+        let account = accounts::find_for_update(&mut tx, user).await?.ok_or(LinkError::InvalidLink)?;
         if !account.is_active() {
-            return Err(AccountError::InvalidLink);
+            return Err(LinkError::InvalidLink);
         }
         let email = Email::parse(&account.email).ok();
         // Rejected before commit, so the token stays usable for a better password.
-        let password =
-            self.policy.check(password, email.as_ref()).map_err(|r| AccountError::password("new_password", r))?;
+        let password = self
+            .policy
+            .check(password, email.as_ref())
+            .map_err(|r| LinkError::Invalid(super::password("new_password", r)))?;
         let password_hash = self.hashing.hash(&password).await?;
         accounts::set_password(&mut tx, user, &password_hash, now).await?;
         let ended = sessions::revoke_all(&mut tx, user, None, RevokeReason::PasswordReset, now).await?;

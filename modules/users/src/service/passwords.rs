@@ -4,7 +4,7 @@ use secrecy::{ExposeSecret, SecretString};
 use users_contract::UserId;
 use uuid::Uuid;
 
-use super::{AccountError, UsersService};
+use super::{ProfileError, UsersService};
 use crate::domain::Email;
 use crate::store::accounts;
 use crate::store::sessions::{self, RevokeReason};
@@ -14,7 +14,7 @@ impl UsersService {
     /// making the change, `current_session`, stays signed in).
     ///
     /// # Errors
-    /// [`AccountError::Invalid`] for a wrong current password or a new one that breaks the
+    /// [`ProfileError::Invalid`] for a wrong current password or a new one that breaks the
     /// policy or equals the current one.
     #[tracing::instrument(skip_all, fields(user_id = %user), err(level = "info"))]
     pub(crate) async fn change_password(
@@ -23,18 +23,25 @@ impl UsersService {
         current_session: Option<Uuid>,
         current: &SecretString,
         new: &SecretString,
-    ) -> Result<(), AccountError> {
+    ) -> Result<(), ProfileError> {
         let now = self.now();
-        let account = accounts::find(&mut *self.pool.acquire().await?, user).await?.ok_or(AccountError::NotFound)?;
+        let account = accounts::find(&mut *self.pool.acquire().await?, user).await?.ok_or(ProfileError::NotFound)?;
         if !account.is_active() {
-            return Err(AccountError::Deactivated);
+            return Err(ProfileError::Deactivated);
         }
         self.confirm_password(&account, current, "current_password").await?;
         if current.expose_secret() == new.expose_secret() {
-            return Err(AccountError::field("new_password", "unchanged", "must differ from the current password"));
+            return Err(ProfileError::Invalid(super::field(
+                "new_password",
+                "unchanged",
+                "must differ from the current password",
+            )));
         }
         let email = Email::parse(&account.email).ok();
-        let password = self.policy.check(new, email.as_ref()).map_err(|r| AccountError::password("new_password", r))?;
+        let password = self
+            .policy
+            .check(new, email.as_ref())
+            .map_err(|r| ProfileError::Invalid(super::password("new_password", r)))?;
         let hash = self.hashing.hash(&password).await?;
         let mut tx = self.pool.begin().await?;
         accounts::set_password(&mut tx, user, &hash, now).await?;

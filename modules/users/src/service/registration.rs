@@ -8,7 +8,7 @@ use users_contract::events::UserRegistered;
 use users_contract::{ActionPurpose, Preferences, UserId};
 use uuid::Uuid;
 
-use super::{AccountError, UsersService, delta};
+use super::{RegistrationError, UsersService, delta};
 use crate::domain::{Account, DisplayName, Email, Status};
 use crate::store::{accounts, action_requests, is_unique_violation};
 
@@ -26,9 +26,13 @@ impl UsersService {
     /// Creates a customer account and asks for its email to be verified (`users.user_registered`).
     ///
     /// # Errors
-    /// Per-field rejections (all of them at once), or [`AccountError::EmailTaken`].
+    /// Per-field rejections (all of them at once), or [`RegistrationError::EmailTaken`].
     #[tracing::instrument(skip_all, err(level = "info"))]
-    pub(crate) async fn register(&self, request: Registration, ctx: &RequestContext) -> Result<Account, AccountError> {
+    pub(crate) async fn register(
+        &self,
+        request: Registration,
+        ctx: &RequestContext,
+    ) -> Result<Account, RegistrationError> {
         let mut problems = Vec::new();
         let email = Email::parse(&request.email).map_err(|m| problems.push(("email", "email", m.to_owned()))).ok();
         let name = DisplayName::parse(&request.display_name)
@@ -40,7 +44,7 @@ impl UsersService {
             .map_err(|rejection| problems.push(("password", rejection.code(), rejection.to_string())))
             .ok();
         let (Some(email), Some(name), Some(password)) = (email, name, password) else {
-            return Err(AccountError::Invalid(
+            return Err(RegistrationError::Invalid(
                 problems
                     .into_iter()
                     .map(|(field, code, message)| platform::http::FieldError {
@@ -54,7 +58,7 @@ impl UsersService {
         // Registration answers 409 for a taken email anyway, so checking first only spares
         // the hashing; the unique index below settles races.
         if accounts::find_by_email(&mut *self.pool.acquire().await?, email.as_str()).await?.is_some() {
-            return Err(AccountError::EmailTaken);
+            return Err(RegistrationError::EmailTaken);
         }
         let password_hash = self.hashing.hash(&password).await?;
         let now = self.now();
@@ -72,7 +76,7 @@ impl UsersService {
         };
         let mut tx = self.pool.begin().await?;
         match accounts::insert(&mut tx, &account).await {
-            Err(error) if is_unique_violation(&error, "users_email_key") => return Err(AccountError::EmailTaken),
+            Err(error) if is_unique_violation(&error, "users_email_key") => return Err(RegistrationError::EmailTaken),
             other => other?,
         }
         let request = action_requests::open(

@@ -209,14 +209,4 @@ impl Harness {
     }
 }
 
-/// Status and JSON body (`null` when there is none).
-pub async fn read(response: Response) -> (StatusCode, Value) {
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-}
-
-/// The error code of an envelope.
-pub fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_default()
-}
+pub use platform::testing::{error_code as code, read_or_fail as read};

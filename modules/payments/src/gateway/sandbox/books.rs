@@ -213,6 +213,7 @@ impl Books {
             .context("reading the sandbox's outage switch")
     }
 
+    #[cfg(feature = "sandbox")]
     pub(super) async fn set_outage_until(&self, until: Option<DateTime<Utc>>) -> anyhow::Result<()> {
         let pool = self.ready().await?;
         sqlx::query("UPDATE payments_sandbox.control SET outage_until = $1")
