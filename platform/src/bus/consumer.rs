@@ -25,6 +25,11 @@ use super::metrics::BusMetrics;
 use super::subscription::{ErasedHandler, HandlerContext, StartFrom, Subscription};
 use super::transport::{EventLog, Partition};
 
+/// How soon a partition moves past events it has no handler for, when nothing else wakes it:
+/// one transaction skips all that came meanwhile (so its lag returns to zero), instead of one
+/// per event.
+const SKIP_AFTER: Duration = Duration::from_secs(1);
+
 /// How a batch went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Progress {
@@ -303,10 +308,11 @@ impl Consumer {
 
     /// Handles partition `index` whenever this member owns it, until cancelled.
     pub async fn run_partition(self: Arc<Self>, index: i32, cancel: CancellationToken) {
-        // Events of types without a handler are skipped whenever the partition runs; they
-        // alone do not wake it.
+        // News of events it handles wakes the partition at once; news of others only, which
+        // it skips, within `SKIP_AFTER`, together with whatever else came meanwhile.
         let types = self.subscription.event_types();
         let mut wakeups = self.log.partition_wakeups(self.subscription.source, self.partition(index), &types);
+        let mut skippable = self.log.partition_wakeups(self.subscription.source, self.partition(index), &[]);
         let mut owned = self.owned.subscribe();
         let mut failures = 0_u32;
         loop {
@@ -317,6 +323,7 @@ impl Consumer {
                 }
             }
             wakeups.borrow_and_update();
+            skippable.borrow_and_update();
             let pause = match self.process_batch(index).await {
                 Ok(Progress::Moved { drained: false }) => {
                     failures = 0;
@@ -361,6 +368,13 @@ impl Consumer {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 _ = wakeups.changed() => {}
+                _ = skippable.changed() => {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        _ = wakeups.changed() => {}
+                        () = tokio::time::sleep(SKIP_AFTER) => {}
+                    }
+                }
                 _ = owned.changed() => {}
                 () = tokio::time::sleep(pause) => {}
             }

@@ -99,8 +99,12 @@ impl Wakeups {
         self.interest(Interest { module: module.to_owned(), count, index, types: None })
     }
 
-    /// [`Wakeups::sequenced_in`], for events of `types` only (full names, `<module>.<name>`).
+    /// [`Wakeups::sequenced_in`], for events of `types` only (full names, `<module>.<name>`;
+    /// none: any type).
     pub fn sequenced_in_of(&self, module: &str, count: i32, index: i32, types: &[&str]) -> watch::Receiver<u64> {
+        if types.is_empty() {
+            return self.sequenced_in(module, count, index);
+        }
         let prefix = format!("{module}.");
         let mut short: Vec<String> =
             types.iter().map(|t| t.strip_prefix(prefix.as_str()).unwrap_or(t).to_owned()).collect();

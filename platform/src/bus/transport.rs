@@ -64,8 +64,8 @@ pub trait EventLog: Send + Sync + 'static {
     /// Changes whenever `source` may have new events.
     fn wakeups(&self, source: &str) -> watch::Receiver<u64>;
 
-    /// Changes whenever `source` may have new events of `types` in `partition`; by default,
-    /// whenever it may have new events at all.
+    /// Changes whenever `source` may have new events of `types` (none: of any type) in
+    /// `partition`; by default, whenever it may have new events at all.
     fn partition_wakeups(&self, source: &str, partition: Partition, types: &[&str]) -> watch::Receiver<u64> {
         let _ = (partition, types);
         self.wakeups(source)
