@@ -27,10 +27,12 @@ use crate::metrics::Metrics;
 /// Tuning of a jobs runtime; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
-    /// Longest wait before due jobs are looked for while job notifications are lost.
+    /// Longest wait before a worker looks for due jobs, whatever it hears: apalis can miss a
+    /// wake-up (see `signals`), so each worker also polls at this pace.
     pub poll_interval: Duration,
-    /// Longest wait before due jobs are looked for while notifications arrive: jobs due now
-    /// and later are announced, so this finds only what a stopped or crashed process left.
+    /// Longest wait before due jobs are looked for while notifications arrive and no job has
+    /// been heard of for half a minute: jobs due now and later are announced, so this finds
+    /// only what a stopped or crashed process left. While jobs come and go, every second.
     pub safety_interval: Duration,
     /// How long a stop waits for running jobs before abandoning them (they run again
     /// elsewhere once their worker is presumed dead).
@@ -51,10 +53,8 @@ impl Default for JobsConfig {
             poll_interval: Duration::from_secs(1),
             safety_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
-            // Two transactions per queue each time (apalis fetches after each heartbeat); a
-            // worker is presumed dead after a minute, as before.
-            heartbeat: Duration::from_secs(30),
-            missed_heartbeats: 2,
+            heartbeat: Duration::from_secs(10),
+            missed_heartbeats: 6,
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_every: Duration::from_secs(3600),
         }
@@ -213,16 +213,21 @@ impl WorkerParts {
                 .heartbeat_interval(self.config.heartbeat)
                 .missed_heartbeats(self.config.missed_heartbeats),
         );
-        let (signals, instance) = (self.signals.clone(), self.instance.clone());
+        let (signals, instance, poll) = (self.signals.clone(), self.instance.clone(), self.config.poll_interval);
         let (metrics, stop) = (self.metrics.clone(), self.stop.clone());
         monitor.register(move |restarts| {
             // apalis restarts at once; a database outage would make that a tight loop.
             let delay =
                 if restarts == 0 { Duration::ZERO } else { RESTART_BACKOFF.delay_after(restarts_u32(restarts)) };
-            let backend = storage.clone().poll_with_stream(signals.stream(name)).before_start(move |_| async move {
-                tokio::time::sleep(delay).await;
-                Ok(())
-            });
+            // News wakes the worker at once. apalis can take a wake-up while a fetch that began
+            // before it runs, and then wait for the next one: the worker also looks every
+            // `poll_interval`, as it always did (ADR 0023 says what this costs idle).
+            let backend = storage.clone().poll_with_stream(signals.stream(name)).poll_with_interval(poll).before_start(
+                move |_| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                },
+            );
             WorkerBuilder::new(format!("{name}@{instance}#{restarts}"))
                 .backend(backend)
                 .layer(ConcurrencyLimitLayer::new(concurrency))

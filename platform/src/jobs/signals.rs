@@ -13,9 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 /// apalis' trigger announces jobs inserted due now here, as JSON with `job_type`.
 const INSERT_CHANNEL: &str = "apalis::job::insert";
+/// How long after the last job heard of the safety scan keeps its short pace.
+const ACTIVE_FOR_MS: i64 = 30_000;
+/// The safety scan's pace while jobs come and go.
+const WHILE_ACTIVE: Duration = Duration::from_secs(1);
 /// Jobs enqueued to run later are announced here as `<queue> <unix seconds>`.
 pub(crate) const LATER_CHANNEL: &str = "bulkhead_jobs_later";
 
@@ -41,7 +45,13 @@ struct Inner {
     /// Queues to wake at a time (unix seconds).
     later: Mutex<BTreeMap<i64, BTreeSet<&'static str>>>,
     later_changed: Notify,
+    /// Asks the safety scan to run now (the listener just connected: jobs enqueued to run
+    /// later before it did were announced to nobody).
+    rescan: Notify,
     listening: AtomicBool,
+    /// When a job was last heard of (unix milliseconds): while jobs come and go, the safety
+    /// scan runs every second.
+    heard_at: AtomicI64,
 }
 
 impl JobSignals {
@@ -52,22 +62,45 @@ impl JobSignals {
                 queues,
                 later: Mutex::default(),
                 later_changed: Notify::new(),
+                rescan: Notify::new(),
                 listening: AtomicBool::new(false),
+                heard_at: AtomicI64::new(0),
             }),
         }
     }
 
     /// A stream that yields whenever `queue`'s worker should fetch (for apalis'
     /// `poll_with_stream`). Its first item comes at once: a (re)started worker looks first.
+    ///
+    /// apalis takes an item even while a fetch is under way (one an earlier item or a
+    /// heartbeat started), and that fetch may have begun before the news: if it finds nothing,
+    /// the worker waits for the next item. So news is followed by a few more items
+    /// (`FOLLOW_UPS` after the last news), which outlast any fetch it met even on a loaded
+    /// machine: a few more looks per burst of news, none while there is none.
     pub(crate) fn stream(&self, queue: &str) -> Pin<Box<dyn Stream<Item = ()> + Send>> {
+        const FOLLOW_UPS: [Duration; 3] =
+            [Duration::from_millis(100), Duration::from_millis(400), Duration::from_millis(1500)];
         let Some(sender) = self.inner.queues.get(queue) else {
             return Box::pin(futures::stream::pending());
         };
         let mut receiver = sender.subscribe();
         receiver.mark_changed();
-        Box::pin(futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.changed().await.ok()?;
-            Some(((), receiver))
+        // The receiver, when the last news came, and how many follow-ups were sent since.
+        let state: (watch::Receiver<u64>, Instant, usize) = (receiver, Instant::now(), FOLLOW_UPS.len());
+        Box::pin(futures::stream::unfold(state, |(mut receiver, news_at, sent)| async move {
+            let due = async {
+                match FOLLOW_UPS.get(sent) {
+                    Some(after) => tokio::time::sleep_until((news_at + *after).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = receiver.changed() => {
+                    changed.ok()?;
+                    Some(((), (receiver, Instant::now(), 0)))
+                }
+                () = due => Some(((), (receiver, news_at, sent + 1))),
+            }
         }))
     }
 
@@ -132,7 +165,13 @@ impl JobSignals {
 
     /// Listens until the connection fails; returns why.
     async fn listen(&self, pool: &PgPool) -> anyhow::Error {
-        let mut listener = match PgListener::connect_with(pool).await {
+        // A connection of its own, not one of the pool's: held for as long as it listens, it
+        // would leave the workers one fewer, and wait behind them to be had.
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with((*pool.connect_options()).clone().application_name("bulkhead:jobs-listen"));
+        let mut listener = match PgListener::connect_with(&own).await {
             Ok(listener) => listener,
             Err(error) => return error.into(),
         };
@@ -140,8 +179,9 @@ impl JobSignals {
             return error.into();
         }
         self.inner.listening.store(true, Ordering::SeqCst);
-        // Anything enqueued before LISTEN took effect is fetched now.
+        // Anything enqueued before LISTEN took effect is fetched now, or timed by the scan.
         self.wake_all();
+        self.inner.rescan.notify_one();
         loop {
             // `try_recv` ends with `None` when the connection drops (`recv` would reconnect
             // by itself, hiding the gap from the safety scan's pace).
@@ -154,6 +194,7 @@ impl JobSignals {
     }
 
     fn dispatch(&self, channel: &str, payload: &str) {
+        self.inner.heard_at.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
         match channel {
             INSERT_CHANNEL => {
                 #[derive(serde::Deserialize)]
@@ -212,6 +253,9 @@ impl JobSignals {
             match next_runs(&pool, &queues).await {
                 Ok(runs) => {
                     let now = Utc::now();
+                    if runs.values().any(|at| *at < now) {
+                        self.inner.heard_at.store(now.timestamp_millis(), Ordering::Relaxed);
+                    }
                     for (queue, at) in runs {
                         if at < now {
                             self.wake(&queue);
@@ -222,9 +266,19 @@ impl JobSignals {
                 }
                 Err(error) => tracing::debug!("looking for due jobs failed: {error:#}"),
             }
-            let wait = if self.inner.listening.load(Ordering::SeqCst) { safety_interval } else { poll_interval };
+            // Notifications can be missed in ways nothing reports (apalis takes a wake-up while
+            // a fetch that began before it runs): while jobs come and go, look every second.
+            let active = Utc::now().timestamp_millis() - self.inner.heard_at.load(Ordering::Relaxed) < ACTIVE_FOR_MS;
+            let wait = if !self.inner.listening.load(Ordering::SeqCst) {
+                poll_interval
+            } else if active {
+                WHILE_ACTIVE.min(safety_interval)
+            } else {
+                safety_interval
+            };
             tokio::select! {
                 () = cancel.cancelled() => return,
+                () = self.inner.rescan.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
@@ -263,10 +317,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_job_due_later_wakes_its_queue_when_due() {
+    async fn news_is_followed_by_a_few_more_looks_then_none() {
         let signals = JobSignals::new(&["orders.timeout"]);
         let mut orders = signals.stream("orders.timeout");
         assert_eq!(orders.next().await, Some(()));
+        // News while the fetch the first item started may still be running…
+        signals.wake("orders.timeout");
+        assert_eq!(orders.next().await, Some(()));
+        // …is looked at again a few times, until any fetch it met is surely done, then no more.
+        for _ in 0..3 {
+            assert_eq!(tokio::time::timeout(Duration::from_secs(2), orders.next()).await.ok().flatten(), Some(()));
+        }
+        assert!(tokio::time::timeout(Duration::from_secs(2), orders.next()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_job_due_later_wakes_its_queue_when_due() {
+        let signals = JobSignals::new(&["orders.timeout"]);
+        let mut orders = signals.stream("orders.timeout");
+        // The first look, and its follow-ups.
+        for _ in 0..4 {
+            assert_eq!(orders.next().await, Some(()));
+        }
         let cancel = CancellationToken::new();
         let timer = tokio::spawn(signals.clone().run_timer(cancel.clone()));
         let at = Utc::now().timestamp() + 1;
