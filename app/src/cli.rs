@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use platform::Module;
+use platform::bus::listener::Wakeups;
 use platform::bus::{Bus, DeadLetter};
 use platform::db::{ModuleSchema, migrate};
 use platform::jobs::{FailedJob, failed_jobs};
@@ -146,7 +147,7 @@ pub async fn bus(config: &Config, action: BusAction) -> anyhow::Result<()> {
             );
         }
         let modules: Vec<Arc<dyn Module>> = Vec::new();
-        let bus = assemble_bus(config, &backing, &schemas, &modules, &Metrics::new())?;
+        let bus = assemble_bus(config, &backing, &schemas, &modules, &Metrics::new(), &Wakeups::default())?;
         run_bus(&bus, action).await
     }
     .await;

@@ -13,6 +13,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 
 use platform::auth::JwtVerifier;
+use platform::bus::listener::Wakeups;
 use platform::metrics::Metrics;
 use platform::{Module, ModuleDescriptor};
 
@@ -53,6 +54,9 @@ pub(crate) struct Process<'a> {
     pub(crate) metrics: &'a Metrics,
     /// The way to modules hosted elsewhere.
     pub(crate) remotes: &'a Remotes,
+    /// What the process's bus hears (order event streams follow it).
+    #[cfg_attr(not(feature = "orders"), expect(dead_code, reason = "only orders' event streams follow it"))]
+    pub(crate) wakeups: &'a Wakeups,
 }
 
 /// Builds the hosted modules from their pools, in dependency order, and runs their
@@ -133,7 +137,8 @@ pub(crate) async fn build(
         let inventory = ports.inventory("orders")?;
         built.push(Arc::new(
             orders::OrdersModule::new(pool, inventory, verifier.clone(), config.orders.config())
-                .with_metrics(process.metrics),
+                .with_metrics(process.metrics)
+                .with_wakeups(process.wakeups),
         ));
     }
     #[cfg(feature = "payments")]

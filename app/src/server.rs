@@ -14,6 +14,7 @@ use platform::Module;
 use platform::auth::JwtVerifier;
 use platform::auth::revocation::RevocationFeed;
 use platform::bus::admin::{self, AdminState};
+use platform::bus::listener::Wakeups;
 use platform::bus::{Bus, BusBuilder};
 use platform::db::ModuleSchema;
 use platform::http::rate_limit::{ClientRateLimit, limit_by_client};
@@ -138,9 +139,16 @@ impl Application {
                 client: client.clone(),
                 metrics: PortMetrics::register(&metrics),
             };
-            let process = modules::Process { addr: listener.local_addr()?, metrics: &metrics, remotes: &remotes };
+            // What the bus hears, which parts built before it (order streams) follow too.
+            let wakeups = Wakeups::default();
+            let process = modules::Process {
+                addr: listener.local_addr()?,
+                metrics: &metrics,
+                remotes: &remotes,
+                wakeups: &wakeups,
+            };
             let modules = modules::build(&hosted, &config, &backing, &verifier, &process).await?;
-            let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics)?;
+            let bus = assemble_bus(&config, &backing, &schemas, &modules, &metrics, &wakeups)?;
             let jobs = assemble_jobs(&config, &backing, &modules, &bus, &metrics)?;
             let edge = Edge::new(&hosted_names, &config.remote)?;
             let parts = RouterParts {
@@ -299,8 +307,9 @@ pub(crate) fn assemble_bus(
     schemas: &[ModuleSchema],
     modules: &[Arc<dyn Module>],
     metrics: &Metrics,
+    wakeups: &Wakeups,
 ) -> anyhow::Result<Bus> {
-    let mut builder = BusBuilder::new(config.bus(), metrics);
+    let mut builder = BusBuilder::with_wakeups(config.bus(), metrics, wakeups.clone());
     for schema in schemas {
         builder = builder.publisher(schema.name, backing.databases.pool(schema.name)?.clone());
     }

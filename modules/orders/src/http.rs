@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use axum::middleware::from_fn_with_state;
 use platform::auth::{JwtVerifier, Principal};
+use platform::bus::listener::Wakeups;
 use platform::http::{ApiError, Idempotency, idempotency};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -21,6 +22,8 @@ use crate::service::OrdersService;
 pub(crate) struct OrdersState {
     pub(crate) service: Arc<OrdersService>,
     pub(crate) verifier: JwtVerifier,
+    /// The bus's wake-ups, so an order's event stream hears of its changes (`None`: it polls).
+    pub(crate) news: Option<Wakeups>,
 }
 
 impl FromRef<OrdersState> for JwtVerifier {
@@ -30,12 +33,12 @@ impl FromRef<OrdersState> for JwtVerifier {
 }
 
 /// The public routes, relative to `/api/v1`.
-pub(crate) fn router(service: Arc<OrdersService>, verifier: JwtVerifier) -> OpenApiRouter {
+pub(crate) fn router(service: Arc<OrdersService>, verifier: JwtVerifier, news: Option<Wakeups>) -> OpenApiRouter {
     // Placing an order takes an Idempotency-Key, scoped to the caller: a retry gets the same order.
     let idempotent = Idempotency::new(service.pool.clone()).required().scoped_by(verifier.clone());
     // Cancelling can move money (a refund): a retry with the same key gets the first answer.
     let optionally_idempotent = Idempotency::new(service.pool.clone()).scoped_by(verifier.clone());
-    let state = OrdersState { service, verifier };
+    let state = OrdersState { service, verifier, news };
     let placing = OpenApiRouter::new()
         .routes(routes!(orders::place_order))
         .route_layer(from_fn_with_state(idempotent, idempotency::middleware))

@@ -54,6 +54,7 @@ impl Default for OrdersConfig {
 pub struct OrdersModule {
     service: Arc<service::OrdersService>,
     verifier: JwtVerifier,
+    news: Option<platform::bus::listener::Wakeups>,
 }
 
 impl OrdersModule {
@@ -70,13 +71,21 @@ impl OrdersModule {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let service = service::OrdersService { pool, inventory, clock, config, metrics: Default::default() };
-        Self { service: Arc::new(service), verifier }
+        Self { service: Arc::new(service), verifier, news: None }
     }
 
     /// Registers the saga's metrics (`bulkhead_orders_saga_*`) in the process's registry.
     #[must_use]
     pub fn with_metrics(self, metrics: &Metrics) -> Self {
         self.service.metrics.register(metrics);
+        self
+    }
+
+    /// Order event streams wait for the bus's news of their order (`wakeups`, which the
+    /// process's bus feeds) instead of polling the timeline.
+    #[must_use]
+    pub fn with_wakeups(mut self, wakeups: &platform::bus::listener::Wakeups) -> Self {
+        self.news = Some(wakeups.clone());
         self
     }
 }
@@ -87,7 +96,7 @@ impl Module for OrdersModule {
     }
 
     fn public_routes(&self) -> OpenApiRouter {
-        http::router(self.service.clone(), self.verifier.clone())
+        http::router(self.service.clone(), self.verifier.clone(), self.news.clone())
     }
 
     fn subscriptions(&self) -> Vec<Subscription> {
