@@ -70,43 +70,8 @@ enum Benchmark {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        /// Products in the catalogue.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(3..=100_000))]
-        products: u64,
-        /// Customers placing orders.
-        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
-        customers: u64,
-        /// Orders in the closed-loop run.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-        orders: u64,
-        /// Placements in flight at once in the closed-loop run.
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
-        concurrency: u64,
-        /// Orders offered per second in the open-loop run (default: half the closed-loop
-        /// confirmed rate).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Length of the open-loop run.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        open_seconds: u64,
-        /// Length of the idle measurement.
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        idle_seconds: u64,
-        /// The sandbox gateway's simulated latency per call (0: the saga's own overhead only).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-        gateway_latency_ms: u64,
-        /// Per cent of orders paid with a card the gateway declines.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
-        declined_percent: u32,
-        /// Seconds of pgbench.
-        #[arg(long, default_value_t = 10)]
-        pgbench_seconds: u64,
-        /// Seed of the shoppers' choices.
-        #[arg(long, default_value_t = 16)]
-        seed: u64,
-        /// Also report the statements the closed loop ran most (loads `pg_stat_statements`).
-        #[arg(long)]
-        statements: bool,
+        #[command(flatten)]
+        options: saga::Options,
     },
     /// The same saga load on the monolith and on the split (a process per module), with the
     /// port call in process vs over HTTP and memory summed over processes.
@@ -195,37 +160,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Benchmark::Users { json, requests, concurrency } => (json, users::run(requests, concurrency).await?),
         Benchmark::Orders { json, orders, concurrency } => (json, orders::run(orders, concurrency).await?),
-        Benchmark::Saga {
-            json,
-            products,
-            customers,
-            orders,
-            concurrency,
-            rate,
-            open_seconds,
-            idle_seconds,
-            gateway_latency_ms,
-            declined_percent,
-            pgbench_seconds,
-            seed,
-            statements,
-        } => {
-            let options = saga::Options {
-                products,
-                customers,
-                orders,
-                concurrency,
-                rate,
-                open_seconds,
-                idle_seconds,
-                gateway_latency_ms,
-                declined_percent,
-                pgbench_seconds,
-                seed,
-                statements,
-            };
-            (json, saga::run(options).await?)
-        }
+        Benchmark::Saga { json, options } => (json, saga::run(options).await?),
         Benchmark::Topology { json, orders, concurrency, port_calls, pgbench_seconds } => {
             let load = topology::Load { orders, concurrency, port_calls, pgbench_seconds };
             (json, topology::run(load).await?)

@@ -44,25 +44,45 @@ const STATS_FLUSH: Duration = Duration::from_secs(11);
 /// (pools close connections unused for 30 s).
 const SETTLE: Duration = Duration::from_secs(40);
 
-/// What one run does.
-#[derive(Debug, Clone)]
+/// What one run does (the `saga` command's flags).
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Options {
+    /// Products in the catalogue.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(3..=100_000))]
     pub(crate) products: u64,
+    /// Customers placing orders.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub(crate) customers: u64,
     /// Orders in the closed-loop run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) orders: u64,
+    /// Placements in flight at once in the closed-loop run.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub(crate) concurrency: u64,
-    /// Orders per second in the open-loop run; `None`: half the closed-loop confirmed rate.
+    /// Orders offered per second in the open-loop run (default: half the closed-loop
+    /// confirmed rate).
+    #[arg(long)]
     pub(crate) rate: Option<f64>,
+    /// Length of the open-loop run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) open_seconds: u64,
+    /// Length of the idle measurement.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) idle_seconds: u64,
-    /// The sandbox gateway's simulated latency per call.
+    /// The sandbox gateway's simulated latency per call (0: the saga's own overhead only).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub(crate) gateway_latency_ms: u64,
-    /// Per cent of orders paid with a declined card.
+    /// Per cent of orders paid with a card the gateway declines.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
     pub(crate) declined_percent: u32,
+    /// Seconds of pgbench.
+    #[arg(long, default_value_t = 10)]
     pub(crate) pgbench_seconds: u64,
+    /// Seed of the shoppers' choices.
+    #[arg(long, default_value_t = 16)]
     pub(crate) seed: u64,
-    /// Load `pg_stat_statements` and report the statements the closed loop ran most.
+    /// Also report the statements the closed loop ran most (loads `pg_stat_statements`).
+    #[arg(long)]
     pub(crate) statements: bool,
 }
 
