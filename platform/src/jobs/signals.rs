@@ -1,6 +1,6 @@
 //! When a queue's worker should look for jobs: one hub per process instead of a `LISTEN`
-//! connection and a poll per queue (which cost a connection per queue and a transaction per
-//! queue per second when there was nothing to do).
+//! connection per queue. Workers still poll every `poll_interval` as well (apalis can take a
+//! wake-up while a fetch that began before it runs, then wait for the next one; ADR 0023).
 //!
 //! - **Jobs due now**: apalis' insert trigger notifies `apalis::job::insert` with the queue;
 //!   one listening connection wakes that queue's worker.
@@ -8,8 +8,9 @@
 //!   time; the hub wakes the worker then.
 //! - **Everything else** (jobs left behind by a stopped or crashed process, notifications
 //!   missed while the connection was down): one query for all hosted queues, when the hub
-//!   (re)connects and then every `safety_interval` while notifications arrive, or every
-//!   `poll_interval` while they do not, wakes the queues with due jobs and times the others.
+//!   (re)connects and then every second while jobs come and go, every `safety_interval`
+//!   when they do not, or every `poll_interval` while notifications are lost, wakes the
+//!   queues with due jobs and times the others.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
