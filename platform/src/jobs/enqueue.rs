@@ -93,14 +93,6 @@ async fn push(
     }
     let task: PgTask = task.build();
     apalis_postgres::queries::push_tasks(&mut *conn, queue, vec![task]).await?;
-    if run_at > now {
-        // apalis announces only jobs due now; workers learn of this one when it is due.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(super::signals::LATER_CHANNEL)
-            .bind(format!("{queue} {run_at}"))
-            .execute(&mut *conn)
-            .await?;
-    }
     set_search_path(conn, &search_path).await
 }
 

@@ -30,10 +30,6 @@ pub struct JobsConfig {
     /// Longest wait before a worker looks for due jobs, whatever it hears: apalis can miss a
     /// wake-up (see `signals`), so each worker also polls at this pace.
     pub poll_interval: Duration,
-    /// Longest wait before due jobs are looked for while notifications arrive and no job has
-    /// been heard of for half a minute: jobs due now and later are announced, so this finds
-    /// only what a stopped or crashed process left. While jobs come and go, every second.
-    pub safety_interval: Duration,
     /// How long a stop waits for running jobs before abandoning them (they run again
     /// elsewhere once their worker is presumed dead).
     pub shutdown_timeout: Duration,
@@ -51,7 +47,6 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
-            safety_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             missed_heartbeats: 6,
@@ -147,12 +142,7 @@ impl JobsRuntime {
 
         // One listening connection and one safety scan wake every queue's worker.
         let signals = JobSignals::new(&names.iter().copied().collect::<Vec<_>>());
-        let signalling = tokio::spawn(signals.clone().run(
-            pool.clone(),
-            config.poll_interval,
-            config.safety_interval,
-            cancel.clone(),
-        ));
+        let signalling = tokio::spawn(signals.clone().run(pool.clone(), cancel.clone()));
 
         let parts = WorkerParts { pool: pool.clone(), signals, instance, config, metrics, stop: cancel.clone() };
         let mut monitor = Monitor::new();
