@@ -666,15 +666,20 @@ impl Progress {
     }
 }
 
-/// CPU time (user + system) a process has used so far, in milliseconds.
-fn cpu_ms(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return 0.0 };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+/// A process's parent and the CPU time (user + system) it has used so far, in milliseconds,
+/// from one read of `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(u32, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: the parent
+    // is field 4 of the line (1 after the name), utime and stime 14 and 15 (11 and 12).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let parent = fields.get(1)?.parse().ok()?;
     let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
-    ticks * 1000.0 / clock_ticks_per_second()
+    Some((parent, ticks * 1000.0 / clock_ticks_per_second()))
+}
+
+fn cpu_ms(pid: u32) -> f64 {
+    proc_stat(pid).map_or(0.0, |(_, cpu)| cpu)
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -688,8 +693,7 @@ fn cluster_cpu(postmaster: u32) -> HashMap<u32, f64> {
         .flatten()
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| parent_of(*pid) == Some(postmaster))
-        .map(|pid| (pid, cpu_ms(pid)))
+        .filter_map(|pid| proc_stat(pid).filter(|(parent, _)| *parent == postmaster).map(|(_, cpu)| (pid, cpu)))
         .collect();
     processes.insert(postmaster, cpu_ms(postmaster));
     processes
@@ -700,11 +704,6 @@ fn cluster_cpu(postmaster: u32) -> HashMap<u32, f64> {
 /// is not counted: its time would come in whole, including what it used before.
 fn cpu_between(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> f64 {
     after.iter().map(|(pid, now)| now - before.get(pid).copied().unwrap_or(0.0)).sum()
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn postmaster_pid(data_dir: &Path) -> anyhow::Result<u32> {
