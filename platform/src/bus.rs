@@ -18,6 +18,8 @@ pub mod append;
 mod consumer;
 /// The event contract lives in the shared kernel, so contract crates need not depend on platform.
 pub use shared_kernel::event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod listener;
 mod metrics;
 mod retention;

@@ -9,6 +9,8 @@
 //! new template.
 
 mod harness;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod otlp;
 
 use std::path::{Path, PathBuf};

@@ -148,6 +148,7 @@ impl Consumer {
     /// idempotent), none is skipped.
     pub async fn ensure_cursors(&self) -> anyhow::Result<()> {
         let count = i32::from(self.subscription.partitions);
+        self.log.prepare(self.subscription.source, count).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('bulkhead.subscription.' || $1, 0))")
             .bind(self.name())
@@ -426,8 +427,10 @@ impl Consumer {
         if let Some(at) = claimed.retry_at.filter(|at| *at > Utc::now()) {
             return Ok(Progress::WaitingUntil(at));
         }
-        let events =
-            self.log.read(&mut tx, self.subscription.source, self.partition(index), claimed.position, limit).await?;
+        let events = self
+            .log
+            .read(&mut tx, self.name(), self.subscription.source, self.partition(index), claimed.position, limit)
+            .await?;
         if events.is_empty() {
             return Ok(Progress::Idle);
         }

@@ -28,6 +28,7 @@ struct PartitionLabels {
 #[derive(Debug, Clone)]
 pub struct BusMetrics {
     appended: Family<ModuleLabels, Counter>,
+    relayed: Family<ModuleLabels, Counter>,
     delivered: Family<SubscriptionLabels, Counter>,
     retried: Family<SubscriptionLabels, Counter>,
     dead_lettered: Family<SubscriptionLabels, Counter>,
@@ -40,6 +41,7 @@ impl BusMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let this = Self {
             appended: Family::default(),
+            relayed: Family::default(),
             delivered: Family::default(),
             retried: Family::default(),
             dead_lettered: Family::default(),
@@ -51,6 +53,11 @@ impl BusMetrics {
             "bulkhead_bus_appended_events",
             "Events committed to a module's outbox",
             this.appended.clone(),
+        );
+        metrics.register(
+            "bulkhead_bus_relayed_events",
+            "Sequenced events a relay forwarded to the broker (Kafka transport)",
+            this.relayed.clone(),
         );
         metrics.register("bulkhead_bus_delivered_events", "Events a subscription handled", this.delivered.clone());
         metrics.register("bulkhead_bus_retried_events", "Failed handlings scheduled for a retry", this.retried.clone());
@@ -79,6 +86,10 @@ impl BusMetrics {
 
     pub fn appended(&self, module: &str, count: u64) {
         self.appended.get_or_create(&ModuleLabels { module: module.to_owned() }).inc_by(count);
+    }
+
+    pub fn relayed(&self, module: &str, count: u64) {
+        self.relayed.get_or_create(&ModuleLabels { module: module.to_owned() }).inc_by(count);
     }
 
     pub fn delivered(&self, subscription: &str, count: u64) {

@@ -20,7 +20,7 @@ use super::listener::{self, Wakeups};
 use super::metrics::BusMetrics;
 use super::sequencer;
 use super::subscription::Subscription;
-use super::transport::{EventLog, Partition, PostgresLog};
+use super::transport::{EventLog, Partition, PostgresLog, Relay};
 use crate::metrics::Metrics;
 
 /// Tuning of a bus; the defaults suit production.
@@ -96,6 +96,7 @@ impl BusBuilder {
             config,
             metrics: BusMetrics::register(metrics),
             log: Arc::new(PostgresLog::new(wakeups.clone())),
+            relay: None,
             wakeups,
             publishers: Vec::new(),
             consumers: Vec::new(),
@@ -108,6 +109,24 @@ impl BusBuilder {
     pub fn with_log(mut self, log: Arc<dyn EventLog>) -> Self {
         self.inner.log = log;
         self
+    }
+
+    /// Forwards the hosted publishers' sequenced events through `relay` as well (Kafka).
+    pub fn with_relay(mut self, relay: Arc<dyn Relay>) -> Self {
+        self.inner.relay = Some(relay);
+        self
+    }
+
+    /// The Kafka transport: publishers' events go out through a relay per module, and
+    /// subscriptions read topics instead of outboxes (DESIGN §4, ADR 0025).
+    ///
+    /// # Errors
+    /// A Kafka client that cannot be configured.
+    #[cfg(feature = "kafka")]
+    pub fn with_kafka(self, config: super::kafka::KafkaConfig) -> anyhow::Result<Self> {
+        let log = super::kafka::KafkaLog::new(config.clone(), self.inner.wakeups.clone())?;
+        let relay = super::kafka::KafkaRelay::new(config, self.inner.metrics.clone())?;
+        Ok(self.with_log(Arc::new(log)).with_relay(Arc::new(relay)))
     }
 
     /// A hosted module whose outbox this process sequences and sweeps.
@@ -165,6 +184,8 @@ struct Inner {
     metrics: BusMetrics,
     wakeups: Wakeups,
     log: Arc<dyn EventLog>,
+    /// Forwards sequenced events to another transport; `None` on PostgreSQL.
+    relay: Option<Arc<dyn Relay>>,
     publishers: Vec<(&'static str, PgPool)>,
     consumers: Vec<Arc<Consumer>>,
 }
@@ -309,6 +330,11 @@ impl Bus {
     pub async fn start(&self, cancel: CancellationToken) -> anyhow::Result<BusTasks> {
         // A source another process publishes may not be readable yet (its process has not
         // migrated it, or not granted it): those subscriptions join when it is.
+        if let Some(relay) = &self.inner.relay {
+            for (module, _) in &self.inner.publishers {
+                relay.prepare(module).await.with_context(|| format!("preparing the relay of {module}"))?;
+            }
+        }
         let mut waiting = Vec::new();
         for consumer in &self.inner.consumers {
             match consumer.ensure_cursors().await {
@@ -342,6 +368,9 @@ impl Bus {
                 listening_poll_interval: config.listening_poll_interval,
                 linger: config.sequencer_linger,
             };
+            if let Some(relay) = &self.inner.relay {
+                tasks.spawn(relay.clone().run(module, pool.clone(), self.inner.wakeups.clone(), cancel.clone()));
+            }
             tasks.spawn(sequencer::run(
                 module,
                 pool.clone(),
@@ -408,6 +437,11 @@ impl Bus {
         self.inner.wakeups.sequenced(module)
     }
 
+    /// Whether the relay reaches its broker (`None`: no relay, the PostgreSQL transport).
+    pub fn relay_connected(&self) -> Option<bool> {
+        self.inner.relay.as_ref().map(|relay| relay.connected())
+    }
+
     /// Whether `NOTIFY` wake-ups arrive; without them the bus still works, by polling.
     pub fn notifications_connected(&self) -> bool {
         self.inner.wakeups.listening()
@@ -466,7 +500,14 @@ impl Bus {
                     let lag = self
                         .inner
                         .log
-                        .lag(&mut conn, source, Partition { index: partition, count: partitions }, position, 100_000)
+                        .lag(
+                            &mut conn,
+                            consumer.name(),
+                            source,
+                            Partition { index: partition, count: partitions },
+                            position,
+                            100_000,
+                        )
                         .await?;
                     statuses.push(PartitionStatus {
                         subscription: consumer.name().to_owned(),
@@ -687,7 +728,8 @@ impl Bus {
         let done = sqlx::query(
             "DELETE FROM outbox
               WHERE position IS NOT NULL AND sequenced_at < now() - $1::interval
-                AND position < (SELECT max(position) FROM outbox)",
+                AND position < (SELECT max(position) FROM outbox)
+                AND position <= coalesce((SELECT min(position) FROM bus_relay), position)",
         )
         .bind(self.inner.config.retention)
         .execute(&mut *tx)
@@ -733,6 +775,9 @@ impl Bus {
 fn source_not_ready(error: &anyhow::Error) -> bool {
     const UNDEFINED_TABLE: &str = "42P01";
     const INVALID_SCHEMA: &str = "3F000";
+    if error.chain().any(|cause| cause.is::<super::transport::SourceNotReady>()) {
+        return true;
+    }
     error.chain().filter_map(|cause| cause.downcast_ref::<sqlx::Error>()).any(|e| {
         [UNDEFINED_TABLE, INVALID_SCHEMA, crate::db::INSUFFICIENT_PRIVILEGE]
             .iter()

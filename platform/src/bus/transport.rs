@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::event::{EventEnvelope, Metadata};
 use super::listener::Wakeups;
@@ -25,26 +26,36 @@ pub struct Partition {
 /// The read side of a transport.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
-    /// Up to `limit` events of `source` in `partition` after position `after`, oldest first.
-    /// Runs on the subscriber's transaction.
+    /// Checks, before a subscription of `partitions` partitions starts, that `source` can be
+    /// read that way. [`SourceNotReady`] when it cannot be read yet (the subscription waits).
+    async fn prepare(&self, source: &str, partitions: i32) -> anyhow::Result<()> {
+        let _ = (source, partitions);
+        Ok(())
+    }
+
+    /// Up to `limit` events of `source` in `partition` after position `after`, oldest first,
+    /// for `subscription`. Runs on the subscriber's transaction; `after` is the cursor it
+    /// holds, so a read proves that everything up to `after` has been handled for good.
     async fn read(
         &self,
         tx: &mut PgConnection,
+        subscription: &str,
         source: &str,
         partition: Partition,
         after: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<EventEnvelope>>;
 
-    /// The position of the newest event of `source` in `partition` (0 when there is none).
-    /// On PostgreSQL positions are global to the module, so this is the module's head; on
-    /// Kafka it is the partition's end offset.
+    /// The position of the newest event of `source` (0 when there is none). Positions are
+    /// the publisher's outbox positions on every transport, global to the module, so this is
+    /// the module's head whichever `partition` asks.
     async fn head(&self, conn: &mut PgConnection, source: &str, partition: Partition) -> anyhow::Result<i64>;
 
-    /// How many events of `partition` come after `after` (capped at `cap`).
+    /// How many events of `partition` come after `after` (capped at `cap`), for `subscription`.
     async fn lag(
         &self,
         conn: &mut PgConnection,
+        subscription: &str,
         source: &str,
         partition: Partition,
         after: i64,
@@ -75,6 +86,28 @@ pub trait EventLog: Send + Sync + 'static {
     fn pushes_wakeups(&self) -> bool {
         false
     }
+}
+
+/// The source's log cannot be read yet: its publisher has not started (no outbox, no topic).
+/// Its subscriptions wait for it instead of failing, so processes can start in any order.
+#[derive(Debug, thiserror::Error)]
+#[error("the event log of `{0}` does not exist yet")]
+pub struct SourceNotReady(pub String);
+
+/// The publishing side of a transport other than the outbox itself: forwards a hosted
+/// module's sequenced events (a Kafka relay).
+#[async_trait]
+pub trait Relay: Send + Sync + 'static {
+    /// Checks, before the bus starts, that `module`'s events can be forwarded (its topic
+    /// exists or was created, with the expected partitions). A broker that cannot be reached
+    /// is not an error here: the relay waits for it.
+    async fn prepare(&self, module: &str) -> anyhow::Result<()>;
+
+    /// Forwards `module`'s sequenced events, woken by its sequencing, until cancelled.
+    async fn run(self: Arc<Self>, module: &'static str, pool: PgPool, wakeups: Wakeups, cancel: CancellationToken);
+
+    /// Whether the relay can reach its broker right now (readiness).
+    fn connected(&self) -> bool;
 }
 
 /// Reads the publisher's `outbox` in the same database (the subscriber's role has `SELECT`).
@@ -129,6 +162,7 @@ impl EventLog for PostgresLog {
     async fn read(
         &self,
         tx: &mut PgConnection,
+        _subscription: &str,
         source: &str,
         partition: Partition,
         after: i64,
@@ -177,6 +211,7 @@ impl EventLog for PostgresLog {
     async fn lag(
         &self,
         conn: &mut PgConnection,
+        _subscription: &str,
         source: &str,
         partition: Partition,
         after: i64,

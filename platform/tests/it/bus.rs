@@ -15,6 +15,7 @@ use platform::bus::{
 };
 use platform::db::Databases;
 use platform::metrics::Metrics;
+use platform::testing::kafka::{TestBroker, shared_broker};
 use platform::testing::{TestDatabase, eventually};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -43,6 +44,53 @@ fn made(widget: &str, seq: i32) -> WidgetMade {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// How events travel from `alpha` to `beta`: the cases that state the bus's semantics run on
+/// both (`on_both_transports!`).
+#[derive(Debug, Clone)]
+enum Transport {
+    Postgres,
+    /// Each test has topics of its own, under `prefix`, on the process's shared broker.
+    Kafka {
+        broker: &'static TestBroker,
+        prefix: String,
+    },
+}
+
+impl Transport {
+    async fn kafka() -> Self {
+        let broker = shared_broker().await.expect("the test broker starts");
+        Self::Kafka { broker, prefix: format!("t{}", uuid::Uuid::now_v7().simple()) }
+    }
+}
+
+/// Runs each `async fn case(transport: Transport)` as two tests, `postgres::case` and
+/// `kafka::case`.
+macro_rules! on_both_transports {
+    ($($case:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Transport::Postgres).await;
+            })*
+        }
+        mod kafka {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Transport::kafka().await).await;
+            })*
+        }
+    };
+}
+
+on_both_transports!(
+    an_event_that_commits_late_is_delivered_after_the_ones_before_it_never_skipped,
+    a_connection_lost_after_the_handler_ran_redelivers_and_the_effect_exists_once,
+    two_bus_instances_share_the_partitions_handle_each_event_once_and_survive_one_stopping,
+    one_keys_events_stay_in_order_while_other_keys_proceed_in_parallel,
+    a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_after_the_fix_succeeds_once,
+    rewinding_to_a_position_or_a_time_replays_history,
+);
+
 fn test_config() -> BusConfig {
     BusConfig {
         poll_interval: Duration::from_millis(200),
@@ -62,8 +110,17 @@ struct Running {
 
 impl Running {
     async fn start(databases: &Databases, subscription: Subscription, config: BusConfig) -> Self {
+        Self::on(&Transport::Postgres, databases, subscription, config).await
+    }
+
+    /// A bus on `transport` with `alpha` publishing and `subscription` of `beta`.
+    async fn on(transport: &Transport, databases: &Databases, subscription: Subscription, config: BusConfig) -> Self {
         let metrics = Metrics::new();
-        let bus = BusBuilder::new(config, &metrics)
+        let mut builder = BusBuilder::new(config, &metrics);
+        if let Transport::Kafka { broker, prefix } = transport {
+            builder = builder.with_kafka(broker.config(prefix, i32::from(subscription.partitions))).unwrap();
+        }
+        let bus = builder
             .publisher("alpha", databases.pool("alpha").unwrap().clone())
             .subscription("beta", databases.pool("beta").unwrap().clone(), subscription)
             .unwrap()
@@ -133,11 +190,11 @@ async fn wait_for_effects(pool: &PgPool, count: usize) -> Vec<(String, i32, Stri
     .unwrap()
 }
 
-#[tokio::test]
-async fn an_event_that_commits_late_is_delivered_after_the_ones_before_it_never_skipped() {
+async fn an_event_that_commits_late_is_delivered_after_the_ones_before_it_never_skipped(transport: Transport) {
     let (_db, databases) = setup().await;
     let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
-    let running = Running::start(
+    let running = Running::on(
+        &transport,
         &databases,
         Subscription::new("beta.record", "alpha").on::<WidgetMade>(recorder("beta")),
         test_config(),
@@ -176,11 +233,14 @@ async fn an_event_that_commits_late_is_delivered_after_the_ones_before_it_never_
     ] {
         assert!(rendered.contains(expected), "{expected} in {rendered}");
     }
+    if let Transport::Kafka { .. } = transport {
+        let relayed = r#"bulkhead_bus_relayed_events_total{module="alpha"} 2"#;
+        assert!(rendered.contains(relayed), "the events went through the broker: {rendered}");
+    }
     running.stop().await;
 }
 
-#[tokio::test]
-async fn a_connection_lost_after_the_handler_ran_redelivers_and_the_effect_exists_once() {
+async fn a_connection_lost_after_the_handler_ran_redelivers_and_the_effect_exists_once(transport: Transport) {
     let (_db, databases) = setup().await;
     let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
     let crashed = Arc::new(AtomicBool::new(false));
@@ -196,9 +256,13 @@ async fn a_connection_lost_after_the_handler_ran_redelivers_and_the_effect_exist
             Ok(())
         })
     });
-    let running =
-        Running::start(&databases, Subscription::new("beta.crashy", "alpha").on::<WidgetMade>(handler), test_config())
-            .await;
+    let running = Running::on(
+        &transport,
+        &databases,
+        Subscription::new("beta.crashy", "alpha").on::<WidgetMade>(handler),
+        test_config(),
+    )
+    .await;
     publish(alpha, &[made("w", 1)]).await;
 
     wait_for_effects(beta, 1).await;
@@ -234,16 +298,15 @@ async fn owners_become(members: &[&Bus]) {
     .unwrap();
 }
 
-#[tokio::test]
-async fn two_bus_instances_share_the_partitions_handle_each_event_once_and_survive_one_stopping() {
+async fn two_bus_instances_share_the_partitions_handle_each_event_once_and_survive_one_stopping(transport: Transport) {
     let (database, first) = setup().await;
     let second = database.connect(&SCHEMAS).await.unwrap();
     let (alpha, beta) = (first.pool("alpha").unwrap(), first.pool("beta").unwrap());
     let config = BusConfig { batch_size: 5, ..test_config() };
     let subscription =
         |who: &'static str| Subscription::new("beta.shared", "alpha").partitions(4).on::<WidgetMade>(recorder(who));
-    let one = Running::start(&first, subscription("first"), config.clone()).await;
-    let two = Running::start(&second, subscription("second"), config.clone()).await;
+    let one = Running::on(&transport, &first, subscription("first"), config.clone()).await;
+    let two = Running::on(&transport, &second, subscription("second"), config.clone()).await;
     // Both members are in the group before any event exists: two partitions each.
     owners_become(&[&one.bus, &two.bus]).await;
 
@@ -266,7 +329,7 @@ async fn two_bus_instances_share_the_partitions_handle_each_event_once_and_survi
     assert!(handled[200..].iter().all(|(_, _, who)| who == "second"), "the survivor took every partition");
 
     // A crashed instance (no goodbye) loses its partitions once its session times out.
-    let three = Running::start(&first, subscription("third"), config.clone()).await;
+    let three = Running::on(&transport, &first, subscription("third"), config.clone()).await;
     owners_become(&[&two.bus, &three.bus]).await;
     let survivor = three.bus.clone();
     two.crash();
@@ -283,8 +346,7 @@ async fn two_bus_instances_share_the_partitions_handle_each_event_once_and_survi
     three.stop().await;
 }
 
-#[tokio::test]
-async fn one_keys_events_stay_in_order_while_other_keys_proceed_in_parallel() {
+async fn one_keys_events_stay_in_order_while_other_keys_proceed_in_parallel(transport: Transport) {
     let (_db, databases) = setup().await;
     let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
     // Two keys that fall into different partitions of two.
@@ -315,7 +377,8 @@ async fn one_keys_events_stay_in_order_while_other_keys_proceed_in_parallel() {
             record(ctx, &event, "beta").await
         })
     });
-    let running = Running::start(
+    let running = Running::on(
+        &transport,
         &databases,
         Subscription::new("beta.ordered", "alpha").partitions(2).on::<WidgetMade>(handler),
         test_config(),
@@ -333,8 +396,9 @@ async fn one_keys_events_stay_in_order_while_other_keys_proceed_in_parallel() {
     running.stop().await;
 }
 
-#[tokio::test]
-async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_after_the_fix_succeeds_once() {
+async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_after_the_fix_succeeds_once(
+    transport: Transport,
+) {
     let (_db, databases) = setup().await;
     let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
     let broken = Arc::new(AtomicBool::new(true));
@@ -352,7 +416,8 @@ async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_
     });
     let retry =
         RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
-    let running = Running::start(
+    let running = Running::on(
+        &transport,
         &databases,
         Subscription::new("beta.poison", "alpha").retry(retry).on::<WidgetMade>(handler),
         test_config(),
@@ -410,11 +475,11 @@ async fn a_poison_event_is_retried_with_backoff_then_dead_lettered_and_a_replay_
     running.stop().await;
 }
 
-#[tokio::test]
-async fn rewinding_to_a_position_or_a_time_replays_history() {
+async fn rewinding_to_a_position_or_a_time_replays_history(transport: Transport) {
     let (_db, databases) = setup().await;
     let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
-    let running = Running::start(
+    let running = Running::on(
+        &transport,
         &databases,
         Subscription::new("beta.history", "alpha").on::<WidgetMade>(recorder("beta")),
         test_config(),
