@@ -165,6 +165,29 @@ pub enum MigrateAction {
     },
 }
 
+/// The Kafka transport (DESIGN §4, ADR 0025). Client properties beyond these pass through in
+/// librdkafka's names: `BULKHEAD_KAFKA_CLIENT_SECURITY_PROTOCOL=SASL_PLAINTEXT` sets
+/// `security.protocol`.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka brokers (`host:port,…`); set, events travel through Kafka.
+    #[arg(long = "kafka-brokers", env = "BULKHEAD_KAFKA_BROKERS", global = true)]
+    pub brokers: Option<String>,
+
+    /// Topics are `<prefix>.<module>.events`.
+    #[arg(long = "kafka-topic-prefix", env = "BULKHEAD_KAFKA_TOPIC_PREFIX", default_value = "bulkhead", global = true)]
+    pub topic_prefix: String,
+
+    /// Partitions of the topics the relays create; every subscription must use as many (the
+    /// modules' use 4).
+    #[arg(long = "kafka-partitions", env = "BULKHEAD_KAFKA_PARTITIONS", default_value = "4", global = true, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub partitions: i32,
+
+    /// Replication factor of the topics the relays create.
+    #[arg(long = "kafka-replication", env = "BULKHEAD_KAFKA_REPLICATION", default_value = "1", global = true, value_parser = clap::value_parser!(i32).range(1..=16))]
+    pub replication: i32,
+}
+
 /// Settings shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -261,6 +284,11 @@ pub struct Config {
     /// Where the modules this process does not host are served, and how to reach them.
     #[command(flatten)]
     pub remote: RemoteArgs,
+
+    /// How events travel between modules: Kafka when set, else the publishers' outboxes on
+    /// PostgreSQL.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 
     #[cfg(feature = "users")]
     #[command(flatten)]
@@ -378,6 +406,36 @@ impl Config {
             poll_interval: self.bus_poll_interval,
             ..BusConfig::default()
         }
+    }
+
+    /// The Kafka transport's settings, when `BULKHEAD_KAFKA_BROKERS` chooses it, with the
+    /// `BULKHEAD_KAFKA_CLIENT_*` pass-through properties.
+    ///
+    /// # Errors
+    /// Kafka asked of a binary built without the `kafka` feature.
+    #[cfg(feature = "kafka")]
+    pub fn kafka(&self) -> anyhow::Result<Option<platform::bus::kafka::KafkaConfig>> {
+        use platform::bus::kafka::KafkaConfig;
+        Ok(self.kafka.brokers.as_ref().map(|brokers| KafkaConfig {
+            topic_prefix: self.kafka.topic_prefix.clone(),
+            partitions: self.kafka.partitions,
+            replication: self.kafka.replication,
+            client: KafkaConfig::client_properties(std::env::vars()),
+            ..KafkaConfig::new(brokers.clone())
+        }))
+    }
+
+    /// Without the `kafka` feature, asking for Kafka is a start-up error, not a silent fallback.
+    ///
+    /// # Errors
+    /// `BULKHEAD_KAFKA_BROKERS` is set.
+    #[cfg(not(feature = "kafka"))]
+    pub fn kafka(&self) -> anyhow::Result<Option<std::convert::Infallible>> {
+        anyhow::ensure!(
+            self.kafka.brokers.is_none(),
+            "BULKHEAD_KAFKA_BROKERS is set, but this binary was built without the `kafka` feature"
+        );
+        Ok(None)
     }
 
     /// The jobs runtime's tuning: running jobs get the shutdown timeout to finish.

@@ -114,6 +114,11 @@ pub async fn ready(State(state): State<HealthState>) -> Result<Data<Readiness>, 
         "polling (notifications not connected)".to_owned()
     };
     checks.insert("bus".to_owned(), bus.into());
+    if let Some(connected) = state.bus.relay_connected() {
+        // A report: events wait in the outbox until the broker is back, nothing is lost.
+        let broker = if connected { "ok" } else { "unreachable (events wait in the outboxes)" };
+        checks.insert("bus.broker".to_owned(), broker.into());
+    }
     let probes = state.upstreams.iter().map(|upstream| async {
         let url = format!("{}/health", upstream.url.as_str().trim_end_matches('/'));
         let answer = state.client.get(&url).timeout(Duration::from_secs(2)).send().await;

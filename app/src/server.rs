@@ -202,14 +202,7 @@ impl Application {
         let started = async {
             let bus_tasks = bus.start(background.clone()).await.context("starting the event bus")?;
             let jobs = jobs.start(background.clone()).await.context("starting the jobs runtime")?;
-            // Revocations made by any process reach this one's verifier (ADR 0020).
-            if let Some((_, pool)) = backing.databases.modules().next() {
-                RevocationFeed::new(pool.clone(), verifier.revocations().clone())
-                    .woken_by(&bus)
-                    .start(Some(bus.sequenced_wakeups("users")), background.clone())
-                    .await
-                    .context("reading recent access changes")?;
-            }
+            start_revocation_feed(&config, &backing, &verifier, &bus, &background).await?;
             anyhow::Ok((bus_tasks, jobs))
         }
         .await;
@@ -310,6 +303,10 @@ pub(crate) fn assemble_bus(
     wakeups: &Wakeups,
 ) -> anyhow::Result<Bus> {
     let mut builder = BusBuilder::with_wakeups(config.bus(), metrics, wakeups.clone());
+    if let Some(kafka) = config.kafka()? {
+        tracing::info!(brokers = kafka.brokers, prefix = kafka.topic_prefix, "events travel through Kafka");
+        builder = builder.with_kafka(kafka)?;
+    }
     for schema in schemas {
         builder = builder.publisher(schema.name, backing.databases.pool(schema.name)?.clone());
     }
@@ -320,6 +317,34 @@ pub(crate) fn assemble_bus(
         }
     }
     Ok(builder.build())
+}
+
+/// Revocations made by any process reach this one's verifier (ADR 0020): read from users'
+/// outbox in the shared database, or from users' topic when this process has a database of
+/// its own and events travel through Kafka.
+async fn start_revocation_feed(
+    config: &Config,
+    backing: &Backing,
+    verifier: &JwtVerifier,
+    bus: &Bus,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let hosts_users = backing.databases.modules().any(|(name, _)| name == "users");
+    #[cfg(feature = "kafka")]
+    if let Some(kafka) = config.kafka()?.filter(|_| !hosts_users) {
+        return RevocationFeed::start_over_kafka(verifier.revocations().clone(), &kafka, cancel.clone())
+            .await
+            .context("reading recent access changes from Kafka");
+    }
+    let _ = (config, hosts_users);
+    if let Some((_, pool)) = backing.databases.modules().next() {
+        RevocationFeed::new(pool.clone(), verifier.revocations().clone())
+            .woken_by(bus)
+            .start(Some(bus.sequenced_wakeups("users")), cancel.clone())
+            .await
+            .context("reading recent access changes")?;
+    }
+    Ok(())
 }
 
 /// The jobs runtime of this process: the queues of every hosted module, and the bus's

@@ -4,9 +4,11 @@
 //! - [`Topology::Monolith`]: every module in this test process, on port 0.
 //! - [`Topology::Split`]: every module in its own OS process, started from the built binary,
 //!   each with its own database role; the orders process is the edge the test talks to.
+//! - [`Topology::SplitOverKafka`]: the split, each process with a database of its own, and
+//!   events between them through the test Kafka broker.
 //!
-//! A scenario is written once against [`TestApp`] and run on both (`on_both_topologies!` in
-//! the scenario crate).
+//! A scenario is written once against [`TestApp`] and run on all three (`on_every_topology!`
+//! in the scenario crate).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test support fails loudly")]
 
 mod split;
@@ -36,6 +38,8 @@ pub enum Topology {
     Monolith,
     /// Each module in its own process, behind an edge.
     Split,
+    /// Each module in its own process with its own database, events through Kafka.
+    SplitOverKafka,
 }
 
 /// The application, running in one of the topologies.
@@ -44,7 +48,11 @@ pub struct TestApp {
     /// The address clients use: the monolith, or the edge of the split.
     pub address: SocketAddr,
     pub client: reqwest::Client,
+    /// The database of the process clients talk to (in [`Topology::SplitOverKafka`], the
+    /// edge's; [`TestApp::database_of`] has the others).
     pub database: TestDatabase,
+    /// Each other module's own database, in [`Topology::SplitOverKafka`].
+    others: Vec<(&'static str, TestDatabase)>,
     pub topology: Topology,
     signing: TestSigner,
     verifier: platform::auth::JwtVerifier,
@@ -78,7 +86,17 @@ impl TestApp {
     /// (the monolith runs in this process, whose environment tests leave alone).
     pub async fn spawn_with_env(topology: Topology, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let schemas: Vec<_> = bulkhead::modules::compiled().iter().map(|d| d.schema).collect();
-        let database = TestDatabase::create(&schemas).await.unwrap();
+        // Over Kafka each module's process has a database holding its schema only.
+        let (database, others) = if topology == Topology::SplitOverKafka {
+            let mut own = Vec::new();
+            for schema in &schemas {
+                own.push((schema.name, TestDatabase::create(std::slice::from_ref(schema)).await.unwrap()));
+            }
+            let edge = own.iter().position(|(name, _)| *name == split::EDGE).expect("the edge module");
+            (own.remove(edge).1, own)
+        } else {
+            (TestDatabase::create(&schemas).await.unwrap(), Vec::new())
+        };
         let data_dir = tempfile::tempdir().unwrap();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         let (address, signing, verifier, running) = match topology {
@@ -87,7 +105,7 @@ impl TestApp {
                     spawn_in_process(&database, data_dir.path(), flags).await;
                 (address, signing, verifier, Running::InProcess { shutdown, server })
             }
-            Topology::Split => {
+            Topology::Split | Topology::SplitOverKafka => {
                 // The test's key is one of the users module's own: every process trusts it
                 // through users' JWKS, as they trust the tokens users signs.
                 let signing = TestSigner::named_by_thumbprint();
@@ -95,11 +113,25 @@ impl TestApp {
                 std::fs::create_dir_all(&keys).unwrap();
                 std::fs::write(keys.join("1.ed25519.pem"), signing.pkcs8_pem()).unwrap();
                 let verifier = platform::auth::JwtVerifier::new("bulkhead", "bulkhead-api");
-                let processes = SplitProcesses::start(&database, data_dir.path(), flags, env).await;
+                let backends = match topology {
+                    Topology::SplitOverKafka => {
+                        let broker = platform::testing::kafka::shared_broker().await.expect("the test broker starts");
+                        let mut databases: Vec<(&str, &TestDatabase)> =
+                            others.iter().map(|(name, database)| (*name, database)).collect();
+                        databases.push((split::EDGE, &database));
+                        split::Backends::OverKafka {
+                            databases,
+                            brokers: broker.brokers(),
+                            prefix: format!("t{}", uuid::Uuid::now_v7().simple()),
+                        }
+                    }
+                    _ => split::Backends::Shared(&database),
+                };
+                let processes = SplitProcesses::start(&backends, data_dir.path(), flags, env).await;
                 (processes.edge(), signing, verifier, Running::Processes(processes))
             }
         };
-        let app = Self { address, client, database, topology, signing, verifier, running, data_dir };
+        let app = Self { address, client, database, others, topology, signing, verifier, running, data_dir };
         // The bus and the jobs runtime start before the server accepts: wait until it does, so
         // a test that then disturbs the database does not disturb the start instead.
         let health = app.url("/health");
@@ -109,6 +141,11 @@ impl TestApp {
         .await
         .expect("the app never started serving");
         app
+    }
+
+    /// The database holding `module`'s schema.
+    pub fn database_of(&self, module: &str) -> &TestDatabase {
+        self.others.iter().find(|(name, _)| *name == module).map_or(&self.database, |(_, database)| database)
     }
 
     /// An access token the app accepts, for `subject` with `roles`, signed by a key the test
@@ -166,6 +203,14 @@ impl TestApp {
     pub fn processes(&mut self) -> Option<&mut SplitProcesses> {
         match &mut self.running {
             Running::Processes(processes) => Some(processes),
+            Running::InProcess { .. } => None,
+        }
+    }
+
+    /// The address of the process hosting `module` in a split (`None` for the monolith).
+    pub fn process_address(&self, module: &str) -> Option<SocketAddr> {
+        match &self.running {
+            Running::Processes(processes) => Some(processes.address_of(module)),
             Running::InProcess { .. } => None,
         }
     }

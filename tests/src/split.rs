@@ -1,6 +1,7 @@
 //! The split topology for tests: each module in its own OS process, started from the built
 //! binary with `BULKHEAD_MODULES` set to that module and the URLs of all the others, on one
-//! database server where each module has its own role. The orders process is the edge.
+//! database server where each module has its own role, or ([`Backends::OverKafka`]) each
+//! with a database of its own and events through Kafka. The orders process is the edge.
 //!
 //! Processes can be stopped, killed, frozen and restarted one by one, for failure tests.
 
@@ -21,7 +22,33 @@ use crate::{ADMIN_EMAIL, ADMIN_PASSWORD};
 const MODULES: [&str; 5] = ["users", "inventory", "orders", "payments", "notifications"];
 
 /// The module whose process clients talk to.
-const EDGE: &str = "orders";
+pub(crate) const EDGE: &str = "orders";
+
+/// Where the processes keep their data and how their events travel.
+#[derive(Debug)]
+pub(crate) enum Backends<'a> {
+    /// One database for all, events through the publishers' outboxes.
+    Shared(&'a TestDatabase),
+    /// A database per module, events through Kafka topics under `prefix`.
+    OverKafka { databases: Vec<(&'static str, &'a TestDatabase)>, brokers: String, prefix: String },
+}
+
+impl Backends<'_> {
+    /// What `module`'s process is told about its database and the event transport.
+    fn env_of(&self, module: &str) -> Vec<(String, String)> {
+        match self {
+            Self::Shared(database) => vec![("DATABASE_URL".to_owned(), database.url().expose_secret().to_owned())],
+            Self::OverKafka { databases, brokers, prefix } => {
+                let database = databases.iter().find(|(name, _)| *name == module).expect("a database per module").1;
+                vec![
+                    ("DATABASE_URL".to_owned(), database.url().expose_secret().to_owned()),
+                    ("BULKHEAD_KAFKA_BROKERS".to_owned(), brokers.clone()),
+                    ("BULKHEAD_KAFKA_TOPIC_PREFIX".to_owned(), prefix.clone()),
+                ]
+            }
+        }
+    }
+}
 
 /// The modules' processes of one test.
 #[derive(Debug)]
@@ -49,11 +76,11 @@ fn binary() -> PathBuf {
 
 impl SplitProcesses {
     /// Starts every module's process and waits until each serves.
-    pub(crate) async fn start(database: &TestDatabase, data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(backends: &Backends<'_>, data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Self {
         let logs = data_dir.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         for attempt in 1..=3 {
-            let mut split = Self::configure(database, data_dir, flags, env, logs.clone());
+            let mut split = Self::configure(backends, data_dir, flags, env, logs.clone());
             for process in &mut split.processes {
                 process.spawn(&split.logs);
             }
@@ -73,7 +100,7 @@ impl SplitProcesses {
     }
 
     fn configure(
-        database: &TestDatabase,
+        backends: &Backends<'_>,
         data_dir: &Path,
         flags: &[&str],
         env: &[(&str, &str)],
@@ -84,9 +111,7 @@ impl SplitProcesses {
             MODULES.iter().map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
         let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
         drop(listeners);
-        let url = database.url();
         let mut shared = vec![
-            ("DATABASE_URL".to_owned(), url.expose_secret().to_owned()),
             ("BULKHEAD_DATA_DIR".to_owned(), data_dir.display().to_string()),
             ("BULKHEAD_DB_POOL_SIZE".to_owned(), "3".to_owned()),
             ("BULKHEAD_ADMIN_EMAIL".to_owned(), ADMIN_EMAIL.to_owned()),
@@ -105,7 +130,9 @@ impl SplitProcesses {
             .iter()
             .zip(ports)
             .map(|(module, port)| {
-                let mut command = shared.clone();
+                // What a test passes in `env` wins over the backends' settings.
+                let mut command = backends.env_of(module);
+                command.extend(shared.iter().cloned());
                 command.push(("BULKHEAD_MODULES".to_owned(), (*module).to_owned()));
                 command.push(("BULKHEAD_ADDR".to_owned(), format!("127.0.0.1:{port}")));
                 // Spans, when exported, say which process made them.

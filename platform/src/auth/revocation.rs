@@ -115,6 +115,9 @@ impl Revocations {
 /// Where the changes come from: the users module's outbox, in the same database.
 const SOURCE: &str = "users.outbox";
 
+/// How far back a feed reads at its start: longer than an access token lives (15 minutes).
+const LOOKBACK: Duration = Duration::from_secs(3600);
+
 /// Keeps a process's [`Revocations`] current by reading `users.outbox`: on start, every
 /// change of the last `lookback` (at least the access-token lifetime); then each new one, as
 /// soon as the bus's `NOTIFY` says users' events were sequenced, or after `poll_interval`.
@@ -139,7 +142,7 @@ impl RevocationFeed {
         Self {
             pool,
             revocations,
-            lookback: Duration::from_secs(3600),
+            lookback: LOOKBACK,
             poll_interval: Duration::from_secs(1),
             listening_poll_interval: Duration::from_secs(30),
             bus: None,
@@ -152,6 +155,32 @@ impl RevocationFeed {
     pub fn woken_by(mut self, bus: &crate::bus::Bus) -> Self {
         self.bus = Some(bus.clone());
         self
+    }
+
+    /// For a process on a database of its own (the Kafka transport): reads the window of
+    /// recent changes from the users module's topic, then follows it until `cancel` fires.
+    /// Changes are applied as they come; one that arrives late does not undo a newer one.
+    ///
+    /// # Errors
+    /// A Kafka consumer that cannot be configured.
+    #[cfg(feature = "kafka")]
+    pub async fn start_over_kafka(
+        revocations: Revocations,
+        config: &crate::bus::kafka::KafkaConfig,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let since = Utc::now() - TimeDelta::from_std(LOOKBACK).unwrap_or(TimeDelta::MAX);
+        let apply = std::sync::Arc::new(move |event: &crate::bus::EventEnvelope| {
+            let decoded = u32::try_from(event.event_version)
+                .ok()
+                .filter(|version| *version == AccessChanged::VERSION)
+                .and_then(|_| serde_json::from_value::<AccessChanged>(event.payload.clone()).ok());
+            match decoded {
+                Some(change) => revocations.apply(&change, Utc::now()),
+                None => tracing::error!(event_id = %event.id, "an access change this process cannot read; skipped"),
+            }
+        });
+        crate::bus::kafka::follow_topic(config, "users", AccessChanged::TYPE, since, apply, cancel).await
     }
 
     /// Reads the window of recent changes, then follows new ones until `cancel` fires. The

@@ -17,6 +17,7 @@
 mod config;
 mod log;
 mod relay;
+mod tail;
 mod wire;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ use rdkafka::error::RDKafkaErrorCode;
 pub use config::{CLIENT_ENV_PREFIX, KafkaConfig};
 pub use log::KafkaLog;
 pub use relay::KafkaRelay;
+pub use tail::follow_topic;
 
 use super::transport::SourceNotReady;
 

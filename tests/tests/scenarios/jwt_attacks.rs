@@ -172,7 +172,7 @@ async fn a_reused_refresh_token_ends_its_session_and_the_sessions_access_token(t
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the session's access token is refused at once: {body}");
 }
 
-on_both_topologies!(
+on_every_topology!(
     every_forged_or_bent_token_is_refused_with_401,
     a_reused_refresh_token_ends_its_session_and_the_sessions_access_token,
 );

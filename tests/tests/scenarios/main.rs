@@ -1,11 +1,12 @@
-//! Cross-module scenarios against the real application over HTTP, each run on both
-//! topologies (the monolith, and every module in its own process behind an edge), and the
-//! architecture test.
+//! Cross-module scenarios against the real application over HTTP, each run on every
+//! topology (the monolith; every module in its own process behind an edge; and that split
+//! with a database per process and events through Kafka), and the architecture test.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-/// Runs each scenario (an `async fn(Topology)` of the file) on both topologies, as
-/// `<file>::monolith::<scenario>` and `<file>::split::<scenario>`.
-macro_rules! on_both_topologies {
+/// Runs each scenario (an `async fn(Topology)` of the file) on every topology, as
+/// `<file>::monolith::<scenario>`, `<file>::split::<scenario>` and
+/// `<file>::split_over_kafka::<scenario>`.
+macro_rules! on_every_topology {
     ($($scenario:ident),+ $(,)?) => {
         mod monolith {
             $(
@@ -23,11 +24,20 @@ macro_rules! on_both_topologies {
                 }
             )+
         }
+        mod split_over_kafka {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(bulkhead_tests::Topology::SplitOverKafka).await;
+                }
+            )+
+        }
     };
 }
 
 mod architecture;
 mod jwt_attacks;
+mod kafka;
 mod notifications;
 mod observability;
 mod operations;

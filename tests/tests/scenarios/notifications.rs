@@ -17,14 +17,14 @@ use crate::shop::{await_status, customer, place};
 
 /// An email as the mailbox holds it.
 #[derive(Debug, Clone)]
-struct Email {
-    to: String,
-    subject: String,
-    text: String,
+pub(crate) struct Email {
+    pub(crate) to: String,
+    pub(crate) subject: String,
+    pub(crate) text: String,
 }
 
 /// Every message in the app's mailbox.
-fn mailbox(app: &TestApp) -> Vec<Email> {
+pub(crate) fn mailbox(app: &TestApp) -> Vec<Email> {
     let Ok(entries) = std::fs::read_dir(app.mailbox_dir()) else { return Vec::new() };
     let mut emails = Vec::new();
     for entry in entries {
@@ -180,7 +180,7 @@ async fn a_confirmed_order_sends_one_confirmation_email_and_one_webhook_delivery
     app.stop().await.unwrap();
 }
 
-on_both_topologies!(
+on_every_topology!(
     registration_sends_a_welcome_email_whose_link_verifies_the_address,
     a_confirmed_order_sends_one_confirmation_email_and_one_webhook_delivery,
 );

@@ -168,7 +168,7 @@ async fn responses_carry_security_headers_are_compressed_and_cors_admits_only_co
     assert!(!refused.headers().contains_key("access-control-allow-origin"));
 }
 
-on_both_topologies!(
+on_every_topology!(
     liveness_and_readiness_answer_in_the_envelope,
     readiness_fails_with_503_when_the_database_goes_away,
     metrics_count_requests_by_route_template,

@@ -49,7 +49,7 @@ async fn an_order_for_more_than_is_in_stock_is_rejected_with_reasons_and_holds_n
     app.stop().await.unwrap();
 }
 
-on_both_topologies!(
+on_every_topology!(
     a_placed_order_reaches_awaiting_payment_with_its_stock_reserved,
     an_order_for_more_than_is_in_stock_is_rejected_with_reasons_and_holds_nothing,
 );

@@ -90,7 +90,7 @@ async fn a_paid_order_cancelled_by_its_customer_is_refunded_and_restocked(topolo
     app.stop().await.unwrap();
 }
 
-on_both_topologies!(
+on_every_topology!(
     a_paid_order_is_confirmed_with_its_stock_taken_and_its_payment_captured,
     a_declined_card_cancels_the_order_and_frees_its_stock,
     a_paid_order_cancelled_by_its_customer_is_refunded_and_restocked,

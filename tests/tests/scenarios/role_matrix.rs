@@ -270,4 +270,4 @@ async fn owners_records(app: &TestApp, owner: &str) -> Records {
     Records { order, payment, notification, product }
 }
 
-on_both_topologies!(every_documented_operation_answers_each_role_as_its_access_class_says,);
+on_every_topology!(every_documented_operation_answers_each_role_as_its_access_class_says,);

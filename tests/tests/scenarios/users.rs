@@ -45,7 +45,7 @@ async fn tokens_the_users_module_signs_open_the_bus_admin_api(topology: Topology
     app.stop().await.unwrap();
 }
 
-on_both_topologies!(
+on_every_topology!(
     a_customer_registers_signs_in_and_reads_their_account,
     tokens_the_users_module_signs_open_the_bus_admin_api,
 );
