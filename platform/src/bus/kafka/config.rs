@@ -69,6 +69,8 @@ impl KafkaConfig {
     pub(crate) fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        // Small requests answered at once: Nagle would hold them for the peer's delayed ACK.
+        config.set("socket.nagle.disable", "true");
         for (name, value) in &self.client {
             config.set(name, value);
         }

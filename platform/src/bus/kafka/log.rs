@@ -327,7 +327,10 @@ impl Reader {
             .set("auto.offset.reset", "earliest")
             // What a partition may hold fetched ahead; the buffer behind it is bounded too.
             .set("queued.max.messages.kbytes", "8192")
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            // A fetch that failed (a broker restarting, a partition moving) is retried soon,
+            // not after librdkafka's default half second.
+            .set("fetch.error.backoff.ms", "20");
         let consumer: BaseConsumer = client.create().context("a Kafka consumer")?;
         let reader = Arc::new(Self {
             source: source.to_owned(),
@@ -366,34 +369,43 @@ impl Reader {
     /// positioned: the pump wakes the partition when events arrive.
     fn read(&self, partition: i32, after: i64, limit: usize) -> Vec<EventEnvelope> {
         let mut state = self.state();
-        let state = &mut *state;
-        let p = state.partitions.entry(partition).or_default();
-        let started = p.next.is_some() || p.start.is_some();
-        if !started || after < p.floor {
-            let known = p.remembered.range(..=after).next_back().map(|(_, offset)| *offset);
-            p.start = Some(match known {
+        let events = state.partitions.entry(partition).or_default().read(after, limit);
+        if events.is_none() {
+            state.reassign = true;
+        }
+        events.unwrap_or_default()
+    }
+}
+
+impl PartitionState {
+    /// Up to `limit` buffered events after cursor `after`, dropping those the cursor has
+    /// passed; `None` when the partition must first be (re)positioned, which this asks for.
+    fn read(&mut self, after: i64, limit: usize) -> Option<Vec<EventEnvelope>> {
+        let started = self.next.is_some() || self.start.is_some();
+        if !started || after < self.floor {
+            let known = self.remembered.range(..=after).next_back().map(|(_, offset)| *offset);
+            self.start = Some(match known {
                 Some(offset) if started => Start::Known(offset),
                 _ if after == 0 => Start::Beginning,
                 _ if !started => Start::Committed,
                 _ => Start::Beginning,
             });
-            p.buffered.clear();
-            p.next = None;
-            p.floor = after;
-            state.reassign = true;
-            return Vec::new();
+            self.buffered.clear();
+            self.next = None;
+            self.floor = after;
+            return None;
         }
-        p.floor = after;
-        while let Some((offset, event)) = p.buffered.front() {
+        self.floor = after;
+        while let Some((offset, event)) = self.buffered.front() {
             if event.position > after {
                 break;
             }
-            p.handled = Some(*offset);
-            p.buffered.pop_front();
+            self.handled = Some(*offset);
+            self.buffered.pop_front();
         }
         let mut last = after;
         let mut events = Vec::new();
-        for (_, event) in &p.buffered {
+        for (_, event) in &self.buffered {
             if events.len() >= limit {
                 break;
             }
@@ -404,7 +416,7 @@ impl Reader {
             last = event.position;
             events.push(event.clone());
         }
-        events
+        Some(events)
     }
 }
 
@@ -608,7 +620,9 @@ impl Pump {
         if moved.is_empty() {
             return;
         }
-        match self.consumer.commit(&list, CommitMode::Sync) {
+        // Asynchronous: a commit is a hint, and waiting for the coordinator would stall the
+        // pump (and every partition behind it) for a round trip or more.
+        match self.consumer.commit(&list, CommitMode::Async) {
             Ok(()) => {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 for (index, handled) in moved {
@@ -619,5 +633,80 @@ impl Pump {
             }
             Err(error) => tracing::debug!(topic = self.topic, "committing offsets to the group failed: {error}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: i64) -> EventEnvelope {
+        EventEnvelope {
+            id: uuid::Uuid::now_v7(),
+            source: "alpha".to_owned(),
+            position,
+            event_type: "alpha.made".to_owned(),
+            event_version: 1,
+            aggregate_key: "k".to_owned(),
+            payload: serde_json::json!({}),
+            metadata: crate::bus::event::Metadata::system("test"),
+            occurred_at: Utc::now(),
+        }
+    }
+
+    /// A partition that started at offset 0 and fetched records with these positions.
+    fn fetched(positions: &[i64]) -> PartitionState {
+        let mut p = PartitionState { next: Some(Offset::Beginning), ..PartitionState::default() };
+        for (offset, position) in (0..).zip(positions) {
+            p.remembered.insert(*position, offset);
+            p.buffered.push_back((offset, event(*position)));
+        }
+        p
+    }
+
+    fn positions(events: &[EventEnvelope]) -> Vec<i64> {
+        events.iter().map(|e| e.position).collect()
+    }
+
+    #[test]
+    fn a_first_read_asks_for_a_start_from_the_groups_commit_or_the_beginning() {
+        let mut p = PartitionState::default();
+        assert!(p.read(7, 10).is_none());
+        assert_eq!(p.start, Some(Start::Committed), "a cursor past 0 restarts where the group committed, checked");
+        let mut p = PartitionState::default();
+        assert!(p.read(0, 10).is_none());
+        assert_eq!(p.start, Some(Start::Beginning));
+    }
+
+    #[test]
+    fn a_resent_batch_is_skipped_and_each_position_read_once_in_order() {
+        // 1 2 3, then the relay crashed and sent 2 3 again, then 4.
+        let mut p = fetched(&[1, 2, 3, 2, 3, 4]);
+        assert_eq!(positions(&p.read(0, 10).unwrap()), [1, 2, 3, 4]);
+        assert_eq!(positions(&p.read(0, 2).unwrap()), [1, 2], "a limit counts events returned");
+        assert_eq!(positions(&p.read(3, 10).unwrap()), [4], "after the cursor only");
+        assert_eq!(p.handled, Some(4), "the repeats before 4 are handled too");
+        assert!(p.read(4, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_read_that_failed_gets_the_same_events_again() {
+        let mut p = fetched(&[1, 2, 3]);
+        assert_eq!(positions(&p.read(0, 10).unwrap()), [1, 2, 3]);
+        // The handler's transaction rolled back: the cursor is still 0.
+        assert_eq!(positions(&p.read(0, 10).unwrap()), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_rewind_restarts_at_the_newest_offset_known_at_or_before_the_new_cursor() {
+        let mut p = fetched(&[5, 6, 7, 8]);
+        assert_eq!(positions(&p.read(8, 10).unwrap()), Vec::<i64>::new());
+        assert!(p.read(6, 10).is_none(), "the cursor went back");
+        assert_eq!(p.start, Some(Start::Known(1)), "offset 1 holds position 6");
+        assert!(p.buffered.is_empty());
+        let mut p = fetched(&[5, 6]);
+        p.read(6, 10);
+        assert!(p.read(2, 10).is_none());
+        assert_eq!(p.start, Some(Start::Beginning), "nothing known that far back");
     }
 }
