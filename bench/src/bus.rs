@@ -1,5 +1,7 @@
 //! `bus`: the event bus on a fresh embedded PostgreSQL cluster, plus `pgbench` on the same
-//! cluster for scale.
+//! cluster for scale; on the PostgreSQL transport, or through Kafka (`--transport kafka`: the
+//! pinned test broker on loopback, a relay forwarding the outbox, the subscription reading the
+//! topic).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,25 @@ impl Event for Tick {
     }
 }
 
+/// How events travel from the publisher to the subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    Postgres,
+    Kafka,
+}
+
+/// The transport as the bus is built with it.
+#[derive(Debug)]
+enum Travel {
+    Postgres,
+    /// Each run gets topics of its own on `brokers`: those of `BULKHEAD_KAFKA_BROKERS`, or
+    /// the test broker started for this benchmark (kept here until it ends).
+    Kafka {
+        brokers: String,
+        _test_broker: Option<platform::testing::kafka::TestBroker>,
+    },
+}
+
 const PUBLISHER: &str = "benchpub";
 const SUBSCRIBER: &str = "benchsub";
 
@@ -41,11 +62,22 @@ pub(crate) async fn run(
     seconds: u64,
     pgbench_seconds: u64,
     batch: Option<i64>,
+    transport: Transport,
 ) -> anyhow::Result<serde_json::Value> {
     let config = BusConfig { batch_size: batch.unwrap_or(BusConfig::default().batch_size), ..BusConfig::default() };
+    let travel = match transport {
+        Transport::Postgres => Travel::Postgres,
+        Transport::Kafka => match std::env::var("BULKHEAD_KAFKA_BROKERS").ok().filter(|b| !b.is_empty()) {
+            Some(brokers) => Travel::Kafka { brokers, _test_broker: None },
+            None => {
+                let broker = platform::testing::kafka::TestBroker::start().await?;
+                Travel::Kafka { brokers: broker.brokers(), _test_broker: Some(broker) }
+            }
+        },
+    };
     let data_dir = tempfile::tempdir()?;
     let server = EmbeddedPostgres::start(&EmbeddedOptions::new(data_dir.path())).await?;
-    let outcome = measure(&server, &config, events, rate, seconds, pgbench_seconds).await;
+    let outcome = measure(&server, &config, &travel, events, rate, seconds, pgbench_seconds).await;
     server.stop().await?;
     outcome
 }
@@ -53,6 +85,7 @@ pub(crate) async fn run(
 async fn measure(
     server: &EmbeddedPostgres,
     config: &BusConfig,
+    travel: &Travel,
     events: u64,
     rate: u64,
     seconds: u64,
@@ -80,12 +113,13 @@ async fn measure(
     let databases = Databases::connect(&setup, &schemas).await?;
     databases.migrate(&schemas).await?;
 
-    let one = throughput(&databases, config, "benchsub.one", 1, events).await?;
-    let four = throughput(&databases, config, "benchsub.four", 4, events).await?;
-    let (p50, p99, measured) = latency(&databases, config, rate, seconds).await?;
+    let one = throughput(&databases, config, travel, "benchsub.one", 1, events).await?;
+    let four = throughput(&databases, config, travel, "benchsub.four", 4, events).await?;
+    let (p50, p99, measured) = latency(&databases, config, travel, rate, seconds).await?;
     databases.close().await;
 
     let mut report = serde_json::json!({
+        "transport": match travel { Travel::Postgres => "postgres", Travel::Kafka { .. } => "kafka" },
         "events_per_sec_1_partition": one.round(),
         "events_per_sec_4_partitions": four.round(),
         "latency_p50_ms": (p50 * 100.0).round() / 100.0,
@@ -107,6 +141,7 @@ async fn measure(
 async fn throughput(
     databases: &Databases,
     config: &BusConfig,
+    travel: &Travel,
     name: &'static str,
     partitions: u16,
     events: u64,
@@ -118,7 +153,7 @@ async fn throughput(
             counter.fetch_add(1, Ordering::Relaxed);
             Box::pin(async { Ok(()) })
         }));
-    let (stop, tasks, _) = start_bus(databases, subscription, config.clone()).await?;
+    let (stop, tasks, _) = start_bus(databases, subscription, config.clone(), travel).await?;
     let publisher = databases.pool(PUBLISHER)?.clone();
     let started = Instant::now();
     let producers: Vec<_> = (0..4)
@@ -148,10 +183,12 @@ async fn throughput(
     Ok(expected as f64 / elapsed)
 }
 
-/// At a low steady rate, the time from an append's commit returning to its handler starting.
+/// At a low steady rate, after a warm-up, the time from an append's commit returning to its
+/// handler starting.
 async fn latency(
     databases: &Databases,
     config: &BusConfig,
+    travel: &Travel,
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<(f64, f64, usize)> {
@@ -164,8 +201,20 @@ async fn latency(
         }),
     );
     let config = BusConfig { poll_interval: Duration::from_secs(5), ..config.clone() };
-    let (stop, tasks, _) = start_bus(databases, subscription, config).await?;
+    let (stop, tasks, _) = start_bus(databases, subscription, config, travel).await?;
     let publisher = databases.pool(PUBLISHER)?.clone();
+    // Warm up first: the first events wait for connections to be made (on Kafka, the
+    // producer's and the consumer's to the broker, half a second), which is not the steady
+    // latency this measures.
+    const WARM_UP: usize = 20;
+    for i in 0..WARM_UP {
+        append(&publisher, &[Tick { key: format!("warm{i}") }]).await?;
+    }
+    let warming = Instant::now();
+    while started_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.len() < WARM_UP {
+        anyhow::ensure!(warming.elapsed() < Duration::from_secs(60), "the warm-up events were not handled in a minute");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut committed: HashMap<Uuid, Instant> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     for i in 0..rate * seconds {
@@ -191,9 +240,26 @@ async fn start_bus(
     databases: &Databases,
     subscription: Subscription,
     config: BusConfig,
+    travel: &Travel,
 ) -> anyhow::Result<(CancellationToken, platform::bus::BusTasks, Metrics)> {
     let metrics = Metrics::new();
-    let bus = BusBuilder::new(config, &metrics)
+    let mut builder = BusBuilder::new(config, &metrics);
+    if let Travel::Kafka { brokers, .. } = travel {
+        let kafka = platform::bus::kafka::KafkaConfig {
+            topic_prefix: format!("bench{}", Uuid::now_v7().simple()),
+            partitions: i32::from(subscription.partitions),
+            client: platform::bus::kafka::KafkaConfig::client_properties(std::env::vars()),
+            ..platform::bus::kafka::KafkaConfig::new(brokers.clone())
+        };
+        // Each run has a topic of its own; its relay starts at the outbox's head, so it
+        // forwards that run's events only, not every earlier run's as well.
+        sqlx::query("INSERT INTO bus_relay (topic, position) SELECT $1, coalesce(max(position), 0) FROM outbox")
+            .bind(kafka.topic(PUBLISHER))
+            .execute(databases.pool(PUBLISHER)?)
+            .await?;
+        builder = builder.with_kafka(kafka)?;
+    }
+    let bus = builder
         .publisher(PUBLISHER, databases.pool(PUBLISHER)?.clone())
         .subscription(SUBSCRIBER, databases.pool(SUBSCRIBER)?.clone(), subscription)?
         .build();

@@ -52,6 +52,10 @@ enum Benchmark {
         /// Events per consumer transaction (default: the bus's default).
         #[arg(long)]
         batch: Option<i64>,
+        /// How events travel: `postgres` (the outbox) or `kafka` (through the pinned test
+        /// broker, which `scripts/kafka-broker` installs and starts).
+        #[arg(long, value_enum, default_value_t = bus::Transport::Postgres)]
+        transport: bus::Transport,
     },
     /// Sign-ins (`POST /api/v1/auth/login`) against the real app, and one password hash.
     Users {
@@ -155,8 +159,8 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let (json, report) = match Cli::parse().benchmark {
-        Benchmark::Bus { json, events, rate, seconds, pgbench_seconds, batch } => {
-            (json, bus::run(events, rate, seconds, pgbench_seconds, batch).await?)
+        Benchmark::Bus { json, events, rate, seconds, pgbench_seconds, batch, transport } => {
+            (json, bus::run(events, rate, seconds, pgbench_seconds, batch, transport).await?)
         }
         Benchmark::Users { json, requests, concurrency } => (json, users::run(requests, concurrency).await?),
         Benchmark::Orders { json, orders, concurrency } => (json, orders::run(orders, concurrency).await?),

@@ -17,13 +17,16 @@ use crate::app::{ADMIN_EMAIL, ADMIN_PASSWORD, Api};
 pub(crate) const APP_MODE: &str = "BENCH_RUN_AS_BULKHEAD";
 
 /// Every module, in the order the split starts them.
-const MODULES: [&str; 5] = ["users", "inventory", "orders", "payments", "notifications"];
+pub(crate) const MODULES: [&str; 5] = ["users", "inventory", "orders", "payments", "notifications"];
 
 /// How the modules are spread over processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Layout {
     Monolith,
     Split,
+    /// The split with a database per process (`<DATABASE_URL>_<module>`, created by the
+    /// caller) and events through Kafka (`BULKHEAD_KAFKA_BROKERS` in the environment).
+    SplitOverKafka,
 }
 
 impl Layout {
@@ -31,6 +34,7 @@ impl Layout {
         match self {
             Self::Monolith => "monolith",
             Self::Split => "split",
+            Self::SplitOverKafka => "split_over_kafka",
         }
     }
 }
@@ -44,18 +48,11 @@ pub(crate) struct Deployment {
 
 impl Deployment {
     /// Starts `layout` on `database_url` (a role that may create roles), with its state in
-    /// `data_dir`, and waits until every process serves.
+    /// `data_dir` and `env` added to every process's environment, and waits until every
+    /// process serves.
     ///
     /// # Errors
     /// A process that does not start within a minute, with what it logged.
-    pub(crate) async fn start(layout: Layout, database_url: &str, data_dir: &Path) -> anyhow::Result<Self> {
-        Self::start_with(layout, database_url, data_dir, &[]).await
-    }
-
-    /// [`Deployment::start`], with `env` added to every process's environment.
-    ///
-    /// # Errors
-    /// As [`Deployment::start`].
     pub(crate) async fn start_with(
         layout: Layout,
         database_url: &str,
@@ -64,7 +61,7 @@ impl Deployment {
     ) -> anyhow::Result<Self> {
         let groups: Vec<(&'static str, Option<&str>)> = match layout {
             Layout::Monolith => vec![("monolith", None)],
-            Layout::Split => MODULES.iter().map(|m| (*m, Some(*m))).collect(),
+            Layout::Split | Layout::SplitOverKafka => MODULES.iter().map(|m| (*m, Some(*m))).collect(),
         };
         let ports: Vec<u16> = groups.iter().map(|_| free_port()).collect::<anyhow::Result<_>>()?;
         let port_of =
@@ -76,7 +73,13 @@ impl Deployment {
             let mut command = Command::new(&exe);
             command
                 .env(APP_MODE, "1")
-                .env("DATABASE_URL", database_url)
+                .env(
+                    "DATABASE_URL",
+                    match (layout, hosted) {
+                        (Layout::SplitOverKafka, Some(module)) => format!("{database_url}_{module}"),
+                        _ => database_url.to_owned(),
+                    },
+                )
                 .env("BULKHEAD_ADDR", format!("127.0.0.1:{port}"))
                 .env("BULKHEAD_DATA_DIR", data_dir)
                 .env("BULKHEAD_ADMIN_EMAIL", ADMIN_EMAIL)
@@ -106,7 +109,7 @@ impl Deployment {
         }
         let edge = match layout {
             Layout::Monolith => ports[0],
-            Layout::Split => port_of("orders").context("no orders process")?,
+            Layout::Split | Layout::SplitOverKafka => port_of("orders").context("no orders process")?,
         };
         let deployment = Self { api: Api::new(&format!("http://127.0.0.1:{edge}"))?, processes };
         deployment.wait_until_serving(data_dir).await?;

@@ -58,12 +58,25 @@ fn cluster_options(dir: &std::path::Path) -> EmbeddedOptions {
 async fn measure(server: &EmbeddedPostgres, dir: &std::path::Path, load: Load) -> anyhow::Result<Value> {
     let pgbench_tps = pgbench(server, load.pgbench_seconds, 8)?;
     let mut layouts = serde_json::Map::new();
-    for layout in [Layout::Monolith, Layout::Split] {
+    for layout in [Layout::Monolith, Layout::Split, Layout::SplitOverKafka] {
         eprintln!("bench topology: {} ...", layout.name());
-        let url = create_database(server, &format!("bench_{}", layout.name())).await?;
+        let name = format!("bench_{}", layout.name());
         let app_dir = dir.join(layout.name());
         std::fs::create_dir_all(&app_dir)?;
-        let deployment = Deployment::start(layout, &url, &app_dir).await?;
+        let (url, broker) = if layout == Layout::SplitOverKafka {
+            // A database per module, and the pinned test broker on loopback between them.
+            let mut url = String::new();
+            for module in crate::processes::MODULES {
+                url = create_database(server, &format!("{name}_{module}")).await?;
+            }
+            let base = url.rsplit_once('_').map(|(base, _)| base.to_owned()).context("a database URL")?;
+            (base, Some(platform::testing::kafka::TestBroker::start().await?))
+        } else {
+            (create_database(server, &name).await?, None)
+        };
+        let brokers = broker.as_ref().map(platform::testing::kafka::TestBroker::brokers);
+        let env: Vec<(&str, &str)> = brokers.iter().map(|b| ("BULKHEAD_KAFKA_BROKERS", b.as_str())).collect();
+        let deployment = Deployment::start_with(layout, &url, &app_dir, &env).await?;
         let figures = measure_layout(&deployment, layout, &url, &app_dir, load).await;
         deployment.stop().await;
         layouts.insert(layout.name().to_owned(), figures?);
@@ -76,6 +89,8 @@ async fn measure(server: &EmbeddedPostgres, dir: &std::path::Path, load: Load) -
         "notes": [
             "monolith: one process hosting every module; split: one process per module, the orders process as the edge; \
              both are this build's app as separate OS processes on one embedded PostgreSQL (default durability)",
+            "split_over_kafka: the split with a database per process (in the same cluster) and events through the \
+             pinned test broker (noida-db, loopback), a relay per module and subscriptions reading topics",
             "placements and saga as in `bench orders`: one client at the given concurrency, each order followed on its \
              event stream to `confirmed` (sandbox gateway: 50 ms per call)",
             "port call: inventory's quote of one line, called back to back — in process (the inventory service in this \
@@ -99,7 +114,7 @@ async fn measure_layout(
     let saga = crate::orders::measure(&deployment.api, load.orders, load.concurrency).await?;
     let port = match layout {
         Layout::Monolith => quote_in_process(url, load.port_calls).await?,
-        Layout::Split => {
+        Layout::Split | Layout::SplitOverKafka => {
             let inventory = deployment.url_of("inventory").context("no inventory process")?;
             quote_over_http(&inventory, &app_dir.join("service-keys"), load.port_calls).await?
         }
