@@ -180,6 +180,7 @@ async fn measure(
             "cpu_ms_per_order": round2(closed.app_cpu_ms / closed.confirmed.max(1) as f64),
             "idle_db_transactions_per_sec": round2(idle.transactions_per_sec),
             "idle_db_connections": idle.connections,
+            "idle_db_connections_by_application": idle.connections_by_application,
             "idle_cpu_ms_per_sec": round2(idle.app_cpu_ms_per_sec + idle.postgres_cpu_ms_per_sec),
             "idle_app_cpu_ms_per_sec": round2(idle.app_cpu_ms_per_sec),
             "idle_postgres_cpu_ms_per_sec": round2(idle.postgres_cpu_ms_per_sec),
@@ -323,6 +324,20 @@ impl Stats {
         )
         .fetch_one(&mut *connection)
         .await?)
+    }
+
+    /// [`Stats::connections`] per `application_name`, most first.
+    async fn connections_by_application(&self) -> anyhow::Result<serde_json::Value> {
+        let mut connection = self.connection.lock().await;
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT application_name, count(*) FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+              GROUP BY 1 ORDER BY 2 DESC, 1",
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+        Ok(rows.into_iter().map(|(name, count)| (name, json!(count))).collect::<serde_json::Map<_, _>>().into())
     }
 
     /// How many of `orders` are not settled yet.
@@ -475,6 +490,8 @@ impl Shop {
 struct Idle {
     transactions_per_sec: f64,
     connections: i64,
+    /// The same, per `application_name` (each pool and listener names itself).
+    connections_by_application: serde_json::Value,
     app_cpu_ms_per_sec: f64,
     postgres_cpu_ms_per_sec: f64,
     rss_mb: f64,
@@ -502,6 +519,7 @@ async fn measure_idle(
     Ok(Idle {
         transactions_per_sec: (after - before).transactions as f64 / elapsed,
         connections: stats.connections().await?,
+        connections_by_application: stats.connections_by_application().await?,
         app_cpu_ms_per_sec: (app_after - app_before) / elapsed,
         postgres_cpu_ms_per_sec: cpu_between(&postgres_before, &postgres_after) / elapsed,
         rss_mb,
