@@ -9,6 +9,7 @@ use apalis::layers::limit::ConcurrencyLimitLayer;
 use apalis::prelude::{BackendExt, Monitor, WorkerBuilder};
 use chrono::Utc;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -150,7 +151,24 @@ impl JobsRuntime {
         let signals = JobSignals::new(&names.iter().copied().collect::<Vec<_>>());
         let signalling = tokio::spawn(signals.clone().run(pool.clone(), cancel.clone()));
 
-        let parts = WorkerParts { pool: pool.clone(), signals, instance, config, metrics, stop: cancel.clone() };
+        // Every worker's heartbeat, about two a second for the monolith, is most of what an
+        // idle runtime does. sqlx hands out idle connections in turn, so on the jobs pool
+        // they would keep some twenty connections alive; on a pool of their own, one or two.
+        let heartbeats = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(10)))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with((*pool.connect_options()).clone().application_name("bulkhead:jobs-heartbeat"));
+        let parts = WorkerParts {
+            pool: pool.clone(),
+            heartbeats: heartbeats.clone(),
+            signals,
+            instance,
+            config,
+            metrics,
+            stop: cancel.clone(),
+        };
         let mut monitor = Monitor::new();
         let mut tickers = JoinSet::new();
         for queue in queues {
@@ -183,13 +201,14 @@ impl JobsRuntime {
             }
         });
         tracing::info!(%instance, "jobs runtime started");
-        Ok(JobsHandle { running, tickers, signalling, cancel, shutdown_timeout: config.shutdown_timeout })
+        Ok(JobsHandle { running, tickers, signalling, heartbeats, cancel, shutdown_timeout: config.shutdown_timeout })
     }
 }
 
 /// What every worker of a runtime is built from.
 struct WorkerParts {
     pool: PgPool,
+    heartbeats: PgPool,
     signals: JobSignals,
     instance: String,
     config: JobsConfig,
@@ -207,7 +226,7 @@ impl WorkerParts {
             .batch_size(concurrency)
             .heartbeat_interval(self.config.heartbeat)
             .missed_heartbeats(self.config.missed_heartbeats);
-        let storage = QueueStorage::new(self.pool.clone(), config, name, self.signals.clone());
+        let storage = QueueStorage::new(self.pool.clone(), self.heartbeats.clone(), config, name, self.signals.clone());
         let (signals, instance) = (self.signals.clone(), self.instance.clone());
         let (poll, listening_poll) = (self.config.poll_interval, self.config.listening_poll_interval);
         let (metrics, stop) = (self.metrics.clone(), self.stop.clone());
@@ -284,6 +303,7 @@ pub struct JobsHandle {
     running: JoinHandle<()>,
     tickers: JoinSet<()>,
     signalling: JoinHandle<()>,
+    heartbeats: PgPool,
     cancel: CancellationToken,
     shutdown_timeout: Duration,
 }
@@ -300,5 +320,6 @@ impl JobsHandle {
             self.running.abort();
         }
         self.signalling.await.ok();
+        self.heartbeats.close().await;
     }
 }

@@ -15,7 +15,7 @@
 //!   process's heartbeat). A fetch that found jobs is always followed by one that looks.
 //!
 //! Everything else is apalis-postgres' `SqlxPersistence` and `PostgresStorage` as of 1.0:
-//! the same queries, transactions and lock/ack layer.
+//! the same queries, transactions and lock/ack layer. Heartbeats run on a pool of their own.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -39,10 +39,17 @@ pub(crate) struct QueueStorage {
 }
 
 impl QueueStorage {
-    pub(crate) fn new(pool: PgPool, config: Config, queue: &'static str, signals: JobSignals) -> Self {
+    /// `heartbeats` is a small pool of its own (see `JobsRuntime::start`).
+    pub(crate) fn new(
+        pool: PgPool,
+        heartbeats: PgPool,
+        config: Config,
+        queue: &'static str,
+        signals: JobSignals,
+    ) -> Self {
         let found_nothing_at = Arc::new(Mutex::new(None));
         Self {
-            persisted: Persisted::new(QueuePersistence { pool, config, queue, signals, found_nothing_at }),
+            persisted: Persisted::new(QueuePersistence { pool, heartbeats, config, queue, signals, found_nothing_at }),
             codec: JsonCodec::default(),
         }
     }
@@ -58,6 +65,7 @@ impl Clone for QueueStorage {
 #[derive(Clone)]
 struct QueuePersistence {
     pool: PgPool,
+    heartbeats: PgPool,
     config: Config,
     queue: &'static str,
     signals: JobSignals,
@@ -98,7 +106,7 @@ impl Persistence for QueuePersistence {
     }
 
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.heartbeats.begin().await?;
         let dead_for = self.config.orphaned_duration().as_secs();
         queries::keep_alive(&mut *tx, self.queue, worker).await?;
         let orphans = queries::reenqueue_orphaned(&mut *tx, self.queue, dead_for).await?;
