@@ -180,6 +180,8 @@ async fn measure(
             "cpu_ms_per_order": round2(closed.app_cpu_ms / closed.confirmed.max(1) as f64),
             "idle_db_transactions_per_sec": round2(idle.transactions_per_sec),
             "idle_db_connections": idle.connections,
+            "idle_db_connections_by_application": idle.connections_by_application,
+            "idle_db_connections_opened_per_min": round2(idle.connections_opened_per_min),
             "idle_cpu_ms_per_sec": round2(idle.app_cpu_ms_per_sec + idle.postgres_cpu_ms_per_sec),
             "idle_app_cpu_ms_per_sec": round2(idle.app_cpu_ms_per_sec),
             "idle_postgres_cpu_ms_per_sec": round2(idle.postgres_cpu_ms_per_sec),
@@ -246,12 +248,18 @@ struct Stats {
 struct Counters {
     transactions: i64,
     row_writes: i64,
+    /// Connections opened (`pg_stat_database.sessions`).
+    sessions: i64,
 }
 
 impl std::ops::Sub for Counters {
     type Output = Self;
     fn sub(self, other: Self) -> Self {
-        Self { transactions: self.transactions - other.transactions, row_writes: self.row_writes - other.row_writes }
+        Self {
+            transactions: self.transactions - other.transactions,
+            row_writes: self.row_writes - other.row_writes,
+            sessions: self.sessions - other.sessions,
+        }
     }
 }
 
@@ -271,15 +279,15 @@ impl Stats {
         self.statements.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
         // A fresh snapshot: the view caches within a transaction otherwise.
         sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *connection).await?;
-        let (transactions, row_writes): (i64, i64) = sqlx::query_as(
-            "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted
+        let (transactions, row_writes, sessions): (i64, i64, i64) = sqlx::query_as(
+            "SELECT xact_commit + xact_rollback, tup_inserted + tup_updated + tup_deleted, sessions
                FROM pg_stat_database WHERE datname = $1",
         )
         .bind(&self.database)
         .fetch_one(&mut *connection)
         .await?;
         let own = self.statements.load(std::sync::atomic::Ordering::Relaxed);
-        Ok(Counters { transactions: transactions - own, row_writes })
+        Ok(Counters { transactions: transactions - own, row_writes, sessions })
     }
 
     /// Starts `pg_stat_statements` afresh (creating it on first use).
@@ -323,6 +331,20 @@ impl Stats {
         )
         .fetch_one(&mut *connection)
         .await?)
+    }
+
+    /// [`Stats::connections`] per `application_name`, most first.
+    async fn connections_by_application(&self) -> anyhow::Result<serde_json::Value> {
+        let mut connection = self.connection.lock().await;
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT application_name, count(*) FROM pg_stat_activity
+              WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+              GROUP BY 1 ORDER BY 2 DESC, 1",
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+        Ok(rows.into_iter().map(|(name, count)| (name, json!(count))).collect::<serde_json::Map<_, _>>().into())
     }
 
     /// How many of `orders` are not settled yet.
@@ -475,6 +497,10 @@ impl Shop {
 struct Idle {
     transactions_per_sec: f64,
     connections: i64,
+    /// The same, per `application_name` (each pool and listener names itself).
+    connections_by_application: serde_json::Value,
+    /// Connections opened meanwhile (a pool that closes and reopens them costs CPU).
+    connections_opened_per_min: f64,
     app_cpu_ms_per_sec: f64,
     postgres_cpu_ms_per_sec: f64,
     rss_mb: f64,
@@ -502,6 +528,8 @@ async fn measure_idle(
     Ok(Idle {
         transactions_per_sec: (after - before).transactions as f64 / elapsed,
         connections: stats.connections().await?,
+        connections_by_application: stats.connections_by_application().await?,
+        connections_opened_per_min: (after - before).sessions as f64 * 60.0 / elapsed,
         app_cpu_ms_per_sec: (app_after - app_before) / elapsed,
         postgres_cpu_ms_per_sec: cpu_between(&postgres_before, &postgres_after) / elapsed,
         rss_mb,

@@ -22,6 +22,7 @@ mod retention;
 mod runtime;
 mod service;
 mod signals;
+mod storage;
 
 use std::time::Duration;
 

@@ -98,8 +98,11 @@ impl Databases {
     pub async fn connect(setup: &DatabaseSetup, schemas: &[ModuleSchema]) -> anyhow::Result<Self> {
         let admin = match &setup.admin {
             Some(access) => Some(
+                // Used while provisioning and by readiness checks: idle, it holds nothing.
                 PgPoolOptions::new()
                     .max_connections(2)
+                    .min_connections(0)
+                    .idle_timeout(Some(Duration::from_secs(10)))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(access.options.clone().application_name("bulkhead:admin"))
                     .await
@@ -120,7 +123,9 @@ impl Databases {
         }
         // Connections a burst opened are closed after 10 s unused: an idle process holds only
         // what its periodic work keeps busy (each connection is a server process). sqlx hands
-        // out idle connections in turn, so a longer timeout would keep every one of them alive.
+        // out idle connections in turn, so periodic work keeps about (its rate × 10 s) of them
+        // alive; a shorter timeout would close and reopen them instead (the jobs runtime gives
+        // its heartbeats a pool of their own for that reason).
         let pool_options = || {
             PgPoolOptions::new()
                 .max_connections(setup.pool_size.max(1))

@@ -7,6 +7,7 @@ use apalis::prelude::{MetadataStore, TaskBuilder};
 use apalis_postgres::PgTask;
 use sqlx::{Connection, PgConnection};
 
+use super::signals::DUE_CHANNEL;
 use super::{DEFAULT_MAX_ATTEMPTS, Enqueued, Job, Schedule};
 use crate::telemetry::TRACEPARENT;
 
@@ -93,6 +94,12 @@ async fn push(
     }
     let task: PgTask = task.build();
     apalis_postgres::queries::push_tasks(&mut *conn, queue, vec![task]).await?;
+    if run_at > now {
+        // apalis' trigger announces only jobs due now: the runtimes' listeners time this one
+        // (`signals`). Sent on commit, and not at all if the savepoint is rolled back.
+        let due = serde_json::json!({ "job_type": queue, "run_at": run_at }).to_string();
+        sqlx::query("SELECT pg_notify($1, $2)").bind(DUE_CHANNEL).bind(due).execute(&mut *conn).await?;
+    }
     set_search_path(conn, &search_path).await
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis::layers::limit::ConcurrencyLimitLayer;
 use apalis::prelude::{BackendExt, Monitor, WorkerBuilder};
-use apalis_postgres::PostgresStorage;
 use chrono::Utc;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +18,8 @@ use super::metrics::JobMetrics;
 use super::queue::{JobQueue, Recurring, validate_name};
 use super::retention;
 use super::service::{HandlerService, RetryLayer};
-use super::signals::JobSignals;
+use super::signals::{JobSignals, SafetyNet};
+use super::storage::QueueStorage;
 use super::{Enqueued, Schedule};
 use crate::bus::RetryPolicy;
 use crate::db::migrate;
@@ -27,9 +28,14 @@ use crate::metrics::Metrics;
 /// Tuning of a jobs runtime; the defaults suit production.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
-    /// Longest wait before a worker looks for due jobs, whatever it hears: apalis can miss a
-    /// wake-up (see `signals`), so each worker also polls at this pace.
+    /// How often a worker looks for jobs while job notifications are lost (the listener's
+    /// connection is down).
     pub poll_interval: Duration,
+    /// How often a worker looks for jobs while notifications arrive, spread by ±25%: a safety
+    /// net for jobs nobody announced to this process (jobs a crashed process's worker held,
+    /// once another process's heartbeat re-enqueues them; more jobs due later than it keeps
+    /// times for). Jobs due now and due later are woken for (ADR 0024).
+    pub listening_poll_interval: Duration,
     /// How long a stop waits for running jobs before abandoning them (they run again
     /// elsewhere once their worker is presumed dead).
     pub shutdown_timeout: Duration,
@@ -47,6 +53,7 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_secs(1),
+            listening_poll_interval: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             missed_heartbeats: 6,
@@ -144,7 +151,24 @@ impl JobsRuntime {
         let signals = JobSignals::new(&names.iter().copied().collect::<Vec<_>>());
         let signalling = tokio::spawn(signals.clone().run(pool.clone(), cancel.clone()));
 
-        let parts = WorkerParts { pool: pool.clone(), signals, instance, config, metrics, stop: cancel.clone() };
+        // Every worker's heartbeat, about two a second for the monolith, is most of what an
+        // idle runtime does. sqlx hands out idle connections in turn, so on the jobs pool
+        // they would keep some twenty connections alive; on a pool of their own, one or two.
+        let heartbeats = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(10)))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with((*pool.connect_options()).clone().application_name("bulkhead:jobs-heartbeat"));
+        let parts = WorkerParts {
+            pool: pool.clone(),
+            heartbeats: heartbeats.clone(),
+            signals,
+            instance,
+            config,
+            metrics,
+            stop: cancel.clone(),
+        };
         let mut monitor = Monitor::new();
         let mut tickers = JoinSet::new();
         for queue in queues {
@@ -177,13 +201,14 @@ impl JobsRuntime {
             }
         });
         tracing::info!(%instance, "jobs runtime started");
-        Ok(JobsHandle { running, tickers, signalling, cancel, shutdown_timeout: config.shutdown_timeout })
+        Ok(JobsHandle { running, tickers, signalling, heartbeats, cancel, shutdown_timeout: config.shutdown_timeout })
     }
 }
 
 /// What every worker of a runtime is built from.
 struct WorkerParts {
     pool: PgPool,
+    heartbeats: PgPool,
     signals: JobSignals,
     instance: String,
     config: JobsConfig,
@@ -196,28 +221,30 @@ impl WorkerParts {
     fn register(&self, monitor: Monitor, queue: JobQueue) -> Monitor {
         let JobQueue { name, handler, retry, concurrency, .. } = queue;
         // Fetch no more than it can start, so idle replicas get the rest.
-        let storage = PostgresStorage::<serde_json::Value>::new(&self.pool).with_config(
-            apalis_postgres::Config::default()
-                .queue(name)
-                .batch_size(concurrency)
-                .heartbeat_interval(self.config.heartbeat)
-                .missed_heartbeats(self.config.missed_heartbeats),
-        );
-        let (signals, instance, poll) = (self.signals.clone(), self.instance.clone(), self.config.poll_interval);
+        let config = apalis_postgres::Config::default()
+            .queue(name)
+            .batch_size(concurrency)
+            .heartbeat_interval(self.config.heartbeat)
+            .missed_heartbeats(self.config.missed_heartbeats);
+        let storage = QueueStorage::new(self.pool.clone(), self.heartbeats.clone(), config, name, self.signals.clone());
+        let (signals, instance) = (self.signals.clone(), self.instance.clone());
+        let (poll, listening_poll) = (self.config.poll_interval, self.config.listening_poll_interval);
         let (metrics, stop) = (self.metrics.clone(), self.stop.clone());
         monitor.register(move |restarts| {
             // apalis restarts at once; a database outage would make that a tight loop.
             let delay =
                 if restarts == 0 { Duration::ZERO } else { RESTART_BACKOFF.delay_after(restarts_u32(restarts)) };
-            // News wakes the worker at once. apalis can take a wake-up while a fetch that began
-            // before it runs, and then wait for the next one: the worker also looks every
-            // `poll_interval`, as it always did (ADR 0023 says what this costs idle).
-            let backend = storage.clone().poll_with_stream(signals.stream(name)).poll_with_interval(poll).before_start(
-                move |_| async move {
+            // News wakes the worker at once; the storage looks again if news came while it
+            // looked, so none is lost (ADR 0024). The timer is only a safety net while
+            // notifications arrive.
+            let backend = storage
+                .clone()
+                .poll_with_stream(signals.stream(name))
+                .poll_with_strategy(SafetyNet::new(signals.clone(), name, poll, listening_poll))
+                .before_start(move |_| async move {
                     tokio::time::sleep(delay).await;
                     Ok(())
-                },
-            );
+                });
             WorkerBuilder::new(format!("{name}@{instance}#{restarts}"))
                 .backend(backend)
                 .layer(ConcurrencyLimitLayer::new(concurrency))
@@ -276,6 +303,7 @@ pub struct JobsHandle {
     running: JoinHandle<()>,
     tickers: JoinSet<()>,
     signalling: JoinHandle<()>,
+    heartbeats: PgPool,
     cancel: CancellationToken,
     shutdown_timeout: Duration,
 }
@@ -292,5 +320,6 @@ impl JobsHandle {
             self.running.abort();
         }
         self.signalling.await.ok();
+        self.heartbeats.close().await;
     }
 }

@@ -247,6 +247,91 @@ async fn a_scheduled_job_waits_until_its_time() {
     running.stop().await;
 }
 
+/// Polling only as a safety net: far longer than any test waits.
+const NO_POLLING: Duration = Duration::from_secs(3600);
+
+/// While the listener is connected, a worker polls every `listening_poll_interval`; these
+/// tests make that an hour, so only wake-ups can run their jobs in time.
+fn wake_ups_only(config: JobsConfig) -> JobsConfig {
+    JobsConfig { listening_poll_interval: NO_POLLING, ..config }
+}
+
+#[tokio::test]
+async fn a_job_enqueued_while_a_fetch_that_cannot_see_it_runs_is_run_at_once() {
+    let (_db, databases) = setup().await;
+    let (alpha, jobs) = (databases.pool("alpha").unwrap(), databases.jobs_pool().unwrap());
+    // Every fetch takes a second after its snapshot, so a job committed meanwhile is news
+    // the fetch cannot see (the race of ADR 0024).
+    sqlx::query(
+        "CREATE OR REPLACE FUNCTION apalis.get_jobs(worker_id TEXT, v_job_type TEXT, v_job_count INTEGER DEFAULT 5)
+         RETURNS SETOF apalis.jobs LANGUAGE plpgsql VOLATILE AS $$
+         BEGIN
+             RETURN QUERY WITH jobs AS (
+                 SELECT id FROM apalis.jobs
+                 WHERE (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts))
+                   AND run_at < now() AND job_type = v_job_type
+                 ORDER BY priority DESC, run_at ASC LIMIT v_job_count FOR UPDATE SKIP LOCKED
+             )
+             UPDATE apalis.jobs j SET status = 'Queued', lock_by = worker_id, lock_at = now()
+             FROM jobs WHERE j.id = jobs.id RETURNING j.*;
+             PERFORM pg_sleep(1);
+         END $$",
+    )
+    .execute(jobs)
+    .await
+    .unwrap();
+    let recorder = Recorder::new(Behaviour::Succeed);
+    let running = Running::start_with(&databases, vec![JobQueue::new(recorder.clone())], wake_ups_only).await;
+
+    // The listener is connected (its last statement runs after LISTEN), and a fetch is running.
+    eventually(WAIT, || async {
+        let (listening, fetching): (bool, bool) = sqlx::query_as(
+            "SELECT
+                 bool_or(application_name = 'bulkhead:jobs-listen' AND state = 'idle' AND query LIKE '%DISTINCT job_type%'),
+                 bool_or(state = 'active' AND query LIKE '%get_jobs%')
+             FROM pg_stat_activity WHERE datname = current_database()",
+        )
+        .fetch_one(jobs)
+        .await?;
+        Ok((listening && fetching).then_some(()))
+    })
+    .await
+    .unwrap();
+    let enqueued_at = Utc::now();
+    enqueue_committed(alpha, &Ping { n: 1 }, Schedule::now()).await;
+
+    settled(jobs, Ping::QUEUE, 1).await;
+    let ran = &recorder.runs()[0];
+    assert!(
+        ran.at - enqueued_at < chrono::Duration::seconds(5),
+        "enqueued at {enqueued_at}, ran at {}: it waited for a poll",
+        ran.at
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_due_later_run_at_their_time_without_polling() {
+    let (_db, databases) = setup().await;
+    let (alpha, jobs) = (databases.pool("alpha").unwrap(), databases.jobs_pool().unwrap());
+    // One announced before the runtime listens (read from the table), one after.
+    let before = Utc::now() + chrono::Duration::milliseconds(2_500);
+    enqueue_committed(alpha, &Ping { n: 1 }, Schedule { run_at: Some(before), ..Schedule::default() }).await;
+    let recorder = Recorder::new(Behaviour::Succeed);
+    let running = Running::start_with(&databases, vec![JobQueue::new(recorder.clone())], wake_ups_only).await;
+    let after = Utc::now() + chrono::Duration::milliseconds(3_500);
+    enqueue_committed(alpha, &Ping { n: 2 }, Schedule { run_at: Some(after), ..Schedule::default() }).await;
+
+    settled(jobs, Ping::QUEUE, 2).await;
+    for (n, due) in [(1, before), (2, after)] {
+        let ran = recorder.runs().into_iter().find(|r| r.n == n).unwrap();
+        // Due on the next whole second; woken just after it.
+        assert!(ran.at >= due, "ping {n} ran at {}, due at {due}", ran.at);
+        assert!(ran.at - due < chrono::Duration::seconds(3), "ping {n} ran at {}, due at {due}", ran.at);
+    }
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn a_duplicate_idempotency_key_is_already_scheduled_and_the_transaction_still_commits() {
     let (_db, databases) = setup().await;
