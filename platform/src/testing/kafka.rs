@@ -57,7 +57,7 @@ impl TestBroker {
         KafkaConfig { topic_prefix: prefix.to_owned(), partitions, ..KafkaConfig::new(self.brokers()) }
     }
 
-    /// Stops the broker (its data stays).
+    /// Stops the broker gracefully (its data stays).
     pub fn stop(&self) {
         if let Some(pid) = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             kill(pid);
@@ -99,15 +99,25 @@ impl Drop for TestBroker {
     }
 }
 
+/// Stops the broker gracefully (SIGTERM), as an operator would, and waits until it is gone;
+/// SIGKILL if it takes longer than 10 s. (Killed outright, the test broker can lose records it
+/// had acknowledged but not yet written, as a single Kafka broker without replicas can.)
 fn kill(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        let pid = nix::unistd::Pid::from_raw(pid);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        // Not our child (the script started it): wait until it is gone, so its port is free.
-        let until = Instant::now() + Duration::from_secs(5);
-        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < until {
+    use nix::sys::signal::{Signal, kill};
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    // Not our child (the script started it): wait until it is gone, so its port is free.
+    let gone = |within: Duration| {
+        let until = Instant::now() + within;
+        while kill(pid, None).is_ok() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
+        kill(pid, None).is_err()
+    };
+    if !gone(Duration::from_secs(10)) {
+        let _ = kill(pid, Signal::SIGKILL);
+        gone(Duration::from_secs(5));
     }
 }
 

@@ -7,8 +7,10 @@ use bulkhead_tests::{TestApp, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// How long a scenario waits for a step of the saga.
-pub const SAGA_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a scenario waits for a step of the saga. Longer than the jobs of a killed process
+/// take to be found again (about 70 s: six missed 10-second heartbeats, then the next
+/// heartbeat of any worker; ADR 0024), which the scenarios that kill a process can meet.
+pub const SAGA_PATIENCE: Duration = Duration::from_secs(90);
 
 pub async fn customer(app: &TestApp, email: &str) -> String {
     let registration = json!({"email": email, "password": "a perfectly fine passphrase", "display_name": "Buyer"});
