@@ -148,7 +148,36 @@ impl PostgresLog {
     }
 }
 
-type OutboxRow = (uuid::Uuid, i64, String, i32, String, serde_json::Value, serde_json::Value, DateTime<Utc>);
+/// A sequenced outbox row as readers select it (`id, position, event_type, event_version,
+/// aggregate_key, payload, metadata, occurred_at`).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OutboxRow {
+    id: uuid::Uuid,
+    pub(crate) position: i64,
+    event_type: String,
+    event_version: i32,
+    aggregate_key: String,
+    payload: serde_json::Value,
+    metadata: serde_json::Value,
+    pub(crate) occurred_at: DateTime<Utc>,
+}
+
+impl OutboxRow {
+    /// The event the row holds, as published by `source`.
+    pub(crate) fn into_envelope(self, source: &str) -> EventEnvelope {
+        EventEnvelope {
+            id: self.id,
+            source: source.to_owned(),
+            position: self.position,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            aggregate_key: self.aggregate_key,
+            payload: self.payload,
+            metadata: serde_json::from_value::<Metadata>(self.metadata).unwrap_or_default(),
+            occurred_at: self.occurred_at,
+        }
+    }
+}
 
 fn outbox(source: &str) -> anyhow::Result<String> {
     let valid = source.chars().next().is_some_and(|c| c.is_ascii_lowercase())
@@ -183,21 +212,7 @@ impl EventLog for PostgresLog {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
-        rows.into_iter()
-            .map(|(id, position, event_type, event_version, aggregate_key, payload, metadata, occurred_at)| {
-                Ok(EventEnvelope {
-                    id,
-                    source: source.to_owned(),
-                    position,
-                    event_type,
-                    event_version,
-                    aggregate_key,
-                    payload,
-                    metadata: serde_json::from_value::<Metadata>(metadata).unwrap_or_default(),
-                    occurred_at,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(|row| row.into_envelope(source)).collect())
     }
 
     async fn head(&self, conn: &mut PgConnection, source: &str, _partition: Partition) -> anyhow::Result<i64> {

@@ -22,10 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::KafkaConfig;
 use super::wire;
-use crate::bus::event::{EventEnvelope, Metadata};
 use crate::bus::listener::Wakeups;
 use crate::bus::metrics::BusMetrics;
-use crate::bus::transport::Relay;
+use crate::bus::transport::{OutboxRow, Relay};
 
 /// Events per relay transaction.
 const BATCH: i64 = 500;
@@ -88,7 +87,7 @@ impl KafkaRelay {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(cursor) = cursor else { return Ok(Relayed::Elsewhere) };
-        let rows: Vec<OutboxRow> = sqlx::query_as(
+        let rows: Vec<Relayable> = sqlx::query_as(
             "SELECT id, position, event_type, event_version, aggregate_key, key_hash, payload, metadata,
                     occurred_at, sequenced_at
                FROM outbox WHERE position > $1 ORDER BY position LIMIT $2",
@@ -97,11 +96,13 @@ impl KafkaRelay {
         .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
-        let Some(last) = rows.last().map(|row| row.1) else { return Ok(Relayed::Events(0)) };
+        let Some(last) = rows.last().map(|r| r.row.position) else { return Ok(Relayed::Events(0)) };
         let producer = self.producer();
         let mut deliveries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (event, key_hash, sequenced_at) = row.event(module);
+        let count = rows.len();
+        for Relayable { row, key_hash, sequenced_at } in rows {
+            let sequenced_at = sequenced_at.unwrap_or(row.occurred_at);
+            let event = row.into_envelope(module);
             let payload = serde_json::to_vec(&event.payload)?;
             let record = FutureRecord::to(topic)
                 .key(&event.aggregate_key)
@@ -127,8 +128,8 @@ impl KafkaRelay {
             .execute(&mut *tx)
             .await?;
         tx.commit().await.context("committing the relay cursor")?;
-        self.metrics.relayed(module, rows.len() as u64);
-        Ok(Relayed::Events(rows.len()))
+        self.metrics.relayed(module, count as u64);
+        Ok(Relayed::Events(count))
     }
 }
 
@@ -160,50 +161,13 @@ fn producer(config: &KafkaConfig) -> anyhow::Result<FutureProducer> {
     client.create().context("a Kafka producer")
 }
 
-type OutboxRow = (
-    uuid::Uuid,
-    i64,
-    String,
-    i32,
-    String,
-    i32,
-    serde_json::Value,
-    serde_json::Value,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
-
-trait AsEvent {
-    fn event(&self, module: &str) -> (EventEnvelope, i32, DateTime<Utc>);
-}
-
-impl AsEvent for OutboxRow {
-    fn event(&self, module: &str) -> (EventEnvelope, i32, DateTime<Utc>) {
-        let (
-            id,
-            position,
-            event_type,
-            event_version,
-            aggregate_key,
-            key_hash,
-            payload,
-            metadata,
-            occurred_at,
-            sequenced,
-        ) = self.clone();
-        let event = EventEnvelope {
-            id,
-            source: module.to_owned(),
-            position,
-            event_type,
-            event_version,
-            aggregate_key,
-            payload,
-            metadata: serde_json::from_value::<Metadata>(metadata).unwrap_or_default(),
-            occurred_at,
-        };
-        (event, key_hash, sequenced.unwrap_or(occurred_at))
-    }
+/// A sequenced outbox row with what the relay needs besides the event.
+#[derive(Debug, sqlx::FromRow)]
+struct Relayable {
+    #[sqlx(flatten)]
+    row: OutboxRow,
+    key_hash: i32,
+    sequenced_at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
