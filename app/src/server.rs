@@ -303,10 +303,14 @@ pub(crate) fn assemble_bus(
     wakeups: &Wakeups,
 ) -> anyhow::Result<Bus> {
     let mut builder = BusBuilder::with_wakeups(config.bus(), metrics, wakeups.clone());
+    #[cfg(feature = "kafka")]
     if let Some(kafka) = config.kafka()? {
         tracing::info!(brokers = kafka.brokers, prefix = kafka.topic_prefix, "events travel through Kafka");
         builder = builder.with_kafka(kafka)?;
     }
+    // Without the feature, this refuses `BULKHEAD_KAFKA_BROKERS` rather than ignore it.
+    #[cfg(not(feature = "kafka"))]
+    config.kafka()?;
     for schema in schemas {
         builder = builder.publisher(schema.name, backing.databases.pool(schema.name)?.clone());
     }
@@ -329,14 +333,16 @@ async fn start_revocation_feed(
     bus: &Bus,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let hosts_users = backing.databases.modules().any(|(name, _)| name == "users");
     #[cfg(feature = "kafka")]
-    if let Some(kafka) = config.kafka()?.filter(|_| !hosts_users) {
+    if let Some(kafka) = config.kafka()?
+        && !backing.databases.modules().any(|(name, _)| name == "users")
+    {
         return RevocationFeed::start_over_kafka(verifier.revocations().clone(), &kafka, cancel.clone())
             .await
             .context("reading recent access changes from Kafka");
     }
-    let _ = (config, hosts_users);
+    #[cfg(not(feature = "kafka"))]
+    let _ = config; // only the Kafka transport changes where the feed reads from
     if let Some((_, pool)) = backing.databases.modules().next() {
         RevocationFeed::new(pool.clone(), verifier.revocations().clone())
             .woken_by(bus)
