@@ -13,15 +13,19 @@ use secrecy::SecretString;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{Harness, code, config, eur, ledger_kinds, read, sandbox_config};
+use crate::support::{Harness, SCHEMAS, code, config, eur, ledger_kinds, read, sandbox_config};
 
 /// The gateway's books are the same after a restart: an asynchronous authorization in
 /// flight when the process died is decided anyway, its answer replayed to the same key, and
 /// its webhook delivered by whichever process runs the sandbox next.
 #[tokio::test]
 async fn the_sandbox_keeps_its_books_across_a_restart() {
-    let harness = Harness::start().await;
-    let pool = harness.databases.pool("payments").unwrap().clone();
+    // The books alone, without the payments app: its own sandbox sender would deliver the
+    // webhook below to the app's endpoint before this test's receiver could see it.
+    let database = platform::testing::TestDatabase::create(&SCHEMAS).await.unwrap();
+    let databases = database.connect(&SCHEMAS).await.unwrap();
+    databases.ensure_schema_for("payments", payments::SANDBOX_SCHEMA).await.unwrap();
+    let pool = databases.pool("payments").unwrap().clone();
     let payment_id = Uuid::now_v7();
     let request = AuthorizeRequest {
         payment_id,
