@@ -551,6 +551,52 @@ async fn retention_deletes_only_sequenced_events_past_the_window_and_keeps_the_n
 }
 
 #[tokio::test]
+async fn retention_keeps_events_a_relay_has_not_forwarded_yet() {
+    let (database, databases) = setup().await;
+    let alpha = databases.pool("alpha").unwrap();
+    publish(alpha, &(1..=4).map(|seq| made("w", seq)).collect::<Vec<_>>()).await;
+    assert_eq!(sequence_batch(alpha, 100).await.unwrap(), 4);
+    let mut admin = database.admin_connection().await.unwrap();
+    sqlx::query("UPDATE alpha.outbox SET sequenced_at = now() - interval '8 days'").execute(&mut admin).await.unwrap();
+    // A Kafka relay has forwarded up to position 1 only.
+    sqlx::query("INSERT INTO alpha.bus_relay (topic, position) VALUES ('t.alpha.events', 1)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let metrics = Metrics::new();
+    let bus = BusBuilder::new(BusConfig { retention: Duration::from_secs(7 * 24 * 3600), ..test_config() }, &metrics)
+        .publisher("alpha", alpha.clone())
+        .build();
+    assert_eq!(bus.sweep_retention().await.unwrap(), 1, "only what the relay forwarded goes");
+    let left: Vec<i64> =
+        sqlx::query_scalar("SELECT position FROM alpha.outbox ORDER BY position").fetch_all(alpha).await.unwrap();
+    assert_eq!(left, [2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_topic_with_another_partition_count_is_a_start_up_error() {
+    let (_db, databases) = setup().await;
+    let Transport::Kafka { broker, prefix } = Transport::kafka().await else { unreachable!() };
+    let start = |partitions: i32| {
+        let metrics = Metrics::new();
+        let bus = BusBuilder::new(test_config(), &metrics)
+            .with_kafka(broker.config(&prefix, partitions))
+            .unwrap()
+            .publisher("alpha", databases.pool("alpha").unwrap().clone())
+            .build();
+        async move {
+            let stop = CancellationToken::new();
+            // Started or not is all this asks; the tasks end with the token.
+            bus.start(stop.clone()).await.map(|_| stop.cancel())
+        }
+    };
+    start(4).await.expect("the relay creates the topic with 4 partitions");
+    let refused = start(2).await.expect_err("2 partitions against a topic of 4");
+    assert!(format!("{refused:#}").contains("has 4 partitions"), "{refused:#}");
+}
+
+#[tokio::test]
 async fn a_handler_that_swallows_a_database_error_counts_as_failed() {
     let (_db, databases) = setup().await;
     let (alpha, beta) = (databases.pool("alpha").unwrap(), databases.pool("beta").unwrap());
