@@ -45,7 +45,10 @@ async fn migrations_keep_their_history_in_the_modules_schema_and_revert_step_by_
 
     let status = migrate::status(alpha, &ALPHA).await.unwrap();
     let listed: Vec<(&str, i64)> = status.iter().map(|m| (m.stream, m.version)).collect();
-    assert_eq!(listed, [("platform", 1), ("platform", 2), ("platform", 3), ("module", 1), ("module", 2)]);
+    assert_eq!(
+        listed,
+        [("platform", 1), ("platform", 2), ("platform", 3), ("platform", 4), ("module", 1), ("module", 2)]
+    );
     assert!(status.iter().all(|m| m.applied_at.is_some()));
     let history: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'alpha' AND table_name LIKE '\\_%' ORDER BY 1",
@@ -67,9 +70,9 @@ async fn migrations_keep_their_history_in_the_modules_schema_and_revert_step_by_
     assert!(!migrate::is_current(alpha, &ALPHA).await.unwrap());
 
     // Module migrations peel first, then the platform kit's.
-    let reverted = migrate::down(alpha, &ALPHA, 4).await.unwrap();
+    let reverted = migrate::down(alpha, &ALPHA, 5).await.unwrap();
     let order: Vec<(&str, i64)> = reverted.iter().map(|m| (m.stream, m.version)).collect();
-    assert_eq!(order, [("module", 1), ("platform", 3), ("platform", 2), ("platform", 1)]);
+    assert_eq!(order, [("module", 1), ("platform", 4), ("platform", 3), ("platform", 2), ("platform", 1)]);
     let left: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'alpha' AND table_name NOT LIKE '\\_%'",
     )
