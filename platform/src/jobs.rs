@@ -16,6 +16,7 @@
 pub mod admin;
 mod enqueue;
 mod failed;
+mod liveness;
 mod metrics;
 pub(crate) mod queue;
 mod retention;

@@ -14,6 +14,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::enqueue::enqueue_payload;
+use super::liveness::WorkerLiveness;
 use super::metrics::JobMetrics;
 use super::queue::{JobQueue, Recurring, validate_name};
 use super::retention;
@@ -151,18 +152,28 @@ impl JobsRuntime {
         let signals = JobSignals::new(&names.iter().copied().collect::<Vec<_>>());
         let signalling = tokio::spawn(signals.clone().run(pool.clone(), cancel.clone()));
 
-        // Every worker's heartbeat, about two a second for the monolith, is most of what an
-        // idle runtime does. sqlx hands out idle connections in turn, so on the jobs pool
-        // they would keep some twenty connections alive; on a pool of their own, one or two.
+        // The workers' heartbeats, one transaction per process and interval (ADR 0027). On
+        // a connection of their own: sqlx hands out idle connections in turn, so on the jobs
+        // pool they would keep alive every connection a burst opened. Kept across rounds,
+        // since opening one costs more than the round.
         let heartbeats = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(1)
             .min_connections(0)
-            .idle_timeout(Some(Duration::from_secs(10)))
+            .idle_timeout(Some(config.heartbeat.saturating_mul(3)))
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with((*pool.connect_options()).clone().application_name("bulkhead:jobs-heartbeat"));
+        let liveness = WorkerLiveness::default();
+        let renewing = tokio::spawn(liveness.clone().run(
+            heartbeats.clone(),
+            names.iter().copied().collect(),
+            signals.clone(),
+            config.heartbeat,
+            config.heartbeat.saturating_mul(u32::try_from(config.missed_heartbeats).unwrap_or(u32::MAX)),
+            cancel.clone(),
+        ));
         let parts = WorkerParts {
             pool: pool.clone(),
-            heartbeats: heartbeats.clone(),
+            liveness,
             signals,
             instance,
             config,
@@ -201,14 +212,14 @@ impl JobsRuntime {
             }
         });
         tracing::info!(%instance, "jobs runtime started");
-        Ok(JobsHandle { running, tickers, signalling, heartbeats, cancel, shutdown_timeout: config.shutdown_timeout })
+        Ok(JobsHandle { running, tickers, signalling, renewing, heartbeats, cancel, shutdown_timeout: config.shutdown_timeout })
     }
 }
 
 /// What every worker of a runtime is built from.
 struct WorkerParts {
     pool: PgPool,
-    heartbeats: PgPool,
+    liveness: WorkerLiveness,
     signals: JobSignals,
     instance: String,
     config: JobsConfig,
@@ -226,7 +237,7 @@ impl WorkerParts {
             .batch_size(concurrency)
             .heartbeat_interval(self.config.heartbeat)
             .missed_heartbeats(self.config.missed_heartbeats);
-        let storage = QueueStorage::new(self.pool.clone(), self.heartbeats.clone(), config, name, self.signals.clone());
+        let storage = QueueStorage::new(self.pool.clone(), self.liveness.clone(), config, name, self.signals.clone());
         let (signals, instance) = (self.signals.clone(), self.instance.clone());
         let (poll, listening_poll) = (self.config.poll_interval, self.config.listening_poll_interval);
         let (metrics, stop) = (self.metrics.clone(), self.stop.clone());
@@ -303,6 +314,7 @@ pub struct JobsHandle {
     running: JoinHandle<()>,
     tickers: JoinSet<()>,
     signalling: JoinHandle<()>,
+    renewing: JoinHandle<()>,
     heartbeats: PgPool,
     cancel: CancellationToken,
     shutdown_timeout: Duration,
@@ -320,6 +332,7 @@ impl JobsHandle {
             self.running.abort();
         }
         self.signalling.await.ok();
+        self.renewing.await.ok();
         self.heartbeats.close().await;
     }
 }

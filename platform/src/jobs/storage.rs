@@ -12,10 +12,17 @@
 //!   polled for any other reason: a heartbeat, a running job's I/O. After a fetch that found
 //!   nothing, the next one goes to the database only once the count has moved (a wake-up, a
 //!   job falling due, the safety-net timer, jobs of a dead worker re-enqueued by this
-//!   process's heartbeat). A fetch that found jobs is always followed by one that looks.
+//!   process's heartbeat). A batch smaller than the fetch's limit counts as finding the rest
+//!   empty; a full batch is followed by a fetch that looks.
+//!
+//! And one change to how jobs are claimed: the fetch marks its batch running in its own
+//! transaction, where apalis spends a transaction per job on a lock event when the job
+//! starts (ADR 0027). Queued and running jobs are recovered alike (a dead worker's by the
+//! heartbeat, a stopping worker's buffer by `reenqueue_abandoned`), so nothing is lost.
 //!
 //! Everything else is apalis-postgres' `SqlxPersistence` and `PostgresStorage` as of 1.0:
-//! the same queries, transactions and lock/ack layer. Heartbeats run on a pool of their own.
+//! the same queries, transactions and acknowledgements. Heartbeats are noted here and
+//! written for the whole process at once (`liveness`).
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -30,6 +37,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use ulid::Ulid;
 
+use super::liveness::WorkerLiveness;
 use super::signals::JobSignals;
 
 /// The storage of one queue, for one worker.
@@ -39,17 +47,17 @@ pub(crate) struct QueueStorage {
 }
 
 impl QueueStorage {
-    /// `heartbeats` is a small pool of its own (see `JobsRuntime::start`).
+    /// Heartbeats are noted in `liveness`, which renews the process's workers together.
     pub(crate) fn new(
         pool: PgPool,
-        heartbeats: PgPool,
+        liveness: WorkerLiveness,
         config: Config,
         queue: &'static str,
         signals: JobSignals,
     ) -> Self {
         let found_nothing_at = Arc::new(Mutex::new(None));
         Self {
-            persisted: Persisted::new(QueuePersistence { pool, heartbeats, config, queue, signals, found_nothing_at }),
+            persisted: Persisted::new(QueuePersistence { pool, liveness, config, queue, signals, found_nothing_at }),
             codec: JsonCodec::default(),
         }
     }
@@ -65,7 +73,7 @@ impl Clone for QueueStorage {
 #[derive(Clone)]
 struct QueuePersistence {
     pool: PgPool,
-    heartbeats: PgPool,
+    liveness: WorkerLiveness,
     config: Config,
     queue: &'static str,
     signals: JobSignals,
@@ -106,16 +114,8 @@ impl Persistence for QueuePersistence {
     }
 
     async fn heartbeat(&mut self, worker: &WorkerContext) -> Result<(), Error> {
-        let mut tx = self.heartbeats.begin().await?;
-        let dead_for = self.config.orphaned_duration().as_secs();
-        queries::keep_alive(&mut *tx, self.queue, worker).await?;
-        let orphans = queries::reenqueue_orphaned(&mut *tx, self.queue, dead_for).await?;
-        tx.commit().await?;
-        if orphans > 0 {
-            tracing::debug!(queue = self.queue, orphans, "jobs of a dead worker re-enqueued");
-            // No insert, so no notification: news for this process's worker at least.
-            self.signals.wake(self.queue);
-        }
+        // The process's round renews it, and re-enqueues dead workers' jobs (`liveness`).
+        self.liveness.beat(self.queue, worker.name());
         Ok(())
     }
 
@@ -128,14 +128,26 @@ impl Persistence for QueuePersistence {
         loop {
             let mut tx = self.pool.begin().await?;
             let tasks = queries::fetch_next(&mut *tx, &self.config, worker).await?;
-            tx.commit().await?;
             if !tasks.is_empty() {
-                self.set_found_nothing_at(None);
+                // Claimed as running here, in the fetch's transaction, instead of by a
+                // transaction of its own per job when it starts (`lock_tasks` is off). The
+                // batch is no larger than the worker's concurrency, so every job fetched
+                // starts at once.
+                let ids: Vec<String> =
+                    tasks.iter().filter_map(|task| task.task_id().map(ToString::to_string)).collect();
+                queries::lock_tasks(&mut *tx, &ids, worker.name()).await?;
+            }
+            tx.commit().await?;
+            let now = self.signals.news(self.queue);
+            // A short batch took every job its snapshot saw, so, as after an empty one,
+            // only news can bring more. A full batch may have left some behind.
+            let short = tasks.len() < self.config.batch_size;
+            if short && now == news {
+                self.set_found_nothing_at(Some(news));
                 return Ok(tasks);
             }
-            let now = self.signals.news(self.queue);
-            if now == news {
-                self.set_found_nothing_at(Some(news));
+            if !tasks.is_empty() {
+                self.set_found_nothing_at(None);
                 return Ok(tasks);
             }
             news = now;
@@ -143,29 +155,16 @@ impl Persistence for QueuePersistence {
     }
 
     async fn handle_events(&mut self, events: Vec<TaskEvent<Value>>, worker: &WorkerContext) -> Result<(), Error> {
+        // Jobs are claimed as running when fetched, so the only events are results.
         let acks: Vec<&queries::ResultPayload> = events
             .iter()
             .filter_map(|event| if let TaskEvent::Complete(payload) = event { Some(payload) } else { None })
             .collect();
-        let acked: std::collections::HashSet<String> = acks.iter().map(|ack| ack.task_id().to_string()).collect();
-        // A job acknowledged in the same batch needs no lock.
-        let locks: Vec<String> = events
-            .iter()
-            .filter_map(
-                |event| if let TaskEvent::Lock { task_id, .. } = event { Some(task_id.to_string()) } else { None },
-            )
-            .filter(|id| !acked.contains(id))
-            .collect();
-        if acks.is_empty() && locks.is_empty() {
+        if acks.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        if !acks.is_empty() {
-            queries::handle_results(&mut *tx, &acks, worker.name()).await?;
-        }
-        if !locks.is_empty() {
-            queries::lock_tasks(&mut *tx, &locks, worker.name()).await?;
-        }
+        queries::handle_results(&mut *tx, &acks, worker.name()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -244,12 +243,9 @@ impl BackendConfig for QueueStorage {
     }
 
     fn middleware(&mut self, _: &mut WorkerContext) -> Self::Layer {
-        let (batch, persist_results, lock_tasks) =
-            (self.persisted.config.batch_size, self.persisted.config.persist_results, self.persisted.config.lock_tasks);
-        self.persisted
-            .layer(JsonCodec::<Value>::default(), batch)
-            .persist_results(persist_results)
-            .lock_tasks(lock_tasks)
+        let (batch, persist_results) = (self.persisted.config.batch_size, self.persisted.config.persist_results);
+        // No lock event per job: `fetch_next` claims the batch as running.
+        self.persisted.layer(JsonCodec::<Value>::default(), batch).persist_results(persist_results).lock_tasks(false)
     }
 }
 
