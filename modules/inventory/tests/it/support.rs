@@ -152,3 +152,8 @@ impl Harness {
 }
 
 pub use platform::testing::{error_code as code, read_or_fail as read};
+
+/// `units` as a line's quantity.
+pub fn qty(units: u32) -> inventory_contract::Quantity {
+    inventory_contract::Quantity::new(units).unwrap()
+}

@@ -27,7 +27,7 @@ pub fn confirmed(user: Uuid, order: Uuid) -> OrderConfirmed {
     OrderConfirmed {
         order_id: OrderId(order),
         user_id: user,
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         total: eur(2999),
         confirmed_at: at(),
     }
@@ -77,7 +77,7 @@ pub fn placed(user: Uuid, order: Uuid) -> OrderPlaced {
 
 pub fn payment_failed(order: Uuid) -> PaymentFailed {
     PaymentFailed {
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         order_id: order,
         code: FailureCode::CardDeclined,
         message: Some("Your card was declined.".to_owned()),
@@ -87,7 +87,7 @@ pub fn payment_failed(order: Uuid) -> PaymentFailed {
 
 pub fn refunded(order: Uuid) -> PaymentRefunded {
     PaymentRefunded {
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         order_id: order,
         refund_id: Uuid::now_v7(),
         amount: eur(1000),
@@ -111,7 +111,7 @@ pub fn reset_requested(user: Uuid) -> PasswordResetRequested {
 
 pub fn low_stock() -> LowStock {
     LowStock {
-        product_id: Uuid::from_u128(0xaa),
+        product_id: Uuid::from_u128(0xaa).into(),
         sku: "MUG-001".to_owned(),
         name: "Enamel mug".to_owned(),
         available: 3,

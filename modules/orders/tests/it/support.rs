@@ -57,7 +57,7 @@ impl InventoryApi for FakeInventory {
         let mut quote = Quote { currency: None, lines: Vec::new(), problems: Vec::new() };
         for (index, line) in lines.iter().enumerate() {
             let found = self.products.iter().find(|p| match &line.product {
-                ProductRef::Id(id) => p.id == *id,
+                ProductRef::Id(id) => p.id == id.into_inner(),
                 ProductRef::Sku(sku) => p.sku == sku.as_str(),
             });
             let problem = |kind| LineProblem { line: index, kind };
@@ -73,7 +73,7 @@ impl InventoryApi for FakeInventory {
             }
             quote.currency.get_or_insert(currency);
             quote.lines.push(QuotedLine {
-                product_id: product.id,
+                product_id: product.id.into(),
                 sku: product.sku.to_owned(),
                 name: product.name.to_owned(),
                 quantity: line.quantity,

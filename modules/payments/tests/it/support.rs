@@ -143,7 +143,7 @@ impl Harness {
         self.publish(&RefundRequested {
             order_id: OrderId(order_id),
             user_id: self.customer,
-            payment_id,
+            payment_id: payment_id.into(),
             amount: eur(amount),
             reason,
             requested_at: Utc::now(),
