@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use inventory_contract::events::LowStock;
 use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped};
-use orders_contract::{OrderId, OrderStatus, ShippingAddress};
+use orders_contract::{OrderId, OrderStatus};
 use payments_contract::events::{FailureCode, PaymentFailed, PaymentRefunded};
 use platform::money::{Currency, Money};
 use users_contract::events::{PasswordResetRequested, UserRegistered};
@@ -62,15 +62,7 @@ pub fn placed(user: Uuid, order: Uuid) -> OrderPlaced {
         subtotal: eur(2500),
         shipping: eur(499),
         total: eur(2999),
-        shipping_address: ShippingAddress {
-            name: "Ada Lovelace".to_owned(),
-            line1: "12 St James's Square".to_owned(),
-            line2: None,
-            city: "London".to_owned(),
-            region: None,
-            postal_code: "SW1Y 4JH".to_owned(),
-            country: "GB".to_owned(),
-        },
+        shipping_address: orders_contract::fixtures::shipping_address(),
         placed_at: at(),
     }
 }

@@ -191,15 +191,7 @@ mod tests {
             subtotal: eur(2500),
             shipping: eur(499),
             total: eur(2999),
-            shipping_address: ShippingAddress {
-                name: "Ada Lovelace".to_owned(),
-                line1: "12 St James's Square".to_owned(),
-                line2: None,
-                city: "London".to_owned(),
-                region: None,
-                postal_code: "SW1Y 4JH".to_owned(),
-                country: "GB".to_owned(),
-            },
+            shipping_address: crate::fixtures::shipping_address(),
             placed_at: at(),
         };
         insta::assert_json_snapshot!("order_placed", wire(&placed));

@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod events;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
 
 use shared_kernel::ids::ProductId;
 use shared_kernel::quantity::Quantity;
