@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use inventory_contract::client::InventoryClient;
-use inventory_contract::{InventoryApi, ProductRef, QuoteLine, Sku};
+use inventory_contract::{InventoryApi, ProductRef, Quantity, QuoteLine, Sku};
 use platform::db::{AdminAccess, DatabaseSetup, Databases, EmbeddedOptions, EmbeddedPostgres, JobsDatabase};
 use platform::port::CallContext;
 use platform::remote::{HttpTransport, PortMetrics, ServiceKeys, TransportSettings};
@@ -154,7 +154,8 @@ pub(crate) async fn create_database(server: &EmbeddedPostgres, name: &str) -> an
 /// The line every quote prices: a demo product.
 fn line() -> anyhow::Result<QuoteLine> {
     let sku = Sku::parse("MUG-001").map_err(anyhow::Error::msg)?;
-    Ok(QuoteLine { product: ProductRef::Sku(sku), quantity: 1 })
+    let quantity = Quantity::new(1).map_err(anyhow::Error::msg)?;
+    Ok(QuoteLine { product: ProductRef::Sku(sku), quantity })
 }
 
 async fn quote_latencies(port: &dyn InventoryApi, calls: u64) -> anyhow::Result<Percentiles> {

@@ -29,7 +29,7 @@ use crate::db::{
 use crate::jobs::{JobsConfig, JobsRuntime};
 use crate::metrics::Metrics;
 
-pub use harness::{ModuleHarness, error_code, read, read_or_fail};
+pub use harness::{ModuleHarness, error_code, read, read_or_fail, send};
 
 /// Test databases are dropped by a later process once they are this old.
 const TEST_DATABASE_MAX_AGE: Duration = Duration::from_secs(3600);

@@ -2,6 +2,9 @@
 //! with nothing heavy behind them (no database, no HTTP server, no runtime), so a contract
 //! crate stays light enough to compile into any process that calls its module.
 //!
+//! - [`ids`]: [`ProductId`](ids::ProductId) and [`PaymentId`](ids::PaymentId), ids several
+//!   contracts carry; [`quantity`]: [`Quantity`](quantity::Quantity), a positive count of units.
+//! - `fixtures` (feature `testing`): fixed ids, instant and amounts for payload snapshots.
 //! - [`money`]: [`Money`](money::Money) and [`Currency`](money::Currency), integer minor units.
 //! - [`port`]: the [`CallContext`](port::CallContext) of every synchronous call between modules.
 //! - [`event`]: the [`Event`](event::Event) contract, [`Metadata`](event::Metadata),
@@ -12,8 +15,12 @@
 
 pub mod access;
 pub mod event;
+#[cfg(feature = "testing")]
+pub mod fixtures;
+pub mod ids;
 pub mod money;
 pub mod port;
+pub mod quantity;
 
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@ mod reservation;
 mod stock;
 
 pub(crate) use inventory_contract::Sku;
-pub(crate) use level::{LevelChange, LevelError, MovementKind, StockLevel, units};
+pub(crate) use level::{LevelChange, LevelError, MovementKind, StockLevel};
 pub(crate) use product::ProductDraft;
 pub(crate) use reservation::{Decision, Expiry, GiveBack, Status as ReservationStatus, decide, wanted};
 pub(crate) use stock::{Adjustment, AdjustmentKind};

@@ -22,6 +22,29 @@ use crate::jobs::JobsHandle;
 use crate::metrics::Metrics;
 use crate::remote::{ServiceKeys, TransportSettings, internal_api};
 
+/// One request to `url`, with an optional bearer token and JSON body, as every module test
+/// sends them. A transport failure fails the test (tests fail loudly); statuses are the
+/// test's to check.
+///
+/// # Panics
+/// The request could not be sent or its answer not read.
+pub async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = client.request(method.clone(), url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap_or_else(|error| panic!("{method} {url}: {error}"))
+}
+
 /// The running module; stops its bus, jobs and server when dropped.
 pub struct ModuleHarness {
     pub served: Served,
@@ -148,25 +171,37 @@ impl ModuleHarness {
         self.signer.token(&self.verifier, subject, roles)
     }
 
-    /// One request to the module's API, with an optional bearer token and JSON body.
-    ///
-    /// # Errors
-    /// Transport failures.
+    /// A new customer (a fresh user id) and a token for them.
+    pub fn new_customer(&self) -> (uuid::Uuid, String) {
+        let user = uuid::Uuid::now_v7();
+        (user, self.token(&user.to_string(), &[Role::Customer]))
+    }
+
+    /// A token for a new admin (who is a customer too, as every account is).
+    pub fn new_admin_token(&self) -> String {
+        self.token(&uuid::Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer])
+    }
+
+    /// One request to the module's API, with an optional bearer token and JSON body; see
+    /// [`send`].
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: impl AsRef<str>,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> reqwest::Result<reqwest::Response> {
-        let mut request = self.client.request(method, self.served.url(path.as_ref()));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await
+    ) -> reqwest::Response {
+        send(&self.client, method, &self.served.url(path.as_ref()), token, body).await
+    }
+
+    /// `GET path` with `token`; the answer must be 200. Its `data`.
+    ///
+    /// # Panics
+    /// Any other status.
+    pub async fn get_data(&self, path: impl AsRef<str>, token: &str) -> Value {
+        let (status, body) = read_or_fail(self.call(reqwest::Method::GET, path, Some(token), None).await).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["data"].clone()
     }
 
     /// Appends `event` to the outbox of `source` (a stand-in), as that module would.

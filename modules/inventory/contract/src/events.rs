@@ -7,11 +7,13 @@ use shared_kernel::event::{Event, EventRef};
 use shared_kernel::keyed_event;
 use uuid::Uuid;
 
+use crate::{ProductId, Quantity};
+
 /// Units held for one product of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservedLine {
-    pub product_id: Uuid,
-    pub quantity: u32,
+    pub product_id: ProductId,
+    pub quantity: Quantity,
 }
 
 /// Every line of an order is reserved (all or nothing) until `expires_at`.
@@ -47,7 +49,7 @@ impl RejectionCode {
 /// One line that could not be reserved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectedLine {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub code: RejectionCode,
     pub requested: u32,
     pub available: u32,
@@ -76,7 +78,7 @@ keyed_event!(ReservationExpired, "inventory.reservation_expired", order_id);
 /// again only after stock rose above the threshold. Keyed by product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LowStock {
-    pub product_id: Uuid,
+    pub product_id: ProductId,
     pub sku: String,
     pub name: String,
     pub available: u32,
@@ -108,26 +110,13 @@ pub const PUBLISHED: [EventRef; 4] = [
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-    use chrono::TimeZone;
-
     use shared_kernel::event::wire;
+    use shared_kernel::fixtures::{at, order, product};
 
     use super::*;
 
-    fn order() -> Uuid {
-        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_0001)
-    }
-
-    fn product() -> Uuid {
-        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00aa)
-    }
-
     fn reservation() -> Uuid {
         Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00cc)
-    }
-
-    fn at() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
     }
 
     #[test]
@@ -137,7 +126,7 @@ mod tests {
             wire(&StockReserved {
                 order_id: order(),
                 reservation_id: reservation(),
-                lines: vec![ReservedLine { product_id: product(), quantity: 2 }],
+                lines: vec![ReservedLine { product_id: product(), quantity: Quantity::new(2).unwrap() }],
                 expires_at: at() + chrono::TimeDelta::minutes(30),
                 reserved_at: at(),
             })

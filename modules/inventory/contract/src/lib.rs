@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 use shared_kernel::money::{Currency, Money};
 use shared_kernel::port::CallContext;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 #[cfg(feature = "client")]
 pub mod client;
 pub mod events;
 pub mod internal_api;
+
+pub use shared_kernel::ids::ProductId;
+pub use shared_kernel::quantity::Quantity;
 
 /// The port's name, as manifests declare it (`ports_used`).
 pub const PORT: &str = "InventoryApi";
@@ -77,7 +79,7 @@ impl std::fmt::Display for Sku {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductRef {
-    Id(Uuid),
+    Id(ProductId),
     Sku(Sku),
 }
 
@@ -85,16 +87,19 @@ pub enum ProductRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QuoteLine {
     pub product: ProductRef,
-    pub quantity: u32,
+    #[schema(value_type = u32)]
+    pub quantity: Quantity,
 }
 
 /// A priced line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QuotedLine {
-    pub product_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub product_id: ProductId,
     pub sku: String,
     pub name: String,
-    pub quantity: u32,
+    #[schema(value_type = u32)]
+    pub quantity: Quantity,
     pub unit_price: Money,
     /// Units available now (on hand minus reserved). Advisory: a quote does not refuse a
     /// line for stock; the reservation decides, so a shortfall rejects the placed order with

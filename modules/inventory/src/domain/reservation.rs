@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use inventory_contract::ProductId;
 use inventory_contract::events::{RejectedLine, RejectionCode};
 use uuid::Uuid;
 
@@ -128,7 +129,7 @@ pub(crate) fn decide(wanted: &BTreeMap<Uuid, i32>, levels: &[StockLevel]) -> Dec
         };
         if let Some((code, available)) = refusal {
             rejected.push(RejectedLine {
-                product_id: product,
+                product_id: ProductId::from(product),
                 code,
                 requested: units(quantity),
                 available: units(available),
@@ -185,7 +186,8 @@ mod tests {
         let inactive = StockLevel { active: false, ..level(3, 9, 0) };
         let decision = decide(&wanted, &[level(1, 2, 0), level(2, 5, 2), inactive]);
         let Decision::Reject(lines) = decision else { panic!("expected a rejection, got {decision:?}") };
-        let reasons: Vec<_> = lines.iter().map(|l| (l.product_id, l.code, l.requested, l.available)).collect();
+        let reasons: Vec<_> =
+            lines.iter().map(|l| (l.product_id.into_inner(), l.code, l.requested, l.available)).collect();
         assert_eq!(
             reasons,
             [

@@ -3,6 +3,7 @@
 //! caller's transaction. The rule itself is [`StockLevel::apply`].
 
 use chrono::{DateTime, Utc};
+use inventory_contract::ProductId;
 use inventory_contract::events::LowStock;
 use platform::bus::{self, Metadata};
 use sqlx::PgConnection;
@@ -69,7 +70,7 @@ pub(crate) async fn apply(
     }
     if let Some(crossing) = applied.low_stock {
         let event = LowStock {
-            product_id: level.id,
+            product_id: ProductId::from(level.id),
             sku: level.sku.clone(),
             name: level.name.clone(),
             available: crossing.available,

@@ -6,6 +6,7 @@
 //! this file locks, asks and stores.
 
 use inventory_contract::events::{ReservationExpired, ReservedLine, StockRejected, StockReserved};
+use inventory_contract::{ProductId, Quantity};
 use orders_contract::events::OrderPlaced;
 use platform::bus::{self, Metadata};
 use platform::jobs::{self, Job, Schedule};
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 use super::InventoryService;
 use super::levels::{self, StockError, Why};
-use crate::domain::{self, Decision, Expiry, GiveBack, LevelChange, LevelError, ReservationStatus as Status, units};
+use crate::domain::{self, Decision, Expiry, GiveBack, LevelChange, LevelError, ReservationStatus as Status};
 use crate::store::reservations::{self, Reservation};
 use crate::store::stock;
 
@@ -56,7 +57,7 @@ impl InventoryService {
             tracing::info!("already reserved or rejected; nothing to do");
             return Ok(());
         }
-        let wanted = domain::wanted(order.lines.iter().map(|line| (line.product_id, line.quantity)));
+        let wanted = domain::wanted(order.lines.iter().map(|line| (line.product_id.into_inner(), line.quantity.get())));
         let ids: Vec<Uuid> = wanted.keys().copied().collect();
         let mut locked = stock::lock(tx, &ids).await?;
         let now = self.now();
@@ -92,8 +93,11 @@ impl InventoryService {
             lines: record
                 .lines
                 .iter()
-                .map(|(product_id, quantity)| ReservedLine { product_id: *product_id, quantity: units(*quantity) })
-                .collect(),
+                .map(|(product_id, quantity)| {
+                    let quantity = Quantity::try_from(*quantity).map_err(anyhow::Error::msg)?;
+                    Ok(ReservedLine { product_id: ProductId::from(*product_id), quantity })
+                })
+                .collect::<anyhow::Result<_>>()?,
             expires_at,
             reserved_at: now,
         };

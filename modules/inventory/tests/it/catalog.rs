@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{Harness, code, read};
+use crate::support::{Harness, code, qty, read};
 
 /// A valid creation body.
 pub fn product_body(sku: &str, name: &str, price: i64) -> Value {
@@ -306,7 +306,7 @@ async fn archiving_hides_a_product_and_stops_it_being_ordered() {
     assert_eq!(admin_view["data"]["active"], false);
     assert!(admin_view["data"]["archived_at"].is_string(), "{admin_view}");
 
-    let line = QuoteLine { product: ProductRef::Id(product), quantity: 1 };
+    let line = QuoteLine { product: ProductRef::Id(product.into()), quantity: qty(1) };
     let quote = app.module.api().quote(&CallContext::system("test"), &[line]).await.unwrap();
     assert_eq!(quote.problems.iter().map(|p| p.kind).collect::<Vec<_>>(), [LineProblemKind::InactiveProduct]);
 

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::Harness;
+use crate::support::{Harness, qty};
 
 /// The port as orders sees it in each topology.
 enum Reached {
@@ -34,16 +34,16 @@ async fn prices_lines_by_id_and_by_sku_in_request_order(reached: Reached) {
     let mug = app.product("MUG-1", 1250, 7).await;
     app.product("TEE-1", 2000, 3).await;
     let lines = [
-        QuoteLine { product: ProductRef::Sku(Sku::parse("TEE-1").unwrap()), quantity: 2 },
-        QuoteLine { product: ProductRef::Id(mug), quantity: 1 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("TEE-1").unwrap()), quantity: qty(2) },
+        QuoteLine { product: ProductRef::Id(mug.into()), quantity: qty(1) },
     ];
     let quote = port(&app, &reached).quote(&CallContext::system("test"), &lines).await.unwrap();
     assert!(quote.problems.is_empty(), "{quote:?}");
     assert_eq!(quote.currency.map(|c| c.to_string()).as_deref(), Some("EUR"));
     let priced: Vec<(&str, u32, i64, u32)> =
-        quote.lines.iter().map(|l| (l.sku.as_str(), l.quantity, l.unit_price.amount, l.available)).collect();
+        quote.lines.iter().map(|l| (l.sku.as_str(), l.quantity.get(), l.unit_price.amount, l.available)).collect();
     assert_eq!(priced, [("TEE-1", 2, 2000, 3), ("MUG-1", 1, 1250, 7)]);
-    assert_eq!(quote.lines[1].product_id, mug);
+    assert_eq!(quote.lines[1].product_id.into_inner(), mug);
 }
 
 async fn says_per_line_what_stands_in_the_way(reached: Reached) {
@@ -57,10 +57,10 @@ async fn says_per_line_what_stands_in_the_way(reached: Reached) {
         .await
         .unwrap();
     let lines = [
-        QuoteLine { product: ProductRef::Sku(Sku::parse("MUG-1").unwrap()), quantity: 1 },
-        QuoteLine { product: ProductRef::Sku(Sku::parse("NOPE-1").unwrap()), quantity: 1 },
-        QuoteLine { product: ProductRef::Id(archived), quantity: 1 },
-        QuoteLine { product: ProductRef::Id(Uuid::now_v7()), quantity: 1 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("MUG-1").unwrap()), quantity: qty(1) },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("NOPE-1").unwrap()), quantity: qty(1) },
+        QuoteLine { product: ProductRef::Id(archived.into()), quantity: qty(1) },
+        QuoteLine { product: ProductRef::Id(Uuid::now_v7().into()), quantity: qty(1) },
     ];
     let quote = port(&app, &reached).quote(&CallContext::system("test"), &lines).await.unwrap();
     assert_eq!(

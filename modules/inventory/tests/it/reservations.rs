@@ -14,7 +14,7 @@ use platform::port::CallContext;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::support::Harness;
+use crate::support::{Harness, qty};
 
 fn eur(amount: i64) -> Money {
     Money::new(amount, Currency::parse("EUR").unwrap())
@@ -27,10 +27,10 @@ fn placed(order: Uuid, lines: &[(Uuid, u32)]) -> OrderPlaced {
         lines: lines
             .iter()
             .map(|(product, quantity)| OrderLine {
-                product_id: *product,
+                product_id: (*product).into(),
                 sku: "SKU".to_owned(),
                 name: "Thing".to_owned(),
-                quantity: *quantity,
+                quantity: qty(*quantity),
                 unit_price: eur(100),
                 line_total: eur(100 * i64::from(*quantity)),
             })
@@ -55,7 +55,7 @@ fn confirmed(order: Uuid) -> OrderConfirmed {
     OrderConfirmed {
         order_id: OrderId(order),
         user_id: Uuid::now_v7(),
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         total: eur(100),
         confirmed_at: Utc::now(),
     }
@@ -280,15 +280,18 @@ async fn the_quote_port_prices_lines_and_names_problems() {
         .await
         .unwrap();
     let lines = [
-        QuoteLine { product: ProductRef::Sku(Sku::parse("mug-9").unwrap()), quantity: 9 },
-        QuoteLine { product: ProductRef::Id(off), quantity: 1 },
-        QuoteLine { product: ProductRef::Sku(Sku::parse("NOPE").unwrap()), quantity: 1 },
-        QuoteLine { product: ProductRef::Id(usd), quantity: 1 },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("mug-9").unwrap()), quantity: qty(9) },
+        QuoteLine { product: ProductRef::Id(off.into()), quantity: qty(1) },
+        QuoteLine { product: ProductRef::Sku(Sku::parse("NOPE").unwrap()), quantity: qty(1) },
+        QuoteLine { product: ProductRef::Id(usd.into()), quantity: qty(1) },
     ];
     let quote = app.module.api().quote(&CallContext::system("test"), &lines).await.unwrap();
     assert_eq!(quote.currency.map(|c| c.to_string()), Some("EUR".to_owned()));
     assert_eq!(quote.lines.len(), 1);
-    assert_eq!((quote.lines[0].product_id, quote.lines[0].unit_price, quote.lines[0].available), (mug, eur(1250), 7));
+    assert_eq!(
+        (quote.lines[0].product_id.into_inner(), quote.lines[0].unit_price, quote.lines[0].available),
+        (mug, eur(1250), 7)
+    );
     let kinds: Vec<(usize, LineProblemKind)> = quote.problems.iter().map(|p| (p.line, p.kind)).collect();
     assert_eq!(
         kinds,

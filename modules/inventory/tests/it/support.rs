@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use inventory::{InventoryConfig, InventoryModule};
-use platform::auth::Role;
 use platform::bus::Event;
 use platform::clock::ShiftedClock;
 use platform::db::ModuleSchema;
 use platform::testing::{ModuleHarness, eventually};
-use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
@@ -43,19 +41,9 @@ impl Harness {
         })
         .await
         .unwrap();
-        let admin_token = base.token(&Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
-        let customer_token = base.token(&Uuid::now_v7().to_string(), &[Role::Customer]);
+        let admin_token = base.new_admin_token();
+        let (_, customer_token) = base.new_customer();
         Self { base, module, clock, admin_token, customer_token }
-    }
-
-    pub async fn call(
-        &self,
-        method: Method,
-        path: impl AsRef<str>,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Response {
-        self.base.call(method, path, token, body).await.unwrap()
     }
 
     /// Adds a product straight to the catalogue with `units` on hand (a `receive` movement);
@@ -152,3 +140,8 @@ impl Harness {
 }
 
 pub use platform::testing::{error_code as code, read_or_fail as read};
+
+/// `units` as a line's quantity.
+pub fn qty(units: u32) -> inventory_contract::Quantity {
+    inventory_contract::Quantity::new(units).unwrap()
+}

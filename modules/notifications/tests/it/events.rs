@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use inventory_contract::events::LowStock;
 use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped};
-use orders_contract::{OrderId, OrderStatus, ShippingAddress};
+use orders_contract::{OrderId, OrderStatus};
 use payments_contract::events::{FailureCode, PaymentFailed, PaymentRefunded};
 use platform::money::{Currency, Money};
 use users_contract::events::{PasswordResetRequested, UserRegistered};
@@ -27,7 +27,7 @@ pub fn confirmed(user: Uuid, order: Uuid) -> OrderConfirmed {
     OrderConfirmed {
         order_id: OrderId(order),
         user_id: user,
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         total: eur(2999),
         confirmed_at: at(),
     }
@@ -62,22 +62,14 @@ pub fn placed(user: Uuid, order: Uuid) -> OrderPlaced {
         subtotal: eur(2500),
         shipping: eur(499),
         total: eur(2999),
-        shipping_address: ShippingAddress {
-            name: "Ada Lovelace".to_owned(),
-            line1: "12 St James's Square".to_owned(),
-            line2: None,
-            city: "London".to_owned(),
-            region: None,
-            postal_code: "SW1Y 4JH".to_owned(),
-            country: "GB".to_owned(),
-        },
+        shipping_address: orders_contract::fixtures::shipping_address(),
         placed_at: at(),
     }
 }
 
 pub fn payment_failed(order: Uuid) -> PaymentFailed {
     PaymentFailed {
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         order_id: order,
         code: FailureCode::CardDeclined,
         message: Some("Your card was declined.".to_owned()),
@@ -87,7 +79,7 @@ pub fn payment_failed(order: Uuid) -> PaymentFailed {
 
 pub fn refunded(order: Uuid) -> PaymentRefunded {
     PaymentRefunded {
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         order_id: order,
         refund_id: Uuid::now_v7(),
         amount: eur(1000),
@@ -111,7 +103,7 @@ pub fn reset_requested(user: Uuid) -> PasswordResetRequested {
 
 pub fn low_stock() -> LowStock {
     LowStock {
-        product_id: Uuid::from_u128(0xaa),
+        product_id: Uuid::from_u128(0xaa).into(),
         sku: "MUG-001".to_owned(),
         name: "Enamel mug".to_owned(),
         available: 3,

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_kernel::event::EventRef;
+use shared_kernel::ids::{PaymentId, ProductId};
 use shared_kernel::keyed_event;
 use shared_kernel::money::Money;
 use uuid::Uuid;
@@ -44,7 +45,7 @@ keyed_event!(PaymentRequested, "orders.payment_requested", order_id);
 pub struct OrderConfirmed {
     pub order_id: OrderId,
     pub user_id: Uuid,
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub total: Money,
     pub confirmed_at: DateTime<Utc>,
 }
@@ -53,7 +54,8 @@ keyed_event!(OrderConfirmed, "orders.order_confirmed", order_id);
 /// Why a line could not be reserved (copied from inventory's rejection).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RejectedLine {
-    pub product_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub product_id: ProductId,
     /// `insufficient_stock`, `unknown_product` or `inactive_product`.
     pub code: String,
     pub requested: u32,
@@ -116,7 +118,7 @@ pub enum RefundReason {
 pub struct RefundRequested {
     pub order_id: OrderId,
     pub user_id: Uuid,
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub amount: Money,
     pub reason: RefundReason,
     pub requested_at: DateTime<Utc>,
@@ -159,35 +161,18 @@ pub const PUBLISHED: [EventRef; 8] = [
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-    use chrono::TimeZone;
-    use shared_kernel::money::Currency;
-
     use shared_kernel::event::wire;
+    use shared_kernel::fixtures::{at, eur, payment, product};
+    use shared_kernel::quantity::Quantity;
 
     use super::*;
 
     fn order() -> OrderId {
-        OrderId(Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_0001))
+        OrderId(shared_kernel::fixtures::order())
     }
 
     fn user() -> Uuid {
         Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_3f0c_2b6d_7e81)
-    }
-
-    fn product() -> Uuid {
-        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00aa)
-    }
-
-    fn payment() -> Uuid {
-        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00bb)
-    }
-
-    fn at() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
-    }
-
-    fn eur(amount: i64) -> Money {
-        Money::new(amount, Currency::parse("EUR").unwrap())
     }
 
     #[test]
@@ -199,22 +184,14 @@ mod tests {
                 product_id: product(),
                 sku: "MUG-001".to_owned(),
                 name: "Enamel mug".to_owned(),
-                quantity: 2,
+                quantity: Quantity::new(2).unwrap(),
                 unit_price: eur(1250),
                 line_total: eur(2500),
             }],
             subtotal: eur(2500),
             shipping: eur(499),
             total: eur(2999),
-            shipping_address: ShippingAddress {
-                name: "Ada Lovelace".to_owned(),
-                line1: "12 St James's Square".to_owned(),
-                line2: None,
-                city: "London".to_owned(),
-                region: None,
-                postal_code: "SW1Y 4JH".to_owned(),
-                country: "GB".to_owned(),
-            },
+            shipping_address: crate::fixtures::shipping_address(),
             placed_at: at(),
         };
         insta::assert_json_snapshot!("order_placed", wire(&placed));

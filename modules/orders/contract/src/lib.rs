@@ -7,6 +7,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod events;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
+
+use shared_kernel::ids::ProductId;
+use shared_kernel::quantity::Quantity;
 
 /// An order's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -88,10 +93,12 @@ impl TryFrom<String> for OrderStatus {
 /// One line of a placed order, priced by inventory when the order was placed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderLine {
-    pub product_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub product_id: ProductId,
     pub sku: String,
     pub name: String,
-    pub quantity: u32,
+    #[schema(value_type = u32)]
+    pub quantity: Quantity,
     pub unit_price: shared_kernel::money::Money,
     /// `unit_price × quantity`.
     pub line_total: shared_kernel::money::Money,

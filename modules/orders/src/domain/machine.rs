@@ -7,6 +7,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use orders_contract::events::{CancellationReason, RefundReason, RejectedLine};
 use orders_contract::{OrderId, OrderStatus};
+use payments_contract::PaymentId;
 use platform::money::Money;
 use uuid::Uuid;
 
@@ -24,7 +25,7 @@ pub(crate) enum Stock {
 /// A payment captured for the order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Capture {
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
     pub(crate) amount: Money,
     /// A refund of it has been asked for.
     pub(crate) refund_requested: bool,
@@ -44,7 +45,7 @@ pub(crate) struct Order {
     pub(crate) stock: Stock,
     pub(crate) captures: Vec<Capture>,
     /// The first payment failure: (payment id, code).
-    pub(crate) failure: Option<(Uuid, String)>,
+    pub(crate) failure: Option<(PaymentId, String)>,
     pub(crate) pay_by: Option<DateTime<Utc>>,
     pub(crate) cancellation: Option<(CancellationReason, Option<String>)>,
     pub(crate) shipment: Option<(String, String)>,
@@ -63,15 +64,15 @@ pub(crate) enum SagaInput {
         reservation_id: Uuid,
     },
     PaymentCaptured {
-        payment_id: Uuid,
+        payment_id: PaymentId,
         amount: Money,
     },
     PaymentFailed {
-        payment_id: Uuid,
+        payment_id: PaymentId,
         code: String,
     },
     PaymentRefunded {
-        payment_id: Uuid,
+        payment_id: PaymentId,
         total_refunded: i64,
     },
     /// The payment deadline passed (the scheduled job).
@@ -93,7 +94,7 @@ pub(crate) enum Effect {
         pay_by: DateTime<Utc>,
     },
     Confirm {
-        payment_id: Uuid,
+        payment_id: PaymentId,
     },
     Reject {
         lines: Vec<RejectedLine>,
@@ -104,7 +105,7 @@ pub(crate) enum Effect {
         from: OrderStatus,
     },
     Refund {
-        payment_id: Uuid,
+        payment_id: PaymentId,
         amount: Money,
         reason: RefundReason,
     },
@@ -306,7 +307,7 @@ impl Order {
             .collect()
     }
 
-    fn refund_one(&mut self, payment_id: Uuid, reason: RefundReason) -> Transition {
+    fn refund_one(&mut self, payment_id: PaymentId, reason: RefundReason) -> Transition {
         let effects = self
             .captures
             .iter_mut()

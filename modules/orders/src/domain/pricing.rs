@@ -28,16 +28,17 @@ pub(crate) fn price(lines: &[OrderLine], currency: Currency) -> Option<Totals> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use inventory_contract::{ProductId, Quantity};
     use uuid::Uuid;
 
     use super::*;
 
     fn line(unit: i64, quantity: u32, currency: Currency) -> OrderLine {
         OrderLine {
-            product_id: Uuid::nil(),
+            product_id: ProductId::from(Uuid::nil()),
             sku: "SKU".to_owned(),
             name: "Thing".to_owned(),
-            quantity,
+            quantity: Quantity::new(quantity).unwrap(),
             unit_price: Money::new(unit, currency),
             line_total: Money::new(unit * i64::from(quantity), currency),
         }

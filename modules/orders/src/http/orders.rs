@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use axum::extract::State;
-use inventory_contract::{LineProblemKind, ProductRef, Sku};
+use inventory_contract::{LineProblemKind, ProductId, ProductRef, Quantity, Sku};
 use orders_contract::OrderId;
 use platform::auth::{AdminOnly, Authenticated, Principal, Role};
 use platform::http::pagination::{PageMeta, storable_time};
@@ -76,7 +76,7 @@ fn validate(user_id: Uuid, idempotency_key: String, body: PlaceOrderRequest) -> 
     let mut lines = Vec::new();
     for (index, LineInput { product_id, sku, quantity }) in body.lines.into_iter().enumerate() {
         let product = match (product_id, sku.map(|s| s.trim().to_owned())) {
-            (Some(id), None) => Some(ProductRef::Id(id)),
+            (Some(id), None) => Some(ProductRef::Id(ProductId::from(id))),
             // The catalogue's own rule (the contract's `Sku`), not a looser one of ours.
             (None, Some(sku)) => match Sku::parse(&sku) {
                 Ok(sku) => Some(ProductRef::Sku(sku)),
@@ -94,15 +94,21 @@ fn validate(user_id: Uuid, idempotency_key: String, body: PlaceOrderRequest) -> 
                 None
             }
         };
-        if !(1..=MAX_QUANTITY).contains(&quantity) {
-            field(format!("lines[{index}].quantity"), "range", "must be between 1 and 100");
-        }
+        let quantity = match Quantity::try_from(quantity) {
+            Ok(quantity) if (1..=MAX_QUANTITY).contains(&i64::from(quantity)) => Some(quantity),
+            _ => {
+                field(format!("lines[{index}].quantity"), "range", "must be between 1 and 100");
+                None
+            }
+        };
         if let Some(product) = product {
             if !seen.insert(product.clone()) {
                 let repeated = repeated_line(format!("lines[{index}]"));
                 field(repeated.field, &repeated.code, &repeated.message);
             }
-            lines.push(LineRequest { product, quantity: u32::try_from(quantity).unwrap_or_default() });
+            if let Some(quantity) = quantity {
+                lines.push(LineRequest { product, quantity });
+            }
         }
     }
     let method = body.payment_method.trim().to_owned();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use inventory_contract::{InventoryError, LineProblem, ProductRef, QuoteLine};
+use inventory_contract::{InventoryError, LineProblem, ProductRef, Quantity, QuoteLine};
 use orders_contract::events::OrderPlaced;
 use orders_contract::{OrderId, OrderLine, ShippingAddress};
 use platform::bus;
@@ -20,7 +20,7 @@ use crate::store::orders::{self, Cause, NewOrder};
 #[derive(Debug, Clone)]
 pub(crate) struct LineRequest {
     pub(crate) product: ProductRef,
-    pub(crate) quantity: u32,
+    pub(crate) quantity: Quantity,
 }
 
 /// A validated order request.
@@ -38,7 +38,7 @@ pub(crate) struct PlaceOrder {
 impl PlaceOrder {
     /// A digest of what was asked, to tell a retry from another order under the same key.
     fn digest(&self) -> Vec<u8> {
-        let lines: Vec<(&ProductRef, u32)> = self.lines.iter().map(|l| (&l.product, l.quantity)).collect();
+        let lines: Vec<(&ProductRef, Quantity)> = self.lines.iter().map(|l| (&l.product, l.quantity)).collect();
         let canonical = serde_json::json!([lines, self.shipping_address, self.payment_method]);
         Sha256::digest(canonical.to_string().as_bytes()).to_vec()
     }

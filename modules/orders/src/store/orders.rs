@@ -4,6 +4,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use orders_contract::events::{CancellationReason, RejectedLine};
 use orders_contract::{OrderId, OrderLine, OrderStatus, ShippingAddress};
+use payments_contract::PaymentId;
 use platform::money::{Currency, Money};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -85,10 +86,10 @@ pub(crate) async fn insert(db: &mut PgConnection, order: &NewOrder, cause: &Caus
     .await
     .context("storing an order")?;
     let positions: Vec<i32> = (0..).take(order.lines.len()).collect();
-    let products: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
+    let products: Vec<Uuid> = order.lines.iter().map(|l| l.product_id.into_inner()).collect();
     let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
     let names: Vec<&str> = order.lines.iter().map(|l| l.name.as_str()).collect();
-    let quantities: Vec<i32> = order.lines.iter().map(|l| i32::try_from(l.quantity).unwrap_or(i32::MAX)).collect();
+    let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity.as_i32()).collect();
     let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price.amount).collect();
     let totals: Vec<i64> = order.lines.iter().map(|l| l.line_total.amount).collect();
     sqlx::query(
@@ -212,7 +213,7 @@ pub(crate) async fn load_for_update(db: &mut PgConnection, id: OrderId) -> anyho
         .into_iter()
         .map(|p| {
             Ok(Capture {
-                payment_id: p.payment_id,
+                payment_id: PaymentId::from(p.payment_id),
                 amount: Money::new(p.amount, Currency::parse(&p.currency)?),
                 refund_requested: p.refund_requested,
                 refunded: p.refunded,
@@ -227,7 +228,7 @@ pub(crate) async fn load_for_update(db: &mut PgConnection, id: OrderId) -> anyho
         payment_method: row.payment_method,
         stock,
         captures,
-        failure: row.failed_payment_id.zip(row.failure_code),
+        failure: row.failed_payment_id.map(PaymentId::from).zip(row.failure_code),
         pay_by: row.pay_by,
         cancellation: row.cancel_reason.as_deref().and_then(parse_reason).map(|r| (r, row.cancel_detail)),
         shipment: row.carrier.zip(row.tracking_number),
@@ -273,7 +274,7 @@ pub(crate) async fn save(db: &mut PgConnection, order: &Order, at: DateTime<Utc>
     .bind(stock)
     .bind(reservation)
     .bind(rejected)
-    .bind(order.failure.as_ref().map(|f| f.0))
+    .bind(order.failure.as_ref().map(|f| f.0.into_inner()))
     .bind(order.failure.as_ref().map(|f| f.1.as_str()))
     .bind(order.pay_by)
     .bind(order.cancellation.as_ref().map(|c| reason_name(c.0)))
@@ -290,7 +291,7 @@ pub(crate) async fn save(db: &mut PgConnection, order: &Order, at: DateTime<Utc>
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (order_id, payment_id) DO UPDATE SET refund_requested = EXCLUDED.refund_requested, refunded = EXCLUDED.refunded",
         )
-        .bind(capture.payment_id)
+        .bind(capture.payment_id.into_inner())
         .bind(order.id.0)
         .bind(capture.amount.amount)
         .bind(capture.amount.currency.as_str())

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use inventory_contract::{ProductId, Quantity};
 use orders_contract::events::RejectedLine;
 use orders_contract::{OrderLine, OrderStatus, ShippingAddress};
 use platform::http::PageRequest;
@@ -88,15 +89,18 @@ pub(crate) async fn find(db: &mut PgConnection, id: Uuid) -> anyhow::Result<Opti
     .context("reading order lines")?;
     let lines = lines
         .into_iter()
-        .map(|(product_id, sku, name, quantity, unit, total)| OrderLine {
-            product_id,
-            sku,
-            name,
-            quantity: u32::try_from(quantity).unwrap_or_default(),
-            unit_price: Money::new(unit, currency),
-            line_total: Money::new(total, currency),
+        .map(|(product_id, sku, name, quantity, unit, total)| {
+            Ok(OrderLine {
+                product_id: ProductId::from(product_id),
+                sku,
+                name,
+                quantity: Quantity::try_from(quantity)
+                    .map_err(|why| anyhow::anyhow!("order line quantity {quantity}: {why}"))?,
+                unit_price: Money::new(unit, currency),
+                line_total: Money::new(total, currency),
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let timeline = timeline_after(db, id, 0).await?;
     let refunded: Option<i64> =
         sqlx::query_scalar("SELECT sum(refunded)::bigint FROM order_payments WHERE order_id = $1")

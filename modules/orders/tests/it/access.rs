@@ -150,7 +150,7 @@ async fn the_event_stream_sends_the_history_then_each_new_status() {
     app.publish(
         "payments",
         &payments_contract::events::PaymentFailed {
-            payment_id: Uuid::now_v7(),
+            payment_id: Uuid::now_v7().into(),
             order_id: order,
             code: payments_contract::events::FailureCode::InsufficientFunds,
             message: None,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use inventory_contract::Quantity;
 use inventory_contract::events::{
     RejectedLine, RejectionCode, ReservationExpired, ReservedLine, StockRejected, StockReserved,
 };
@@ -25,19 +26,19 @@ fn reserved(order: Uuid, reservation: Uuid) -> StockReserved {
     StockReserved {
         order_id: order,
         reservation_id: reservation,
-        lines: vec![ReservedLine { product_id: product("MUG-001"), quantity: 1 }],
+        lines: vec![ReservedLine { product_id: product("MUG-001").into(), quantity: Quantity::new(1).unwrap() }],
         expires_at: Utc::now() + chrono::TimeDelta::minutes(30),
         reserved_at: Utc::now(),
     }
 }
 
 fn captured(order: Uuid, payment: Uuid, amount: i64) -> PaymentCaptured {
-    PaymentCaptured { payment_id: payment, order_id: order, amount: eur(amount), captured_at: Utc::now() }
+    PaymentCaptured { payment_id: payment.into(), order_id: order, amount: eur(amount), captured_at: Utc::now() }
 }
 
 fn declined(order: Uuid) -> PaymentFailed {
     PaymentFailed {
-        payment_id: Uuid::now_v7(),
+        payment_id: Uuid::now_v7().into(),
         order_id: order,
         code: FailureCode::CardDeclined,
         message: Some("Your card was declined.".to_owned()),
@@ -97,7 +98,7 @@ async fn rejected_stock_rejects_the_order_with_its_reasons() {
     let app = Harness::start().await;
     let (order, _) = app.order(&[("MUG-001", 1)]).await;
     let line = RejectedLine {
-        product_id: product("MUG-001"),
+        product_id: product("MUG-001").into(),
         code: RejectionCode::InsufficientStock,
         requested: 1,
         available: 0,
@@ -215,7 +216,7 @@ async fn cancelling_a_paid_order_refunds_it() {
     assert_eq!(app.events("orders.order_cancelled", order).await[0]["cancelled_from"], "confirmed");
 
     let refunded = PaymentRefunded {
-        payment_id: payment,
+        payment_id: payment.into(),
         order_id: order,
         refund_id: Uuid::now_v7(),
         amount: eur(total),

@@ -9,13 +9,12 @@ use inventory_contract::{
     InventoryApi, InventoryError, LineProblem, LineProblemKind, ProductRef, Quote, QuoteLine, QuotedLine,
 };
 use orders::{OrdersConfig, OrdersModule};
-use platform::auth::Role;
 use platform::bus::Event;
 use platform::db::ModuleSchema;
 use platform::money::{Currency, Money};
 use platform::port::CallContext;
 use platform::testing::{ModuleHarness, eventually};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::migrate::Migrator;
 use uuid::Uuid;
@@ -57,7 +56,7 @@ impl InventoryApi for FakeInventory {
         let mut quote = Quote { currency: None, lines: Vec::new(), problems: Vec::new() };
         for (index, line) in lines.iter().enumerate() {
             let found = self.products.iter().find(|p| match &line.product {
-                ProductRef::Id(id) => p.id == *id,
+                ProductRef::Id(id) => p.id == id.into_inner(),
                 ProductRef::Sku(sku) => p.sku == sku.as_str(),
             });
             let problem = |kind| LineProblem { line: index, kind };
@@ -73,7 +72,7 @@ impl InventoryApi for FakeInventory {
             }
             quote.currency.get_or_insert(currency);
             quote.lines.push(QuotedLine {
-                product_id: product.id,
+                product_id: product.id.into(),
                 sku: product.sku.to_owned(),
                 name: product.name.to_owned(),
                 quantity: line.quantity,
@@ -131,20 +130,9 @@ impl Harness {
         })
         .await
         .unwrap();
-        let customer = Uuid::now_v7();
-        let customer_token = base.token(&customer.to_string(), &[Role::Customer]);
-        let admin_token = base.token(&Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
+        let (customer, customer_token) = base.new_customer();
+        let admin_token = base.new_admin_token();
         Self { base, inventory, customer, customer_token, admin_token }
-    }
-
-    pub async fn call(
-        &self,
-        method: Method,
-        path: impl AsRef<str>,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Response {
-        self.base.call(method, path, token, body).await.unwrap()
     }
 
     /// Places an order as the harness's customer with a fresh idempotency key.
@@ -173,10 +161,7 @@ impl Harness {
     }
 
     pub async fn get(&self, id: Uuid) -> Value {
-        let (status, body) =
-            read(self.call(Method::GET, format!("/api/v1/orders/{id}"), Some(&self.admin_token), None).await).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["data"].clone()
+        self.get_data(format!("/api/v1/orders/{id}"), &self.admin_token).await
     }
 
     /// Waits until the order has `status`; returns it.
@@ -236,8 +221,7 @@ impl Harness {
 impl Harness {
     /// A token for another customer.
     pub fn stranger(&self) -> (Uuid, String) {
-        let user = Uuid::now_v7();
-        (user, self.token(&user.to_string(), &[Role::Customer]))
+        self.new_customer()
     }
 }
 

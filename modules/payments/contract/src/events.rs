@@ -8,10 +8,12 @@ use shared_kernel::keyed_event;
 use shared_kernel::money::Money;
 use uuid::Uuid;
 
+use crate::PaymentId;
+
 /// The customer's money was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentCaptured {
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub order_id: Uuid,
     pub amount: Money,
     pub captured_at: DateTime<Utc>,
@@ -46,7 +48,7 @@ impl FailureCode {
 /// The payment failed for good; no money was taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentFailed {
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub order_id: Uuid,
     pub code: FailureCode,
     /// The gateway's words, for support; not for branching.
@@ -58,7 +60,7 @@ keyed_event!(PaymentFailed, "payments.payment_failed", order_id);
 /// Money went back to the customer: `amount` now, `total_refunded` in all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRefunded {
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub order_id: Uuid,
     pub refund_id: Uuid,
     pub amount: Money,
@@ -77,28 +79,10 @@ pub const SAGA_EVENTS: [EventRef; 3] =
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
-    use chrono::TimeZone;
-    use shared_kernel::money::Currency;
-
     use shared_kernel::event::wire;
+    use shared_kernel::fixtures::{at, eur, order, payment};
 
     use super::*;
-
-    fn order() -> Uuid {
-        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_0001)
-    }
-
-    fn payment() -> Uuid {
-        Uuid::from_u128(0x0193_b5f2_8a4e_7c3d_9a51_0000_0000_00bb)
-    }
-
-    fn at() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 21, 9, 30, 0).unwrap()
-    }
-
-    fn eur(amount: i64) -> Money {
-        Money::new(amount, Currency::parse("EUR").unwrap())
-    }
 
     #[test]
     fn payloads_keep_their_wire_shape() {

@@ -3,3 +3,5 @@
 //! `orders.refund_requested`.
 
 pub mod events;
+
+pub use shared_kernel::ids::PaymentId;

@@ -3,6 +3,7 @@
 //! an outcome learned twice (job, webhook, reconciliation) is applied once. Where the gateway
 //! holds money the payment no longer wants, a release job is enqueued.
 
+use payments_contract::PaymentId;
 use payments_contract::events::{FailureCode, PaymentCaptured, PaymentFailed, PaymentRefunded};
 use platform::bus::{self, Metadata};
 use platform::jobs;
@@ -96,7 +97,7 @@ impl PaymentsService {
         ledger::record(tx, payment.id, EntryKind::Capture, payment.amount, &payment.currency, None, reference, now)
             .await?;
         let event = PaymentCaptured {
-            payment_id: payment.id,
+            payment_id: PaymentId::from(payment.id),
             order_id: payment.order_id,
             amount: payment.money(payment.amount)?,
             captured_at: now,
@@ -129,7 +130,7 @@ impl PaymentsService {
             self.enqueue_release(tx, payment.id, reference_of(payment)?).await?;
         }
         let event = PaymentFailed {
-            payment_id: payment.id,
+            payment_id: PaymentId::from(payment.id),
             order_id: payment.order_id,
             code,
             message: Some(message.to_owned()),
@@ -241,7 +242,7 @@ impl PaymentsService {
         ledger::record(tx, payment.id, EntryKind::Refund, refund.amount, currency, Some(refund_id), reference, now)
             .await?;
         let event = PaymentRefunded {
-            payment_id: payment.id,
+            payment_id: PaymentId::from(payment.id),
             order_id: payment.order_id,
             refund_id,
             amount: payment.money(refund.amount)?,

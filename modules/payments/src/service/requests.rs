@@ -90,7 +90,7 @@ impl PaymentsService {
         if refunds::by_source(tx, &source).await?.is_some() {
             return Ok(());
         }
-        let Some(payment) = payments::lock(tx, request.payment_id).await? else {
+        let Some(payment) = payments::lock(tx, request.payment_id.into_inner()).await? else {
             anyhow::bail!("orders asked to refund payment {}, which payments does not know", request.payment_id);
         };
         if !payment.status.has_captured() {

@@ -11,12 +11,11 @@ use payments::{
     BreakerSettings, PaymentsConfig, PaymentsModule, SANDBOX_SCHEMA, SANDBOX_WEBHOOK_PATH, SandboxConfig,
     SandboxGateway, WebhookTarget,
 };
-use platform::auth::Role;
 use platform::bus::Event;
 use platform::db::ModuleSchema;
 use platform::money::{Currency, Money};
 use platform::testing::{ModuleHarness, eventually};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
@@ -88,20 +87,9 @@ impl Harness {
             url: base.url(SANDBOX_WEBHOOK_PATH),
             secret: SecretString::from(WEBHOOK_SECRET),
         });
-        let customer = Uuid::now_v7();
-        let customer_token = base.token(&customer.to_string(), &[Role::Customer]);
-        let admin_token = base.token(&Uuid::now_v7().to_string(), &[Role::Admin, Role::Customer]);
+        let (customer, customer_token) = base.new_customer();
+        let admin_token = base.new_admin_token();
         Self { base, sandbox, customer, customer_token, admin_token }
-    }
-
-    pub async fn call(
-        &self,
-        method: Method,
-        path: impl AsRef<str>,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> Response {
-        self.base.call(method, path, token, body).await.unwrap()
     }
 
     /// Appends `event` to the stand-in orders outbox.
@@ -143,7 +131,7 @@ impl Harness {
         self.publish(&RefundRequested {
             order_id: OrderId(order_id),
             user_id: self.customer,
-            payment_id,
+            payment_id: payment_id.into(),
             amount: eur(amount),
             reason,
             requested_at: Utc::now(),
@@ -167,10 +155,7 @@ impl Harness {
     }
 
     pub async fn payment(&self, id: Uuid) -> Value {
-        let (status, body) =
-            read(self.call(Method::GET, format!("/api/v1/payments/{id}"), Some(&self.admin_token), None).await).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["data"].clone()
+        self.get_data(format!("/api/v1/payments/{id}"), &self.admin_token).await
     }
 
     /// Waits until the order's payment has `status`; returns it.
@@ -222,7 +207,7 @@ impl Harness {
 
     /// A token for another customer.
     pub fn stranger(&self) -> String {
-        self.token(&Uuid::now_v7().to_string(), &[Role::Customer])
+        self.new_customer().1
     }
 
     /// An admin refund with a fresh key.

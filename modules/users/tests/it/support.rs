@@ -126,14 +126,7 @@ impl Harness {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Response {
-        let mut request = self.client.request(method, self.url(path.as_ref()));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap()
+        platform::testing::send(&self.client, method, &self.url(path.as_ref()), token, body).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {

@@ -1,8 +1,10 @@
 //! The state machine alone: every path of docs/saga.md, duplicates and early arrivals.
 
 use chrono::{TimeDelta, Utc};
+use inventory_contract::ProductId;
 use orders_contract::events::{CancellationReason, RefundReason, RejectedLine};
 use orders_contract::{OrderId, OrderStatus};
+use payments_contract::PaymentId;
 use platform::money::{Currency, Money};
 use uuid::Uuid;
 
@@ -38,18 +40,18 @@ fn reserved(id: Uuid) -> SagaInput {
     SagaInput::StockReserved { reservation_id: id }
 }
 
-fn captured(id: Uuid) -> SagaInput {
+fn captured(id: PaymentId) -> SagaInput {
     SagaInput::PaymentCaptured { payment_id: id, amount: eur(2999) }
 }
 
-fn failed(id: Uuid) -> SagaInput {
+fn failed(id: PaymentId) -> SagaInput {
     SagaInput::PaymentFailed { payment_id: id, code: "card_declined".to_owned() }
 }
 
 #[test]
 fn the_happy_path_ends_delivered() {
     let mut o = order();
-    let (reservation, payment) = (Uuid::now_v7(), Uuid::now_v7());
+    let (reservation, payment) = (Uuid::now_v7(), PaymentId::new());
     assert!(matches!(apply(&mut o, reserved(reservation))[..], [Effect::RequestPayment { .. }]));
     assert_eq!(o.status, OrderStatus::AwaitingPayment);
     assert_eq!(apply(&mut o, captured(payment)), vec![Effect::Confirm { payment_id: payment }]);
@@ -63,7 +65,7 @@ fn the_happy_path_ends_delivered() {
 fn rejected_stock_rejects_the_order() {
     let mut o = order();
     let lines = vec![RejectedLine {
-        product_id: Uuid::now_v7(),
+        product_id: ProductId::new(),
         code: "insufficient_stock".to_owned(),
         requested: 3,
         available: 1,
@@ -75,7 +77,7 @@ fn rejected_stock_rejects_the_order() {
 #[test]
 fn a_failed_payment_a_deadline_or_an_expiry_cancels_an_order_awaiting_payment() {
     for (input, reason) in [
-        (failed(Uuid::now_v7()), CancellationReason::PaymentFailed),
+        (failed(PaymentId::new()), CancellationReason::PaymentFailed),
         (SagaInput::PaymentDeadlinePassed, CancellationReason::PaymentTimeout),
         (SagaInput::CancelRequested, CancellationReason::CustomerRequest),
     ] {
@@ -101,7 +103,7 @@ fn the_deadline_does_nothing_before_it_is_due_or_after_payment() {
     let mut o = order();
     apply(&mut o, reserved(Uuid::now_v7()));
     assert!(apply(&mut o, SagaInput::PaymentDeadlinePassed).is_empty(), "not due yet");
-    apply(&mut o, captured(Uuid::now_v7()));
+    apply(&mut o, captured(PaymentId::new()));
     o.pay_by = Some(Utc::now() - TimeDelta::seconds(1));
     assert!(apply(&mut o, SagaInput::PaymentDeadlinePassed).is_empty());
     assert_eq!(o.status, OrderStatus::Confirmed);
@@ -110,7 +112,7 @@ fn the_deadline_does_nothing_before_it_is_due_or_after_payment() {
 #[test]
 fn cancelling_a_paid_order_refunds_it() {
     let mut o = order();
-    let payment = Uuid::now_v7();
+    let payment = PaymentId::new();
     apply(&mut o, reserved(Uuid::now_v7()));
     apply(&mut o, captured(payment));
     let effects = apply(&mut o, SagaInput::CancelRequested);
@@ -127,7 +129,7 @@ fn late_and_duplicate_captures_are_refunded() {
     let mut o = order();
     apply(&mut o, reserved(Uuid::now_v7()));
     apply(&mut o, SagaInput::CancelRequested);
-    let late = Uuid::now_v7();
+    let late = PaymentId::new();
     assert_eq!(
         apply(&mut o, captured(late)),
         vec![Effect::Refund { payment_id: late, amount: eur(2999), reason: RefundReason::LateCapture }]
@@ -136,8 +138,8 @@ fn late_and_duplicate_captures_are_refunded() {
 
     let mut o = order();
     apply(&mut o, reserved(Uuid::now_v7()));
-    apply(&mut o, captured(Uuid::now_v7()));
-    let second = Uuid::now_v7();
+    apply(&mut o, captured(PaymentId::new()));
+    let second = PaymentId::new();
     assert_eq!(
         apply(&mut o, captured(second)),
         vec![Effect::Refund { payment_id: second, amount: eur(2999), reason: RefundReason::DuplicateCapture }]
@@ -147,7 +149,7 @@ fn late_and_duplicate_captures_are_refunded() {
 
 #[test]
 fn every_input_twice_changes_nothing_the_second_time() {
-    let (reservation, payment) = (Uuid::now_v7(), Uuid::now_v7());
+    let (reservation, payment) = (Uuid::now_v7(), PaymentId::new());
     let mut o = order();
     for input in [reserved(reservation), captured(payment)] {
         assert!(!apply(&mut o, input.clone()).is_empty());
@@ -163,7 +165,7 @@ fn every_input_twice_changes_nothing_the_second_time() {
 
 #[test]
 fn early_arrivals_reach_the_same_final_state() {
-    let (reservation, payment) = (Uuid::now_v7(), Uuid::now_v7());
+    let (reservation, payment) = (Uuid::now_v7(), PaymentId::new());
     for (first, second, expected) in [
         (captured(payment), reserved(reservation), OrderStatus::Confirmed),
         (failed(payment), reserved(reservation), OrderStatus::Cancelled),
@@ -186,7 +188,7 @@ fn requests_that_do_not_fit_the_status_are_errors() {
     assert!(o.apply(ship.clone(), Utc::now(), WINDOW).is_err(), "a pending order cannot ship");
     assert!(o.apply(SagaInput::Deliver, Utc::now(), WINDOW).is_err());
     apply(&mut o, reserved(Uuid::now_v7()));
-    apply(&mut o, captured(Uuid::now_v7()));
+    apply(&mut o, captured(PaymentId::new()));
     apply(&mut o, ship);
     let error = o.apply(SagaInput::CancelRequested, Utc::now(), WINDOW).err();
     assert_eq!(error.map(|e| e.to_string()), Some("An order that is shipped cannot be cancelled".to_owned()));
@@ -196,13 +198,13 @@ fn requests_that_do_not_fit_the_status_are_errors() {
 fn a_capture_of_the_wrong_amount_is_refunded_and_the_order_keeps_waiting() {
     let mut o = order();
     apply(&mut o, reserved(Uuid::now_v7()));
-    let short = Uuid::now_v7();
+    let short = PaymentId::new();
     let effects = apply(&mut o, SagaInput::PaymentCaptured { payment_id: short, amount: eur(100) });
     assert_eq!(
         effects,
         vec![Effect::Refund { payment_id: short, amount: eur(100), reason: RefundReason::AmountMismatch }]
     );
     assert_eq!(o.status, OrderStatus::AwaitingPayment);
-    let good = Uuid::now_v7();
+    let good = PaymentId::new();
     assert_eq!(apply(&mut o, captured(good)), vec![Effect::Confirm { payment_id: good }]);
 }
