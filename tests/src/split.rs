@@ -162,12 +162,15 @@ impl SplitProcesses {
         let url = format!("http://127.0.0.1:{}/health", self.processes[index].port);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            // Whoever took the port first answers `/health`, so the answer counts only once
+            // this process's own log says it bound the port.
+            let bound = self.bound_its_port(self.processes[index].module);
+            if bound == Some(true) && client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
                 return Ok(());
             }
             let process = &mut self.processes[index];
             let exited = process.child.as_mut().and_then(|child| child.try_wait().ok().flatten());
-            if exited.is_some() || tokio::time::Instant::now() > deadline {
+            if exited.is_some() || bound == Some(false) || tokio::time::Instant::now() > deadline {
                 let module = process.module;
                 return Err(format!("{module} ({exited:?}):\n{}", self.log_of(module)));
             }
@@ -214,6 +217,18 @@ impl SplitProcesses {
     }
 
     /// What `module`'s process has logged so far.
+    /// Whether `module`'s latest start bound its port (`serving`) or found it taken; `None`
+    /// before either. The log is appended to across restarts, so the last word counts.
+    fn bound_its_port(&self, module: &str) -> Option<bool> {
+        let log = self.log_of(module);
+        let served = log.rfind("\"message\":\"serving\"");
+        let refused = log.rfind("Address already in use");
+        match (served, refused) {
+            (None, None) => None,
+            (served, refused) => Some(served > refused),
+        }
+    }
+
     pub fn log_of(&self, module: &str) -> String {
         std::fs::read_to_string(self.logs.join(format!("{module}.log"))).unwrap_or_default()
     }
