@@ -100,11 +100,8 @@ async fn renew(
         .execute(&mut *tx)
         .await?;
     }
-    let dead_for = PgInterval {
-        months: 0,
-        days: 0,
-        microseconds: i64::try_from(dead_for.as_micros()).unwrap_or(i64::MAX),
-    };
+    let dead_for =
+        PgInterval { months: 0, days: 0, microseconds: i64::try_from(dead_for.as_micros()).unwrap_or(i64::MAX) };
     // apalis-postgres' `reenqueue_orphaned.sql`, for several queues, telling which.
     let orphaned: Vec<String> = sqlx::query_scalar(
         "WITH stale AS ( \

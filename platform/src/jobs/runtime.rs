@@ -171,15 +171,8 @@ impl JobsRuntime {
             config.heartbeat.saturating_mul(u32::try_from(config.missed_heartbeats).unwrap_or(u32::MAX)),
             cancel.clone(),
         ));
-        let parts = WorkerParts {
-            pool: pool.clone(),
-            liveness,
-            signals,
-            instance,
-            config,
-            metrics,
-            stop: cancel.clone(),
-        };
+        let parts =
+            WorkerParts { pool: pool.clone(), liveness, signals, instance, config, metrics, stop: cancel.clone() };
         let mut monitor = Monitor::new();
         let mut tickers = JoinSet::new();
         for queue in queues {
@@ -212,7 +205,15 @@ impl JobsRuntime {
             }
         });
         tracing::info!(%instance, "jobs runtime started");
-        Ok(JobsHandle { running, tickers, signalling, renewing, heartbeats, cancel, shutdown_timeout: config.shutdown_timeout })
+        Ok(JobsHandle {
+            running,
+            tickers,
+            signalling,
+            renewing,
+            heartbeats,
+            cancel,
+            shutdown_timeout: config.shutdown_timeout,
+        })
     }
 }
 
