@@ -501,6 +501,34 @@ async fn two_runtimes_on_one_database_run_each_job_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_job_running_longer_than_the_dead_worker_window_is_not_run_again_elsewhere() {
+    let (_db, databases) = setup().await;
+    let (alpha, jobs) = (databases.pool("alpha").unwrap(), databases.jobs_pool().unwrap());
+    let release = Arc::new(Notify::new());
+    let recorder = Recorder::new(Behaviour::WaitFor(release.clone()));
+    // A worker is presumed dead after 3 missed heartbeats of 200 ms. One job at a time, so a
+    // worker running its job is at its limit, and apalis does not poll it for heartbeats.
+    let quick = |config: JobsConfig| JobsConfig { heartbeat: Duration::from_millis(200), missed_heartbeats: 3, ..config };
+    let queue = || vec![JobQueue::new(recorder.clone()).concurrency(1)];
+    let first = Running::start_with(&databases, queue(), quick).await;
+    let second = Running::start_with(&databases, queue(), quick).await;
+
+    enqueue_committed(alpha, &Ping { n: 1 }, Schedule::default()).await;
+    eventually(WAIT, || async { Ok((recorder.count(1) == 1).then_some(())) }).await.unwrap();
+    // Five times the dead-worker window: the worker running the job is still renewed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(recorder.count(1), 1, "the job ran again while it was still running");
+    let statuses: Vec<String> = jobs_of(jobs, Ping::QUEUE).await.into_iter().map(|(status, _)| status).collect();
+    assert_eq!(statuses, ["Running"]);
+
+    release.notify_one();
+    assert_eq!(settled(jobs, Ping::QUEUE, 1).await, [("Done".to_owned(), 1)]);
+    assert_eq!(recorder.count(1), 1);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
 async fn stopping_waits_for_a_running_job_and_records_its_outcome() {
     let (_db, databases) = setup().await;
     let (alpha, jobs) = (databases.pool("alpha").unwrap(), databases.jobs_pool().unwrap());
