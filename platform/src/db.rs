@@ -29,3 +29,13 @@ pub fn has_sqlstate(error: &sqlx::Error, code: &str) -> bool {
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// SQLSTATE `23505`: a unique constraint was violated.
 pub const UNIQUE_VIOLATION: &str = "23505";
+
+/// A read-only transaction on one snapshot, for a read of several statements: they agree
+/// with each other, and PostgreSQL counts one transaction instead of one per statement
+/// (each statement outside a transaction is a transaction of its own). Commit or drop it.
+///
+/// # Errors
+/// No connection, or the `BEGIN` failing.
+pub async fn read_snapshot(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
+}

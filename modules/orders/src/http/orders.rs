@@ -3,9 +3,11 @@
 use std::collections::HashSet;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
 use inventory_contract::{LineProblemKind, ProductId, ProductRef, Quantity, Sku};
 use orders_contract::OrderId;
 use platform::auth::{AdminOnly, Authenticated, Principal, Role};
+use platform::http::idempotency::IDEMPOTENT_REPLAYED;
 use platform::http::pagination::{PageMeta, storable_time};
 use platform::http::{
     ApiError, Created, Data, ErrorEnvelope, FieldError, IdempotencyKey, Json, Page, PageQuery, Path, Query,
@@ -25,10 +27,12 @@ const MAX_QUANTITY: i64 = 100;
 
 /// Places an order. Prices come from the catalogue at this moment; the order starts `pending`
 /// while stock is reserved, then awaits payment (docs/saga.md). `Idempotency-Key` is required:
-/// a retry with the same key and body answers with the same order; another body is 422.
+/// a retry with the same key and body answers with the same order, as it stands now, marked
+/// `Idempotent-Replayed: true`, even while the first request still runs (it waits for it);
+/// another body is 422. A refused placement writes nothing, so its retry is judged afresh.
 #[utoipa::path(post, path = "/orders", tag = "orders",
     request_body = PlaceOrderRequest,
-    params(("Idempotency-Key" = String, Header, description = "Required; the same key replays the first answer")),
+    params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key gets the same order")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Placed; the saga continues. `Location` is the order", body = inline(platform::http::Envelope<OrderView>),
@@ -36,7 +40,6 @@ const MAX_QUANTITY: i64 = 100;
         (status = 400, description = "`idempotency_key_required`", body = ErrorEnvelope),
         (status = 401, description = "No or invalid token", body = ErrorEnvelope),
         (status = 403, description = "Not a customer", body = ErrorEnvelope),
-        (status = 409, description = "The same key is still being processed", body = ErrorEnvelope),
         (status = 422, description = "Invalid lines, address or payment method (`validation_failed`), lines that cannot be ordered (`unorderable_lines`, per line in `details`), or the key reused with another body", body = ErrorEnvelope),
         (status = 503, description = "The catalogue cannot be reached; nothing was written. `Retry-After` says when to retry", body = ErrorEnvelope),
     ))]
@@ -46,14 +49,21 @@ pub(crate) async fn place_order(
     ctx: RequestContext,
     key: IdempotencyKey,
     Json(body): Json<PlaceOrderRequest>,
-) -> Result<Created<OrderView>, ApiError> {
+) -> Result<(HeaderMap, Created<OrderView>), ApiError> {
     if !principal.roles.contains(&Role::Customer) {
         return Err(ApiError::forbidden());
     }
     let request = body.try_into_domain(user_of(&principal)?, key.into_inner())?;
-    let (Placed::New(id) | Placed::Again(id)) = state.service.place_order(request, &ctx).await?;
+    let mut headers = HeaderMap::new();
+    let id = match state.service.place_order(request, &ctx).await? {
+        Placed::New(id) => id,
+        Placed::Again(id) => {
+            headers.insert(IDEMPOTENT_REPLAYED.clone(), HeaderValue::from_static("true"));
+            id
+        }
+    };
     let order = read(&state, id.0).await?;
-    Ok(Created::accepted(format!("/api/v1/orders/{id}"), order))
+    Ok((headers, Created::accepted(format!("/api/v1/orders/{id}"), order)))
 }
 
 impl PlaceOrderRequest {

@@ -18,8 +18,11 @@ impl OrdersService {
     /// # Errors
     /// Database failures.
     pub(crate) async fn order(&self, id: Uuid) -> anyhow::Result<Option<FullOrder>> {
-        let mut db = self.pool.acquire().await.context("reading an order")?;
-        reads::find(&mut db, id).await
+        // The order, its lines, timeline and refunds as of one moment, in one transaction.
+        let mut snapshot = platform::db::read_snapshot(&self.pool).await.context("reading an order")?;
+        let order = reads::find(&mut snapshot, id).await?;
+        snapshot.commit().await.context("reading an order")?;
+        Ok(order)
     }
 
     /// The customer an order belongs to; `None` for an unknown order.
