@@ -37,7 +37,7 @@ use hmac::{Hmac, Mac};
 use payments_contract::events::FailureCode;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use self::books::{Books, Charge, Claim, Decision, Status, Stored};
@@ -265,10 +265,8 @@ impl SandboxGateway {
     /// counting and replay. The call holds the returned guard until it has stored its answer.
     async fn open(&self, key: &str, latency: Duration) -> Result<(Option<Stored>, InFlight), GatewayError> {
         tokio::time::sleep(latency).await;
-        if self.books.in_outage().await.map_err(|e| storage(&e))? {
-            return Err(GatewayError::Unavailable("503 Service Unavailable (sandbox outage)".to_owned()));
-        }
         match self.books.claim(key).await.map_err(|e| storage(&e))? {
+            Claim::Outage => Err(GatewayError::Unavailable("503 Service Unavailable (sandbox outage)".to_owned())),
             Claim::Busy => Err(GatewayError::Unavailable(
                 "409 Conflict: a request with this idempotency key is in progress".to_owned(),
             )),
@@ -280,8 +278,22 @@ impl SandboxGateway {
     }
 
     /// Stores the answer of the request holding `guard`'s key.
-    async fn store(&self, mut guard: InFlight, answer: &Stored, executed: bool) -> Result<(), GatewayError> {
-        self.books.answer(&guard.key, answer, executed).await.map_err(|e| storage(&e))?;
+    async fn store(&self, guard: InFlight, answer: &Stored, executed: bool) -> Result<(), GatewayError> {
+        let books = self.books.begin().await.map_err(|e| storage(&e))?;
+        self.store_with(books, guard, answer, executed).await
+    }
+
+    /// Stores the answer of the request holding `guard`'s key in `books`, the transaction
+    /// that carried out its operation, and commits both.
+    async fn store_with(
+        &self,
+        mut books: Transaction<'static, Postgres>,
+        mut guard: InFlight,
+        answer: &Stored,
+        executed: bool,
+    ) -> Result<(), GatewayError> {
+        self.books.answer(&mut books, &guard.key, answer, executed).await.map_err(|e| storage(&e))?;
+        books.commit().await.map_err(|e| storage(&e.into()))?;
         guard.answered = true;
         Ok(())
     }
@@ -293,9 +305,10 @@ impl SandboxGateway {
         }
     }
 
-    /// Stores `answer` for the key and returns it.
+    /// Stores `answer` for the key in `books`, the operation's transaction, and returns it.
     async fn conclude<T>(
         &self,
+        books: Transaction<'static, Postgres>,
         guard: InFlight,
         answer: Result<T, GatewayError>,
         stored: Stored,
@@ -305,7 +318,7 @@ impl SandboxGateway {
             Err(error) => Stored::of_error(error).unwrap_or(stored),
             Ok(_) => stored,
         };
-        self.store(guard, &stored, executed).await?;
+        self.store_with(books, guard, &stored, executed).await?;
         answer
     }
 
@@ -345,6 +358,7 @@ impl SandboxGateway {
 
     async fn async_authorization(
         &self,
+        books: &mut PgConnection,
         request: &AuthorizeRequest,
         reference: String,
         outcome: Status,
@@ -352,10 +366,10 @@ impl SandboxGateway {
     ) -> anyhow::Result<Authorization> {
         let at = Utc::now() + chrono::TimeDelta::from_std(self.config.async_delay).unwrap_or_default();
         let charge = self.charge_of(request, &reference, Status::Processing);
-        self.books.record_charge(&charge, Some(Decision { at, outcome })).await?;
+        self.books.record_charge(books, &charge, Some(Decision { at, outcome })).await?;
         if tell {
             let body = Self::webhook_body(request.payment_id, &reference, outcome);
-            self.books.enqueue_webhook(request.payment_id, &body, at).await?;
+            self.books.enqueue_webhook(books, request.payment_id, &body, at).await?;
         }
         Ok(Authorization::Processing { reference })
     }
@@ -374,8 +388,11 @@ impl SandboxGateway {
 
     /// The charge as it stands now, asynchronous outcomes that are due decided.
     async fn current(&self, payment_id: Uuid) -> anyhow::Result<Option<Charge>> {
-        self.books.decide_due().await?;
-        self.books.charge(payment_id).await
+        let mut books = self.books.begin().await?;
+        self.books.decide_due(&mut books).await?;
+        let charge = self.books.charge_in(&mut books, payment_id).await?;
+        books.commit().await?;
+        Ok(charge)
     }
 }
 
@@ -425,7 +442,7 @@ impl WebhookSender {
         if books.in_outage().await? {
             return Ok(0);
         }
-        books.decide_due().await?;
+        books.decide_due(&mut *books.pool().acquire().await?).await?;
         let Some(target) = self.target.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
             return Ok(0);
         };
@@ -493,11 +510,14 @@ impl PaymentGateway for SandboxGateway {
                 } else {
                     Status::Authorized
                 };
+                let mut books = self.books.begin().await.map_err(|e| storage(&e))?;
                 let answer = self
-                    .async_authorization(request, reference.clone(), outcome, token != "pm_card_async_silent")
+                    .async_authorization(&mut books, request, reference.clone(), outcome, token != "pm_card_async_silent")
                     .await
                     .map_err(|e| storage(&e))?;
-                self.store(guard, &Stored::Processing { reference }, true).await?;
+                self.store_with(books, guard, &Stored::Processing { reference }, true).await?;
+                // Committed: the webhook sender can see what it is woken for.
+                self.books.news.notify_one();
                 return Ok(answer);
             }
             "pm_card_visa" | "pm_card_mastercard" | "pm_card_slow" | "pm_card_timeout_once" | "pm_card_error_once" => {
@@ -505,16 +525,18 @@ impl PaymentGateway for SandboxGateway {
             }
             _ => Err(declined(FailureCode::InvalidPaymentMethod)),
         };
+        // The charge and the answer to the key commit together.
+        let mut books = self.books.begin().await.map_err(|e| storage(&e))?;
         if let Err(Status::Declined(code)) = outcome {
             let charge = self.charge_of(request, &reference, Status::Declined(code));
-            self.books.record_charge(&charge, None).await.map_err(|e| storage(&e))?;
+            self.books.record_charge(&mut books, &charge, None).await.map_err(|e| storage(&e))?;
             let error = Self::decline(code);
-            self.store(guard, &Stored::of_error(&error).unwrap_or(Stored::Done), false).await?;
+            self.store_with(books, guard, &Stored::of_error(&error).unwrap_or(Stored::Done), false).await?;
             return Err(error);
         }
         let charge = self.charge_of(request, &reference, Status::Authorized);
-        self.books.record_charge(&charge, None).await.map_err(|e| storage(&e))?;
-        self.store(guard, &Stored::Approved { reference: reference.clone() }, true).await?;
+        self.books.record_charge(&mut books, &charge, None).await.map_err(|e| storage(&e))?;
+        self.store_with(books, guard, &Stored::Approved { reference: reference.clone() }, true).await?;
         if token == "pm_card_timeout_once" && self.requests(key).await.map_err(|e| storage(&e))? == 1 {
             // Done, but the answer is lost on the way: the caller times out.
             tokio::time::sleep(self.config.hang).await;
@@ -529,12 +551,13 @@ impl PaymentGateway for SandboxGateway {
             self.store(guard, stored.as_ref().unwrap_or(&Stored::Done), false).await?;
             return answer;
         }
+        let mut books = self.books.begin().await.map_err(|e| storage(&e))?;
         let answer = async {
-            self.books.decide_due().await?;
-            if self.books.capture(request.payment_id, request.amount.amount).await? {
+            self.books.decide_due(&mut books).await?;
+            if self.books.capture(&mut books, request.payment_id, request.amount.amount).await? {
                 return Ok(Ok(()));
             }
-            Ok(Err(match self.books.charge(request.payment_id).await? {
+            Ok(Err(match self.books.charge_in(&mut books, request.payment_id).await? {
                 Some(charge) => GatewayError::Refused(format!(
                     "cannot capture {} of an authorization that is {:?}",
                     request.amount.amount, charge.status
@@ -544,7 +567,7 @@ impl PaymentGateway for SandboxGateway {
         }
         .await
         .map_err(|e: anyhow::Error| storage(&e))?;
-        self.conclude(guard, answer, Stored::Done).await
+        self.conclude(books, guard, answer, Stored::Done).await
     }
 
     async fn void(&self, request: &VoidRequest) -> Result<(), GatewayError> {
@@ -554,19 +577,20 @@ impl PaymentGateway for SandboxGateway {
             self.store(guard, stored.as_ref().unwrap_or(&Stored::Done), false).await?;
             return answer;
         }
+        let mut books = self.books.begin().await.map_err(|e| storage(&e))?;
         let answer = async {
-            self.books.decide_due().await?;
-            if self.books.void(request.payment_id).await? {
+            self.books.decide_due(&mut books).await?;
+            if self.books.void(&mut books, request.payment_id).await? {
                 return Ok(Ok(()));
             }
-            Ok(Err(match self.books.charge(request.payment_id).await? {
+            Ok(Err(match self.books.charge_in(&mut books, request.payment_id).await? {
                 Some(charge) => GatewayError::Refused(format!("cannot void a payment that is {:?}", charge.status)),
                 None => GatewayError::Refused(format!("no such authorization: {}", request.reference)),
             }))
         }
         .await
         .map_err(|e: anyhow::Error| storage(&e))?;
-        self.conclude(guard, answer, Stored::Done).await
+        self.conclude(books, guard, answer, Stored::Done).await
     }
 
     async fn refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
@@ -577,11 +601,12 @@ impl PaymentGateway for SandboxGateway {
             return answer;
         }
         let refund_reference = format!("re_{}", Uuid::now_v7().simple());
+        let mut books = self.books.begin().await.map_err(|e| storage(&e))?;
         let answer = async {
-            if self.books.refund(request.payment_id, request.amount.amount).await? {
+            if self.books.refund(&mut books, request.payment_id, request.amount.amount).await? {
                 return Ok(Ok(refund_reference.clone()));
             }
-            Ok(Err(match self.books.charge(request.payment_id).await? {
+            Ok(Err(match self.books.charge_in(&mut books, request.payment_id).await? {
                 Some(charge) => GatewayError::Refused(format!(
                     "cannot refund {} of a payment with {} captured and {} refunded",
                     request.amount.amount, charge.captured, charge.refunded
@@ -591,7 +616,7 @@ impl PaymentGateway for SandboxGateway {
         }
         .await
         .map_err(|e: anyhow::Error| storage(&e))?;
-        self.conclude(guard, answer, Stored::Refunded { refund_reference: refund_reference.clone() }).await
+        self.conclude(books, guard, answer, Stored::Refunded { refund_reference: refund_reference.clone() }).await
     }
 
     async fn lookup(&self, payment_id: Uuid) -> Result<GatewayPayment, GatewayError> {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use payments_contract::events::FailureCode;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use sqlx::migrate::Migrator;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
@@ -141,6 +141,8 @@ impl Stored {
 /// What claiming a key found.
 #[derive(Debug)]
 pub(super) enum Claim {
+    /// The outage switch is on: nothing was counted or held.
+    Outage,
     /// Another request with the key is under way.
     Busy,
     /// This request holds the key; the stored answer, if the key was answered before.
@@ -224,26 +226,38 @@ impl Books {
         Ok(())
     }
 
-    /// Counts a request with `key` and holds the key, unless another request holds it.
+    /// Unless the outage switch is on, counts a request with `key` and holds the key, unless
+    /// another request holds it. One statement: the switch and the claim in one transaction.
     pub(super) async fn claim(&self, key: &str) -> anyhow::Result<Claim> {
         let pool = self.ready().await?;
-        let held: Option<Option<serde_json::Value>> = sqlx::query_scalar(
-            "INSERT INTO payments_sandbox.requests (idempotency_key, requests, in_flight_until)
-             VALUES ($1, 1, now() + $2)
-             ON CONFLICT (idempotency_key) DO UPDATE
-                SET requests = requests.requests + 1, in_flight_until = EXCLUDED.in_flight_until
-              WHERE requests.in_flight_until IS NULL OR requests.in_flight_until < now()
-             RETURNING answer",
+        let (outage, held, answer): (bool, bool, Option<serde_json::Value>) = sqlx::query_as(
+            "WITH switch AS (
+                 SELECT coalesce(bool_or(outage_until > now()), false) AS outage FROM payments_sandbox.control),
+             claimed AS (
+                 INSERT INTO payments_sandbox.requests (idempotency_key, requests, in_flight_until)
+                 SELECT $1, 1, now() + $2 FROM switch WHERE NOT switch.outage
+                 ON CONFLICT (idempotency_key) DO UPDATE
+                    SET requests = requests.requests + 1, in_flight_until = EXCLUDED.in_flight_until
+                  WHERE requests.in_flight_until IS NULL OR requests.in_flight_until < now()
+                 RETURNING answer)
+             SELECT (SELECT outage FROM switch), EXISTS (SELECT 1 FROM claimed), (SELECT answer FROM claimed)",
         )
         .bind(key)
         .bind(KEY_LEASE)
-        .fetch_optional(pool)
+        .fetch_one(pool)
         .await
         .context("claiming an idempotency key")?;
-        match held {
-            None => Ok(Claim::Busy),
-            Some(answer) => Ok(Claim::Held(answer.map(serde_json::from_value).transpose()?)),
+        match (outage, held) {
+            (true, _) => Ok(Claim::Outage),
+            (false, false) => Ok(Claim::Busy),
+            (false, true) => Ok(Claim::Held(answer.map(serde_json::from_value).transpose()?)),
         }
+    }
+
+    /// A transaction on the books: an operation and the answer stored for its key commit
+    /// together.
+    pub(super) async fn begin(&self) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.ready().await?.begin().await?)
     }
 
     /// Lets another request use `key` (this one is gone without an answer).
@@ -256,7 +270,13 @@ impl Books {
     }
 
     /// Stores the answer to `key` (counting an execution when money moved) and frees the key.
-    pub(super) async fn answer(&self, key: &str, answer: &Stored, executed: bool) -> anyhow::Result<()> {
+    pub(super) async fn answer(
+        &self,
+        db: &mut PgConnection,
+        key: &str,
+        answer: &Stored,
+        executed: bool,
+    ) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE payments_sandbox.requests
                 SET answer = $2, executions = executions + $3::int, in_flight_until = NULL
@@ -265,7 +285,7 @@ impl Books {
         .bind(key)
         .bind(serde_json::to_value(answer)?)
         .bind(i32::from(executed))
-        .execute(&self.pool)
+        .execute(db)
         .await
         .context("storing a sandbox answer")?;
         Ok(())
@@ -284,7 +304,12 @@ impl Books {
     }
 
     /// Records a new charge (or what a new authorization under another key made of it).
-    pub(super) async fn record_charge(&self, charge: &Charge, decision: Option<Decision>) -> anyhow::Result<()> {
+    pub(super) async fn record_charge(
+        &self,
+        db: &mut PgConnection,
+        charge: &Charge,
+        decision: Option<Decision>,
+    ) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO payments_sandbox.charges
                 (payment_id, reference, amount, currency, status, decline_code, decide_at, decided_status, decided_code)
@@ -302,7 +327,7 @@ impl Books {
         .bind(decision.map(|d| d.at))
         .bind(decision.map(|d| d.outcome.name()))
         .bind(decision.and_then(|d| d.outcome.code()))
-        .execute(&self.pool)
+        .execute(db)
         .await
         .context("recording a sandbox charge")?;
         Ok(())
@@ -324,66 +349,72 @@ impl Books {
     }
 
     /// Decides the asynchronous outcomes that are due.
-    pub(super) async fn decide_due(&self) -> anyhow::Result<()> {
+    pub(super) async fn decide_due(&self, db: &mut PgConnection) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE payments_sandbox.charges
                 SET status = decided_status, decline_code = decided_code, decide_at = NULL
               WHERE status = 'processing' AND decide_at <= now()",
         )
-        .execute(&self.pool)
+        .execute(db)
         .await
         .context("deciding asynchronous sandbox outcomes")?;
         Ok(())
     }
 
     pub(super) async fn charge(&self, payment_id: Uuid) -> anyhow::Result<Option<Charge>> {
-        let pool = self.ready().await?;
+        let mut db = self.ready().await?.acquire().await?;
+        self.charge_in(&mut db, payment_id).await
+    }
+
+    pub(super) async fn charge_in(&self, db: &mut PgConnection, payment_id: Uuid) -> anyhow::Result<Option<Charge>> {
         let sql = format!("SELECT {CHARGE_COLUMNS} FROM payments_sandbox.charges WHERE payment_id = $1");
         let row: Option<ChargeRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(payment_id).fetch_optional(pool).await?;
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(payment_id).fetch_optional(db).await?;
         row.map(charge).transpose()
     }
 
     /// Moves an authorized charge to captured, if it is authorized and `amount` fits.
-    pub(super) async fn capture(&self, payment_id: Uuid, amount: i64) -> anyhow::Result<bool> {
+    pub(super) async fn capture(&self, db: &mut PgConnection, payment_id: Uuid, amount: i64) -> anyhow::Result<bool> {
         let done = sqlx::query(
             "UPDATE payments_sandbox.charges SET status = 'captured', captured = $2
               WHERE payment_id = $1 AND status = 'authorized' AND $2 <= amount",
         )
         .bind(payment_id)
         .bind(amount)
-        .execute(&self.pool)
+        .execute(db)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Releases an authorized (or still processing) charge.
-    pub(super) async fn void(&self, payment_id: Uuid) -> anyhow::Result<bool> {
+    pub(super) async fn void(&self, db: &mut PgConnection, payment_id: Uuid) -> anyhow::Result<bool> {
         let done = sqlx::query(
             "UPDATE payments_sandbox.charges SET status = 'voided', decide_at = NULL
               WHERE payment_id = $1 AND status IN ('authorized', 'processing')",
         )
         .bind(payment_id)
-        .execute(&self.pool)
+        .execute(db)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Gives back `amount` of a captured charge, if that much is left.
-    pub(super) async fn refund(&self, payment_id: Uuid, amount: i64) -> anyhow::Result<bool> {
+    pub(super) async fn refund(&self, db: &mut PgConnection, payment_id: Uuid, amount: i64) -> anyhow::Result<bool> {
         let done = sqlx::query(
             "UPDATE payments_sandbox.charges SET refunded = refunded + $2
               WHERE payment_id = $1 AND status = 'captured' AND refunded + $2 <= captured",
         )
         .bind(payment_id)
         .bind(amount)
-        .execute(&self.pool)
+        .execute(db)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
+    /// Queues a webhook; wake the sender (`news`) once it is committed.
     pub(super) async fn enqueue_webhook(
         &self,
+        db: &mut PgConnection,
         payment_id: Uuid,
         body: &str,
         due_at: DateTime<Utc>,
@@ -393,10 +424,9 @@ impl Books {
             .bind(payment_id)
             .bind(body)
             .bind(due_at)
-            .execute(&self.pool)
+            .execute(db)
             .await
             .context("queueing a sandbox webhook")?;
-        self.news.notify_one();
         Ok(())
     }
 
