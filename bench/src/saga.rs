@@ -308,7 +308,7 @@ impl Stats {
             "SELECT s.calls, s.total_exec_time, '[' || r.rolname || '] ' || s.query
                FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
               WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-              ORDER BY s.calls DESC LIMIT 60",
+              ORDER BY s.calls DESC LIMIT 100",
         )
         .fetch_all(&mut *connection)
         .await?;
