@@ -83,9 +83,24 @@ impl OrdersService {
         ctx: &RequestContext,
     ) -> Result<Placed, PlaceOrderError> {
         let digest = request.digest();
-        if let Some(placed) = self.placed_before(&request, &digest).await? {
-            return Ok(placed);
+        // A retry of a placement that went through is told apart only where it matters, so a
+        // first placement does not pay for a lookup: the insert meets the key's unique index,
+        // and a placement that fails before its insert (the catalogue changed since, or cannot
+        // be reached) looks for the order its key placed before answering with the failure.
+        match self.place_new(&request, &digest, ctx).await {
+            Err(error) if !matches!(error, PlaceOrderError::Unexpected(_)) => {
+                Ok(self.placed_before(&request, &digest).await?.ok_or(error)?)
+            }
+            placed => placed,
         }
+    }
+
+    async fn place_new(
+        &self,
+        request: &PlaceOrder,
+        digest: &[u8],
+        ctx: &RequestContext,
+    ) -> Result<Placed, PlaceOrderError> {
         let quote_lines: Vec<QuoteLine> =
             request.lines.iter().map(|l| QuoteLine { product: l.product.clone(), quantity: l.quantity }).collect();
         let call = ctx.call(Some(request.user_id.to_string())).with_timeout(self.config.quote_timeout);
@@ -139,7 +154,7 @@ impl OrdersService {
             shipping_address: request.shipping_address.clone(),
             payment_method: request.payment_method.clone(),
             idempotency_key: request.idempotency_key.clone(),
-            request_digest: digest.clone(),
+            request_digest: digest.to_vec(),
             placed_at: now,
         };
         let placed = OrderPlaced {
@@ -157,7 +172,7 @@ impl OrdersService {
             // A concurrent request with the same key won: answer as it did.
             Err(error) if orders::is_duplicate_key(&error) => {
                 drop(tx);
-                return self.placed_before(&request, &digest).await?.ok_or(PlaceOrderError::Unexpected(error));
+                return self.placed_before(request, digest).await?.ok_or(PlaceOrderError::Unexpected(error));
             }
             other => other?,
         }
