@@ -204,44 +204,43 @@ impl Consumer {
         Ok(self.apply(membership))
     }
 
-    /// The statements of a heartbeat, on the caller's transaction (one transaction renews
+    /// The statement of a heartbeat, on the caller's transaction (one transaction renews
     /// every subscription of a module). Apply what it returns once that transaction commits.
+    ///
+    /// One statement: it renews this member, expires members that stopped beating and reads
+    /// the live ones. A member configured with another partition count than the stored one
+    /// (a rolling deploy that resizes the subscription) leaves the group instead, so no
+    /// partition is dealt to a member that would refuse it. Every part sees the snapshot the
+    /// statement started with, so the live members are read as those not expired, plus this
+    /// one.
     pub(crate) async fn renew(&self, tx: &mut PgConnection) -> anyhow::Result<Membership> {
-        // A member configured with another partition count than the stored one (a rolling
-        // deploy that resizes the subscription) stays out of the group, so no partition is
-        // dealt to a member that would refuse it.
-        let stored: Option<i32> =
-            sqlx::query_scalar("SELECT partitions FROM bus_cursors WHERE subscription = $1 LIMIT 1")
-                .bind(self.name())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if stored.is_some_and(|stored| stored != i32::from(self.subscription.partitions)) {
-            sqlx::query("DELETE FROM bus_members WHERE subscription = $1 AND member = $2")
-                .bind(self.name())
-                .bind(self.member)
-                .execute(&mut *tx)
-                .await?;
-            return Ok(Membership::Outside);
-        }
-        sqlx::query(
-            "INSERT INTO bus_members (subscription, member, heartbeat_at) VALUES ($1, $2, now())
-             ON CONFLICT (subscription, member) DO UPDATE SET heartbeat_at = now()",
+        let (outside, members): (bool, Vec<Uuid>) = sqlx::query_as(
+            "WITH resized AS (
+                 SELECT EXISTS (SELECT 1 FROM bus_cursors WHERE subscription = $1 AND partitions <> $4) AS outside),
+             leaving AS (
+                 DELETE FROM bus_members
+                  WHERE subscription = $1 AND member = $2 AND (SELECT outside FROM resized)),
+             beating AS (
+                 INSERT INTO bus_members (subscription, member, heartbeat_at)
+                 SELECT $1, $2, now() FROM resized WHERE NOT resized.outside
+                 ON CONFLICT (subscription, member) DO UPDATE SET heartbeat_at = now()),
+             expired AS (
+                 DELETE FROM bus_members
+                  WHERE subscription = $1 AND member <> $2 AND heartbeat_at < now() - $3::interval)
+             SELECT resized.outside,
+                    array(SELECT member FROM bus_members
+                           WHERE subscription = $1 AND member <> $2 AND heartbeat_at >= now() - $3::interval
+                          UNION SELECT $2 WHERE NOT resized.outside
+                          ORDER BY 1)
+               FROM resized",
         )
         .bind(self.name())
         .bind(self.member)
-        .execute(&mut *tx)
+        .bind(self.session_timeout)
+        .bind(i32::from(self.subscription.partitions))
+        .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM bus_members WHERE subscription = $1 AND heartbeat_at < now() - $2::interval")
-            .bind(self.name())
-            .bind(self.session_timeout)
-            .execute(&mut *tx)
-            .await?;
-        let members: Vec<Uuid> =
-            sqlx::query_scalar("SELECT member FROM bus_members WHERE subscription = $1 ORDER BY member")
-                .bind(self.name())
-                .fetch_all(&mut *tx)
-                .await?;
-        Ok(Membership::Members(members))
+        Ok(if outside { Membership::Outside } else { Membership::Members(members) })
     }
 
     /// Takes the partitions a committed heartbeat dealt this member; returns them.
