@@ -71,12 +71,27 @@ fn document_operation(operation: &mut Operation, rate_limited: bool) {
     }
     if parameters.iter().any(|(at, name)| *at == ParameterIn::Header && name == "idempotency-key") {
         add(operation, 400, "`invalid_idempotency_key`: not 1 to 255 visible ASCII characters");
-        add(operation, 409, "`idempotency_request_in_progress`: a request with this key is still running");
+        if !keeps_its_own_keys(operation) {
+            add(operation, 409, "`idempotency_request_in_progress`: a request with this key is still running");
+        }
         add(operation, 422, "`idempotency_key_reused`: the key was used with another request");
     }
     if rate_limited {
         add_rate_limited(operation);
     }
+}
+
+/// The extension an operation declares when its resource keeps the `Idempotency-Key`
+/// itself, without the idempotency layer: a retry waits for the request still running
+/// instead of being answered 409.
+pub const IDEMPOTENCY_KEPT_BY_RESOURCE: &str = "x-idempotency-kept-by-resource";
+
+fn keeps_its_own_keys(operation: &Operation) -> bool {
+    operation
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get(IDEMPOTENCY_KEPT_BY_RESOURCE))
+        .is_some_and(|kept| kept == &serde_json::Value::Bool(true))
 }
 
 /// Whether the operation requires a bearer token: it names a security scheme and does not
@@ -183,5 +198,20 @@ mod tests {
         let RefOr::T(bad_request) = &item.post.as_ref().unwrap().responses.responses["400"] else { panic!() };
         assert!(bad_request.description.starts_with("`idempotency_key_required`; `malformed_json`"));
         assert!(bad_request.description.contains("`invalid_idempotency_key`"));
+    }
+
+    #[test]
+    fn a_resource_keeping_its_own_idempotency_keys_is_not_documented_as_answering_409() {
+        let mut extensions = utoipa::openapi::extensions::Extensions::default();
+        extensions.insert(IDEMPOTENCY_KEPT_BY_RESOURCE.to_owned(), serde_json::Value::Bool(true));
+        let place = OperationBuilder::new()
+            .parameter(ParameterBuilder::new().name("Idempotency-Key").parameter_in(ParameterIn::Header))
+            .extensions(Some(extensions))
+            .response("202", ResponseBuilder::new().description("Placed"));
+        let mut openapi = OpenApiBuilder::new()
+            .paths(PathsBuilder::new().path("/orders", PathItem::new(HttpMethod::Post, place)))
+            .build();
+        document_platform_answers(&mut openapi, "/api/v1/");
+        assert_eq!(statuses(&openapi, "/orders"), ["202", "400", "422"]);
     }
 }

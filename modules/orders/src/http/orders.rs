@@ -33,6 +33,8 @@ const MAX_QUANTITY: i64 = 100;
 #[utoipa::path(post, path = "/orders", tag = "orders",
     request_body = PlaceOrderRequest,
     params(("Idempotency-Key" = String, Header, description = "Required; a retry with the same key gets the same order")),
+    // The order row keeps the key (ADR 0028): a retry waits for the first request, never 409.
+    extensions(("x-idempotency-kept-by-resource" = json!(true))),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Placed; the saga continues. `Location` is the order", body = inline(platform::http::Envelope<OrderView>),
