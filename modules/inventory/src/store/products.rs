@@ -263,28 +263,16 @@ pub(crate) async fn list(
     match (&page.after, field) {
         (None, _) => {}
         (Some(ListKey::Name(name, id)), "name") => {
-            query
-                .push(format!(" AND (name, id) {op} ("))
-                .push_bind(name.clone())
-                .push(", ")
-                .push_bind(id.into_inner())
-                .push(")");
+            let id = id.into_inner();
+            query.push(format!(" AND (name, id) {op} (")).push_bind(name.clone()).push(", ").push_bind(id).push(")");
         }
         (Some(ListKey::Price(price, id)), "price") => {
-            query
-                .push(format!(" AND (price, id) {op} ("))
-                .push_bind(*price)
-                .push(", ")
-                .push_bind(id.into_inner())
-                .push(")");
+            let id = id.into_inner();
+            query.push(format!(" AND (price, id) {op} (")).push_bind(*price).push(", ").push_bind(id).push(")");
         }
         (Some(ListKey::CreatedAt(at, id)), "created_at") => {
-            query
-                .push(format!(" AND (created_at, id) {op} ("))
-                .push_bind(*at)
-                .push(", ")
-                .push_bind(id.into_inner())
-                .push(")");
+            let id = id.into_inner();
+            query.push(format!(" AND (created_at, id) {op} (")).push_bind(*at).push(", ").push_bind(id).push(")");
         }
         (Some(ListKey::Relevance(rank, id)), "relevance") => {
             let q = filter.q.as_deref().context("a relevance cursor without a search")?;

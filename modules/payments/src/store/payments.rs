@@ -283,12 +283,8 @@ pub(crate) async fn list(
     };
     let (op, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
     if let Some(ListKey(at, id)) = &page.after {
-        query
-            .push(format!(" AND (created_at, id) {op} ("))
-            .push_bind(*at)
-            .push(", ")
-            .push_bind(id.into_inner())
-            .push(")");
+        let id = id.into_inner();
+        query.push(format!(" AND (created_at, id) {op} (")).push_bind(*at).push(", ").push_bind(id).push(")");
     }
     query.push(format!(" ORDER BY created_at {direction}, id {direction} LIMIT "));
     query.push_bind(i64::from(page.limit) + 1);
