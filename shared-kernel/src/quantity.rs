@@ -31,6 +31,14 @@ impl Quantity {
         self.0
     }
 
+    /// The two counts added up, at most [`Quantity::MAX`]: what an order's lines naming one
+    /// product add up to. No product holds that many, so a sum at the ceiling is refused as
+    /// insufficient stock rather than wrapped.
+    #[must_use]
+    pub fn saturating_add(self, other: Self) -> Self {
+        Self(self.0.saturating_add(other.0).min(Self::MAX))
+    }
+
     /// The count as a store's `int` column holds it; always fits, by construction.
     #[must_use]
     pub fn as_i32(self) -> i32 {
@@ -94,6 +102,15 @@ mod tests {
         assert!(Quantity::new(Quantity::MAX + 1).is_err());
         assert!(Quantity::try_from(-1_i32).is_err());
         assert!(Quantity::try_from(i64::from(u32::MAX) + 1).is_err());
+    }
+
+    #[test]
+    fn adding_quantities_stops_at_the_most_an_int_column_holds() {
+        let two = Quantity::new(2).unwrap();
+        assert_eq!(two.saturating_add(Quantity::new(3).unwrap()).get(), 5);
+        let most = Quantity::new(Quantity::MAX).unwrap();
+        assert_eq!(most.saturating_add(two).get(), Quantity::MAX);
+        assert_eq!(most.saturating_add(most).get(), Quantity::MAX);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Demo data: a small shop's catalogue with stock, so a fresh `cargo run` has something to
 //! order. Only into an empty catalogue, under a lock, so replicas starting together seed once.
 
+use inventory_contract::ProductId;
 use platform::bus::Metadata;
-use uuid::Uuid;
 
 use crate::domain::{LevelChange, MovementKind};
 use crate::service::InventoryService;
@@ -55,7 +55,7 @@ pub(crate) async fn seed(service: &InventoryService) -> anyhow::Result<usize> {
     let now = service.now();
     let metadata = Metadata::system("inventory.demo_catalogue");
     for (sku, name, description, price, units, threshold) in CATALOGUE {
-        let id = Uuid::now_v7();
+        let id = ProductId::new();
         let product = NewProduct {
             id,
             sku,

@@ -26,14 +26,14 @@ pub(crate) fn all(service: &Arc<InventoryService>) -> Vec<Subscription> {
             let service = confirmed.clone();
             Box::pin(async move {
                 let metadata = ctx.follow_up();
-                service.commit(ctx.tx, event.order_id.0, &metadata).await
+                service.commit(ctx.tx, event.order_id, &metadata).await
             })
         }))
         .on(handler_fn(move |ctx, event: OrderCancelled| {
             let service = cancelled.clone();
             Box::pin(async move {
                 let metadata = ctx.follow_up();
-                service.cancel(ctx.tx, event.order_id.0, &metadata).await
+                service.cancel(ctx.tx, event.order_id, &metadata).await
             })
         }));
     vec![saga]

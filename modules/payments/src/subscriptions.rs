@@ -26,7 +26,7 @@ pub(crate) fn all(service: &Arc<PaymentsService>) -> Vec<Subscription> {
         }))
         .on(handler_fn(move |ctx, event: OrderCancelled| {
             let service = cancelled.clone();
-            Box::pin(async move { service.order_cancelled(ctx.tx, event.order_id.0).await })
+            Box::pin(async move { service.order_cancelled(ctx.tx, event.order_id).await })
         }))
         .on(handler_fn(move |ctx, event: RefundRequested| {
             let service = refund.clone();

@@ -4,7 +4,7 @@
 //! applied here; the service stores what [`StockLevel::apply`] decided, records the movement
 //! and appends `inventory.low_stock` when the outcome says the threshold was crossed.
 
-use uuid::Uuid;
+use inventory_contract::ProductId;
 
 /// Why on_hand changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema, sqlx::Type)]
@@ -38,7 +38,7 @@ impl MovementKind {
 /// A product's stock, as locked for a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StockLevel {
-    pub(crate) id: Uuid,
+    pub(crate) id: ProductId,
     pub(crate) sku: String,
     pub(crate) name: String,
     pub(crate) active: bool,
@@ -51,7 +51,9 @@ pub(crate) struct StockLevel {
     pub(crate) low_stock_alerted: bool,
 }
 
-/// A change to apply to one product's levels.
+/// A change to apply to one product's levels. Signed arithmetic on the stock columns, so
+/// `i32` (a level may be zero and a change negative); an order's units arrive as a
+/// `Quantity` and become a change here (`Quantity::as_i32`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LevelChange {
     /// Signed change of on-hand.
@@ -187,7 +189,7 @@ mod tests {
 
     fn level(on_hand: i32, reserved: i32, threshold: i32) -> StockLevel {
         StockLevel {
-            id: Uuid::nil(),
+            id: ProductId::from(uuid::Uuid::nil()),
             sku: "SKU-1".to_owned(),
             name: "Lamp".to_owned(),
             active: true,

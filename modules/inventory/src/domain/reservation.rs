@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use inventory_contract::ProductId;
 use inventory_contract::events::{RejectedLine, RejectionCode};
-use uuid::Uuid;
+use inventory_contract::{ProductId, Quantity};
 
 use super::level::{StockLevel, units};
 
@@ -98,11 +97,10 @@ pub(crate) enum Expiry {
 /// The units an order wants per product, its lines added up (an order may name a product
 /// twice). A sum beyond `i32::MAX` saturates: no product holds that many, so it is refused
 /// as insufficient stock rather than wrapped.
-pub(crate) fn wanted(lines: impl IntoIterator<Item = (Uuid, u32)>) -> BTreeMap<Uuid, i32> {
-    let mut wanted: BTreeMap<Uuid, i32> = BTreeMap::new();
+pub(crate) fn wanted(lines: impl IntoIterator<Item = (ProductId, Quantity)>) -> BTreeMap<ProductId, Quantity> {
+    let mut wanted: BTreeMap<ProductId, Quantity> = BTreeMap::new();
     for (product, quantity) in lines {
-        let entry = wanted.entry(product).or_default();
-        *entry = entry.saturating_add(i32::try_from(quantity).unwrap_or(i32::MAX));
+        wanted.entry(product).and_modify(|sum| *sum = sum.saturating_add(quantity)).or_insert(quantity);
     }
     wanted
 }
@@ -111,27 +109,27 @@ pub(crate) fn wanted(lines: impl IntoIterator<Item = (Uuid, u32)>) -> BTreeMap<U
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Hold every line: (product, units), in product order.
-    Reserve(Vec<(Uuid, i32)>),
+    Reserve(Vec<(ProductId, Quantity)>),
     /// Hold nothing: why each refused line was refused.
     Reject(Vec<RejectedLine>),
 }
 
 /// Whether `wanted` can be held from `levels` (the products' locked levels; unknown products
 /// are absent): every line or none.
-pub(crate) fn decide(wanted: &BTreeMap<Uuid, i32>, levels: &[StockLevel]) -> Decision {
+pub(crate) fn decide(wanted: &BTreeMap<ProductId, Quantity>, levels: &[StockLevel]) -> Decision {
     let mut rejected = Vec::new();
     for (&product, &quantity) in wanted {
         let refusal = match levels.iter().find(|l| l.id == product) {
             None => Some((RejectionCode::UnknownProduct, 0)),
             Some(l) if !l.reservable() => Some((RejectionCode::InactiveProduct, l.available())),
-            Some(l) if l.available() < quantity => Some((RejectionCode::InsufficientStock, l.available())),
+            Some(l) if l.available() < quantity.as_i32() => Some((RejectionCode::InsufficientStock, l.available())),
             Some(_) => None,
         };
         if let Some((code, available)) = refusal {
             rejected.push(RejectedLine {
-                product_id: ProductId::from(product),
+                product_id: product,
                 code,
-                requested: units(quantity),
+                requested: quantity.get(),
                 available: units(available),
             });
         }
@@ -145,11 +143,13 @@ pub(crate) fn decide(wanted: &BTreeMap<Uuid, i32>, levels: &[StockLevel]) -> Dec
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
     fn level(id: u128, on_hand: i32, reserved: i32) -> StockLevel {
         StockLevel {
-            id: Uuid::from_u128(id),
+            id: product(id),
             sku: format!("SKU-{id}"),
             name: "Lamp".to_owned(),
             active: true,
@@ -161,33 +161,42 @@ mod tests {
         }
     }
 
-    fn product(id: u128) -> Uuid {
-        Uuid::from_u128(id)
+    fn product(id: u128) -> ProductId {
+        ProductId::from(Uuid::from_u128(id))
+    }
+
+    /// An order's lines as (product, units).
+    fn lines<const N: usize>(lines: [(ProductId, u32); N]) -> impl Iterator<Item = (ProductId, Quantity)> {
+        lines.into_iter().map(|(product, units)| (product, Quantity::new(units).unwrap()))
+    }
+
+    /// What `wanted` holds, as (product, units).
+    fn units_of(wanted: &BTreeMap<ProductId, Quantity>) -> Vec<(ProductId, u32)> {
+        wanted.iter().map(|(&product, quantity)| (product, quantity.get())).collect()
     }
 
     #[test]
     fn lines_naming_a_product_twice_are_added_up_and_huge_sums_saturate() {
-        let wanted = wanted([(product(1), 2), (product(2), 1), (product(1), 3)]);
-        assert_eq!(wanted.into_iter().collect::<Vec<_>>(), [(product(1), 5), (product(2), 1)]);
-        let huge = super::wanted([(product(1), u32::MAX), (product(1), 1)]);
-        assert_eq!(huge[&product(1)], i32::MAX);
+        let wanted = wanted(lines([(product(1), 2), (product(2), 1), (product(1), 3)]));
+        assert_eq!(units_of(&wanted), [(product(1), 5), (product(2), 1)]);
+        let huge = super::wanted(lines([(product(1), Quantity::MAX), (product(1), 1)]));
+        assert_eq!(huge[&product(1)].as_i32(), i32::MAX);
     }
 
     #[test]
     fn an_order_whose_every_line_is_available_is_reserved_whole() {
-        let wanted = wanted([(product(1), 2), (product(2), 3)]);
+        let wanted = wanted(lines([(product(1), 2), (product(2), 3)]));
         let decision = decide(&wanted, &[level(1, 2, 0), level(2, 5, 2)]);
-        assert_eq!(decision, Decision::Reserve(vec![(product(1), 2), (product(2), 3)]));
+        assert_eq!(decision, Decision::Reserve(lines([(product(1), 2), (product(2), 3)]).collect()));
     }
 
     #[test]
     fn one_line_short_rejects_the_whole_order_and_says_why_per_line() {
-        let wanted = wanted([(product(1), 2), (product(2), 4), (product(3), 1), (product(4), 1)]);
+        let wanted = wanted(lines([(product(1), 2), (product(2), 4), (product(3), 1), (product(4), 1)]));
         let inactive = StockLevel { active: false, ..level(3, 9, 0) };
         let decision = decide(&wanted, &[level(1, 2, 0), level(2, 5, 2), inactive]);
         let Decision::Reject(lines) = decision else { panic!("expected a rejection, got {decision:?}") };
-        let reasons: Vec<_> =
-            lines.iter().map(|l| (l.product_id.into_inner(), l.code, l.requested, l.available)).collect();
+        let reasons: Vec<_> = lines.iter().map(|l| (l.product_id, l.code, l.requested, l.available)).collect();
         assert_eq!(
             reasons,
             [
@@ -201,7 +210,7 @@ mod tests {
     #[test]
     fn archived_products_are_not_reservable() {
         let archived = StockLevel { archived: true, ..level(1, 9, 0) };
-        let decision = decide(&wanted([(product(1), 1)]), &[archived]);
+        let decision = decide(&wanted(lines([(product(1), 1)])), &[archived]);
         assert!(matches!(decision, Decision::Reject(lines) if lines[0].code == RejectionCode::InactiveProduct));
     }
 

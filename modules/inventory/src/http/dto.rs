@@ -130,7 +130,7 @@ pub(crate) struct ProductView {
 impl ProductView {
     pub(crate) fn of(row: ProductRow, full: bool) -> anyhow::Result<Self> {
         Ok(Self {
-            id: row.id,
+            id: row.id.into_inner(),
             price: Money::new(row.price, Currency::parse(&row.currency)?),
             stock: StockView::new(row.on_hand, row.reserved, full),
             sku: row.sku,

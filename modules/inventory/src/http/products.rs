@@ -9,13 +9,13 @@ use axum::extract::{FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use inventory_contract::ProductId;
 use platform::auth::{AdminOnly, Authenticated, JwtVerifier, Principal};
 use platform::http::pagination::storable_time;
 use platform::http::{
     ApiError, Created, Data, ErrorEnvelope, Json, PageQuery, Path, Query, RequestContext, conditional,
 };
 use platform::money::Currency;
-use uuid::Uuid;
 
 use super::InventoryState;
 use super::dto::{CreateProductRequest, ListProductsQuery, ProductPage, ProductView, UpdateProductRequest};
@@ -184,7 +184,7 @@ fn list_filter(query: &ListProductsQuery) -> Result<ListFilter, ApiError> {
 pub(crate) async fn get_product(
     viewer: Viewer,
     State(state): State<InventoryState>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ProductId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let product = state.service.product(id).await?;
@@ -227,7 +227,7 @@ pub(crate) async fn update_product(
     AdminOnly(admin): AdminOnly,
     State(state): State<InventoryState>,
     ctx: RequestContext,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ProductId>,
     headers: HeaderMap,
     Json(body): Json<UpdateProductRequest>,
 ) -> Result<Response, ApiError> {
@@ -256,7 +256,7 @@ pub(crate) async fn update_product(
 pub(crate) async fn archive_product(
     AdminOnly(_admin): AdminOnly,
     State(state): State<InventoryState>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ProductId>,
 ) -> Result<StatusCode, ApiError> {
     state.service.archive_product(id).await?;
     Ok(StatusCode::NO_CONTENT)

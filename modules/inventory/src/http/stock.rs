@@ -3,6 +3,7 @@
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use inventory_contract::ProductId;
 use platform::auth::AdminOnly;
 use platform::http::pagination::{PageMeta, storable_time};
 use platform::http::{
@@ -127,7 +128,7 @@ pub(crate) async fn adjust_stock(
     AdminOnly(admin): AdminOnly,
     State(state): State<InventoryState>,
     ctx: RequestContext,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ProductId>,
     Json(body): Json<AdjustStockRequest>,
 ) -> Result<Created<AdjustmentView>, ApiError> {
     let adjustment = Adjustment::parse(body.kind, body.quantity, &body.reason).map_err(ApiError::validation)?;
@@ -155,7 +156,7 @@ pub(crate) async fn adjust_stock(
 pub(crate) async fn list_movements(
     AdminOnly(_admin): AdminOnly,
     State(state): State<InventoryState>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<ProductId>,
     Query(query): Query<ListMovementsQuery>,
 ) -> Result<Page<MovementView>, ApiError> {
     let page = PageQuery { limit: query.limit, after: query.after, sort: query.sort }

@@ -5,10 +5,10 @@
 //! the once-per-crossing `inventory.low_stock` logic stays in one place.
 
 use anyhow::Context;
+use inventory_contract::ProductId;
 use platform::bus::Metadata;
 use platform::http::{FieldError, Page, PageRequest};
 use platform::money::{Currency, Money};
-use uuid::Uuid;
 
 use super::{InventoryService, StockError, Why, apply_level};
 use crate::domain::{LevelChange, MovementKind, ProductDraft, Sku};
@@ -94,7 +94,7 @@ impl InventoryService {
         actor: &str,
         metadata: &Metadata,
     ) -> Result<ProductRow, CatalogError> {
-        let id = Uuid::now_v7();
+        let id = ProductId::new();
         let now = self.now();
         let draft = &request.draft;
         let product = NewProduct {
@@ -127,7 +127,7 @@ impl InventoryService {
     ///
     /// # Errors
     /// [`CatalogError::NotFound`].
-    pub(crate) async fn product(&self, id: Uuid) -> Result<ProductRow, CatalogError> {
+    pub(crate) async fn product(&self, id: ProductId) -> Result<ProductRow, CatalogError> {
         let mut db = self.pool.acquire().await.context("reading a product")?;
         products::find(&mut db, id).await?.ok_or(CatalogError::NotFound)
     }
@@ -141,7 +141,7 @@ impl InventoryService {
     #[tracing::instrument(skip_all, fields(product_id = %id), err(level = "info"))]
     pub(crate) async fn update_product(
         &self,
-        id: Uuid,
+        id: ProductId,
         patch: ProductPatch,
         if_match: Option<&IfMatch>,
         actor: &str,
@@ -193,7 +193,7 @@ impl InventoryService {
     /// # Errors
     /// [`CatalogError::NotFound`] for an unknown id.
     #[tracing::instrument(skip_all, fields(product_id = %id), err(level = "info"))]
-    pub(crate) async fn archive_product(&self, id: Uuid) -> Result<(), CatalogError> {
+    pub(crate) async fn archive_product(&self, id: ProductId) -> Result<(), CatalogError> {
         let mut db = self.pool.acquire().await.context("archiving a product")?;
         if products::archive(&mut db, id, self.now()).await? {
             tracing::info!("product archived");
@@ -233,7 +233,7 @@ fn unchanged(current: &ProductRow, fields: &ProductFields<'_>) -> bool {
 /// Applies `change` to the product's levels, locked in this transaction.
 async fn apply_to(
     tx: &mut sqlx::PgConnection,
-    id: Uuid,
+    id: ProductId,
     change: LevelChange,
     why: Why<'_>,
     metadata: &Metadata,

@@ -3,8 +3,8 @@
 //! caller's transaction. The rule itself is [`StockLevel::apply`].
 
 use chrono::{DateTime, Utc};
-use inventory_contract::ProductId;
 use inventory_contract::events::LowStock;
+use orders_contract::OrderId;
 use platform::bus::{self, Metadata};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -16,7 +16,7 @@ use crate::store::stock::{self, NewMovement};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Why<'a> {
     pub(crate) reason: &'a str,
-    pub(crate) order_id: Option<Uuid>,
+    pub(crate) order_id: Option<OrderId>,
     pub(crate) actor: Option<&'a str>,
 }
 
@@ -70,7 +70,7 @@ pub(crate) async fn apply(
     }
     if let Some(crossing) = applied.low_stock {
         let event = LowStock {
-            product_id: ProductId::from(level.id),
+            product_id: level.id,
             sku: level.sku.clone(),
             name: level.name.clone(),
             available: crossing.available,

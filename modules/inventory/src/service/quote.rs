@@ -2,7 +2,7 @@
 //! (advisory) and what stands in the way per line.
 
 use inventory_contract::{
-    InventoryApi, InventoryError, LineProblem, LineProblemKind, ProductId, ProductRef, Quote, QuoteLine, QuotedLine,
+    InventoryApi, InventoryError, LineProblem, LineProblemKind, ProductRef, Quote, QuoteLine, QuotedLine,
 };
 use platform::money::{Currency, Money};
 use platform::port::CallContext;
@@ -20,7 +20,7 @@ impl InventoryApi for InventoryService {
         let (mut ids, mut skus) = (Vec::new(), Vec::new());
         for line in lines {
             match &line.product {
-                ProductRef::Id(id) => ids.push(id.into_inner()),
+                ProductRef::Id(id) => ids.push(*id),
                 ProductRef::Sku(sku) => skus.push(sku.as_str().to_owned()),
             }
         }
@@ -29,7 +29,7 @@ impl InventoryApi for InventoryService {
         let mut quote = Quote { currency: None, lines: Vec::new(), problems: Vec::new() };
         for (index, line) in lines.iter().enumerate() {
             let product = found.iter().find(|p| match &line.product {
-                ProductRef::Id(id) => p.id == id.into_inner(),
+                ProductRef::Id(id) => p.id == *id,
                 ProductRef::Sku(sku) => p.sku == sku.as_str(),
             });
             let Some(product) = product else {
@@ -47,7 +47,7 @@ impl InventoryApi for InventoryService {
             }
             quote.currency.get_or_insert(currency);
             quote.lines.push(QuotedLine {
-                product_id: ProductId::from(product.id),
+                product_id: product.id,
                 sku: product.sku.clone(),
                 name: product.name.clone(),
                 quantity: line.quantity,

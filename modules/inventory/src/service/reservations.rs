@@ -5,8 +5,9 @@
 //! What each step decides is the domain's (`domain::reservation`, `StockLevel::apply`);
 //! this file locks, asks and stores.
 
+use inventory_contract::ProductId;
 use inventory_contract::events::{ReservationExpired, ReservedLine, StockRejected, StockReserved};
-use inventory_contract::{ProductId, Quantity};
+use orders_contract::OrderId;
 use orders_contract::events::OrderPlaced;
 use platform::bus::{self, Metadata};
 use platform::jobs::{self, Job, Schedule};
@@ -25,7 +26,7 @@ use crate::store::stock;
 /// enqueues it, so the service does not depend on the job runner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ReservationExpiry {
-    pub(crate) order_id: Uuid,
+    pub(crate) order_id: OrderId,
     pub(crate) reservation_id: Uuid,
     /// The metadata of what reserved, so the expiry continues its correlation.
     pub(crate) metadata: Metadata,
@@ -52,13 +53,13 @@ impl InventoryService {
         order: &OrderPlaced,
         metadata: &Metadata,
     ) -> anyhow::Result<()> {
-        let order_id = order.order_id.0;
+        let order_id = order.order_id;
         if reservations::for_order(tx, order_id).await?.is_some() {
             tracing::info!("already reserved or rejected; nothing to do");
             return Ok(());
         }
-        let wanted = domain::wanted(order.lines.iter().map(|line| (line.product_id.into_inner(), line.quantity.get())));
-        let ids: Vec<Uuid> = wanted.keys().copied().collect();
+        let wanted = domain::wanted(order.lines.iter().map(|line| (line.product_id, line.quantity)));
+        let ids: Vec<ProductId> = wanted.keys().copied().collect();
         let mut locked = stock::lock(tx, &ids).await?;
         let now = self.now();
         let reservation_id = Uuid::now_v7();
@@ -73,14 +74,15 @@ impl InventoryService {
                     lines: Vec::new(),
                 };
                 reservations::insert(tx, &record, now).await?;
-                bus::append(tx, &StockRejected { order_id, lines: rejected, rejected_at: now }, metadata).await?;
+                bus::append(tx, &StockRejected { order_id: order_id.0, lines: rejected, rejected_at: now }, metadata)
+                    .await?;
                 tracing::info!("stock rejected");
                 return Ok(());
             }
         };
         let why = Why { reason: "reserved for an order", order_id: Some(order_id), actor: None };
         for level in &mut locked {
-            let change = LevelChange::reserve(wanted[&level.id]);
+            let change = LevelChange::reserve(wanted[&level.id].as_i32());
             levels::apply(tx, level, change, why, metadata, now).await.map_err(StockError::into_unexpected)?;
         }
         let expires_at = now + chrono::TimeDelta::from_std(self.config.reservation_ttl)?;
@@ -88,16 +90,9 @@ impl InventoryService {
             Reservation { id: reservation_id, order_id, status: Status::Held, expires_at: Some(expires_at), lines };
         reservations::insert(tx, &record, now).await?;
         let reserved = StockReserved {
-            order_id,
+            order_id: order_id.0,
             reservation_id,
-            lines: record
-                .lines
-                .iter()
-                .map(|(product_id, quantity)| {
-                    let quantity = Quantity::try_from(*quantity).map_err(anyhow::Error::msg)?;
-                    Ok(ReservedLine { product_id: ProductId::from(*product_id), quantity })
-                })
-                .collect::<anyhow::Result<_>>()?,
+            lines: record.lines.iter().map(|&(product_id, quantity)| ReservedLine { product_id, quantity }).collect(),
             expires_at,
             reserved_at: now,
         };
@@ -122,7 +117,7 @@ impl InventoryService {
     pub(crate) async fn commit(
         &self,
         tx: &mut PgConnection,
-        order_id: Uuid,
+        order_id: OrderId,
         metadata: &Metadata,
     ) -> anyhow::Result<()> {
         let Some(reservation) = reservations::for_order(tx, order_id).await? else {
@@ -135,9 +130,9 @@ impl InventoryService {
         };
         let now = self.now();
         let why = Why { reason: "order confirmed", order_id: Some(order_id), actor: None };
-        let ids: Vec<Uuid> = reservation.lines.iter().map(|l| l.0).collect();
+        let ids: Vec<ProductId> = reservation.lines.iter().map(|l| l.0).collect();
         for mut level in stock::lock(tx, &ids).await? {
-            let quantity = reservation.lines.iter().find(|l| l.0 == level.id).map_or(0, |l| l.1);
+            let quantity = reservation.lines.iter().find(|l| l.0 == level.id).map_or(0, |l| l.1.as_i32());
             match levels::apply(tx, &mut level, LevelChange::commit(quantity, held), why, metadata, now).await {
                 Ok(_) => {}
                 Err(StockError::Refused(LevelError::Insufficient { available })) => {
@@ -159,7 +154,7 @@ impl InventoryService {
     pub(crate) async fn cancel(
         &self,
         tx: &mut PgConnection,
-        order_id: Uuid,
+        order_id: OrderId,
         metadata: &Metadata,
     ) -> anyhow::Result<()> {
         let Some(reservation) = reservations::for_order(tx, order_id).await? else {
@@ -184,7 +179,7 @@ impl InventoryService {
     pub(crate) async fn expire(
         &self,
         tx: &mut PgConnection,
-        order_id: Uuid,
+        order_id: OrderId,
         metadata: &Metadata,
     ) -> anyhow::Result<Expiry> {
         let Some(reservation) = reservations::for_order(tx, order_id).await? else { return Ok(Expiry::Settled) };
@@ -195,7 +190,7 @@ impl InventoryService {
         }
         self.give_back(tx, &reservation, GiveBack::Release, metadata).await?;
         reservations::set_status(tx, reservation.id, Status::Expired, now).await?;
-        let event = ReservationExpired { order_id, reservation_id: reservation.id, expired_at: now };
+        let event = ReservationExpired { order_id: order_id.0, reservation_id: reservation.id, expired_at: now };
         bus::append(tx, &event, metadata).await?;
         tracing::info!(reservation_id = %reservation.id, "reservation expired");
         Ok(Expiry::Expired)
@@ -211,7 +206,7 @@ impl InventoryService {
         metadata: &Metadata,
     ) -> anyhow::Result<()> {
         let now = self.now();
-        let ids: Vec<Uuid> = reservation.lines.iter().map(|l| l.0).collect();
+        let ids: Vec<ProductId> = reservation.lines.iter().map(|l| l.0).collect();
         let (units_per_product, reason) = match how {
             GiveBack::Restock => {
                 (stock::committed_for_order(tx, reservation.order_id).await?, "order cancelled after it was paid")
@@ -220,13 +215,12 @@ impl InventoryService {
         };
         let why = Why { reason, order_id: Some(reservation.order_id), actor: None };
         for mut level in stock::lock(tx, &ids).await? {
-            let quantity = units_per_product.iter().find(|l| l.0 == level.id).map_or(0, |l| l.1);
-            if quantity == 0 {
+            let Some(&(_, quantity)) = units_per_product.iter().find(|l| l.0 == level.id) else {
                 continue;
-            }
+            };
             let change = match how {
-                GiveBack::Restock => LevelChange::restock(quantity),
-                GiveBack::Release => LevelChange::release(quantity),
+                GiveBack::Restock => LevelChange::restock(quantity.as_i32()),
+                GiveBack::Release => LevelChange::release(quantity.as_i32()),
             };
             levels::apply(tx, &mut level, change, why, metadata, now).await.map_err(StockError::into_unexpected)?;
         }

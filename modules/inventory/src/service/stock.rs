@@ -3,9 +3,9 @@
 //! what is reserved and the sum of a product's movements stays its on-hand.
 
 use anyhow::Context;
+use inventory_contract::ProductId;
 use platform::bus::Metadata;
 use platform::http::{Page, PageRequest};
-use uuid::Uuid;
 
 use super::InventoryService;
 use super::levels::{self, StockError, Why};
@@ -45,7 +45,7 @@ impl InventoryService {
     #[tracing::instrument(skip_all, fields(product_id = %product, delta = adjustment.delta), err(level = "info"))]
     pub(crate) async fn adjust_stock(
         &self,
-        product: Uuid,
+        product: ProductId,
         adjustment: &Adjustment,
         actor: &str,
         metadata: &Metadata,
@@ -84,7 +84,7 @@ impl InventoryService {
     /// Database failures.
     pub(crate) async fn movements(
         &self,
-        product: Uuid,
+        product: ProductId,
         kind: Option<MovementKind>,
         page: &PageRequest<MovementKey>,
     ) -> anyhow::Result<Option<Page<MovementRow>>> {

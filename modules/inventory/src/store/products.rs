@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use inventory_contract::ProductId;
 use platform::http::PageRequest;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -9,7 +10,8 @@ use uuid::Uuid;
 /// A product as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct ProductRow {
-    pub(crate) id: Uuid,
+    #[sqlx(try_from = "Uuid")]
+    pub(crate) id: ProductId,
     pub(crate) sku: String,
     pub(crate) name: String,
     pub(crate) description: String,
@@ -52,7 +54,7 @@ pub(crate) use select_products;
 /// A new product (stock starts at zero; receive it as a movement).
 #[derive(Debug, Clone)]
 pub(crate) struct NewProduct<'a> {
-    pub(crate) id: Uuid,
+    pub(crate) id: ProductId,
     pub(crate) sku: &'a str,
     pub(crate) name: &'a str,
     pub(crate) description: &'a str,
@@ -70,7 +72,7 @@ pub(crate) async fn insert(db: &mut PgConnection, product: &NewProduct<'_>) -> R
         "INSERT INTO products (id, sku, name, description, price, currency, active, low_stock_threshold, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
     )
-    .bind(product.id)
+    .bind(product.id.into_inner())
     .bind(product.sku)
     .bind(product.name)
     .bind(product.description)
@@ -84,18 +86,23 @@ pub(crate) async fn insert(db: &mut PgConnection, product: &NewProduct<'_>) -> R
     Ok(())
 }
 
-pub(crate) async fn find(db: &mut PgConnection, id: Uuid) -> anyhow::Result<Option<ProductRow>> {
-    sqlx::query_as(select_products!("WHERE id = $1")).bind(id).fetch_optional(db).await.context("reading a product")
+pub(crate) async fn find(db: &mut PgConnection, id: ProductId) -> anyhow::Result<Option<ProductRow>> {
+    sqlx::query_as(select_products!("WHERE id = $1"))
+        .bind(id.into_inner())
+        .fetch_optional(db)
+        .await
+        .context("reading a product")
 }
 
 /// Products named by id or by SKU (for quotes), archived ones included.
 pub(crate) async fn by_ids_or_skus(
     db: &mut PgConnection,
-    ids: &[Uuid],
+    ids: &[ProductId],
     skus: &[String],
 ) -> anyhow::Result<Vec<ProductRow>> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.into_inner()).collect();
     sqlx::query_as(select_products!("WHERE id = ANY($1) OR sku = ANY($2)"))
-        .bind(ids)
+        .bind(&ids)
         .bind(skus)
         .fetch_all(db)
         .await
@@ -103,9 +110,9 @@ pub(crate) async fn by_ids_or_skus(
 }
 
 /// The product, locked until the transaction ends (archived ones included).
-pub(crate) async fn find_for_update(db: &mut PgConnection, id: Uuid) -> anyhow::Result<Option<ProductRow>> {
+pub(crate) async fn find_for_update(db: &mut PgConnection, id: ProductId) -> anyhow::Result<Option<ProductRow>> {
     sqlx::query_as(self::select_products!("WHERE id = $1 FOR UPDATE"))
-        .bind(id)
+        .bind(id.into_inner())
         .fetch_optional(db)
         .await
         .context("locking a product")
@@ -125,7 +132,7 @@ pub(crate) struct ProductFields<'a> {
 /// Replaces a product's editable fields, bumping its version.
 pub(crate) async fn update(
     db: &mut PgConnection,
-    id: Uuid,
+    id: ProductId,
     fields: &ProductFields<'_>,
     at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -134,7 +141,7 @@ pub(crate) async fn update(
                 version = version + 1, updated_at = $8
           WHERE id = $1",
     )
-    .bind(id)
+    .bind(id.into_inner())
     .bind(fields.name)
     .bind(fields.description)
     .bind(fields.price)
@@ -150,12 +157,12 @@ pub(crate) async fn update(
 
 /// Archives a product (a soft delete: no longer for sale, kept for history and order lines).
 /// Returns false when it was already archived.
-pub(crate) async fn archive(db: &mut PgConnection, id: Uuid, at: DateTime<Utc>) -> anyhow::Result<bool> {
+pub(crate) async fn archive(db: &mut PgConnection, id: ProductId, at: DateTime<Utc>) -> anyhow::Result<bool> {
     let archived = sqlx::query(
         "UPDATE products SET archived_at = $2, active = false, version = version + 1, updated_at = $2
           WHERE id = $1 AND archived_at IS NULL",
     )
-    .bind(id)
+    .bind(id.into_inner())
     .bind(at)
     .execute(db)
     .await
@@ -183,10 +190,10 @@ pub(crate) const SORTABLE: &[&str] = &["name", "price", "created_at", "relevance
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ListKey {
-    Name(String, Uuid),
-    Price(i64, Uuid),
-    CreatedAt(DateTime<Utc>, Uuid),
-    Relevance(f32, Uuid),
+    Name(String, ProductId),
+    Price(i64, ProductId),
+    CreatedAt(DateTime<Utc>, ProductId),
+    Relevance(f32, ProductId),
 }
 
 /// A listed product and how well it matches the search (0 without one).
@@ -256,20 +263,23 @@ pub(crate) async fn list(
     match (&page.after, field) {
         (None, _) => {}
         (Some(ListKey::Name(name, id)), "name") => {
-            query.push(format!(" AND (name, id) {op} (")).push_bind(name.clone()).push(", ").push_bind(*id).push(")");
+            let id = id.into_inner();
+            query.push(format!(" AND (name, id) {op} (")).push_bind(name.clone()).push(", ").push_bind(id).push(")");
         }
         (Some(ListKey::Price(price, id)), "price") => {
-            query.push(format!(" AND (price, id) {op} (")).push_bind(*price).push(", ").push_bind(*id).push(")");
+            let id = id.into_inner();
+            query.push(format!(" AND (price, id) {op} (")).push_bind(*price).push(", ").push_bind(id).push(")");
         }
         (Some(ListKey::CreatedAt(at, id)), "created_at") => {
-            query.push(format!(" AND (created_at, id) {op} (")).push_bind(*at).push(", ").push_bind(*id).push(")");
+            let id = id.into_inner();
+            query.push(format!(" AND (created_at, id) {op} (")).push_bind(*at).push(", ").push_bind(id).push(")");
         }
         (Some(ListKey::Relevance(rank, id)), "relevance") => {
             let q = filter.q.as_deref().context("a relevance cursor without a search")?;
             // Best first, then by id: (-rank, id) ascending.
             query.push(" AND (-ts_rank(search, ");
             matching(&mut query, q);
-            query.push("), id) > (").push_bind(-rank).push(", ").push_bind(*id).push(")");
+            query.push("), id) > (").push_bind(-rank).push(", ").push_bind(id.into_inner()).push(")");
         }
         (Some(_), _) => anyhow::bail!("a cursor of another sort reached the query"),
     }

@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use inventory_contract::{ProductId, Quantity};
+use orders_contract::OrderId;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -11,18 +13,18 @@ use crate::domain::ReservationStatus as Status;
 #[derive(Debug, Clone)]
 pub(crate) struct Reservation {
     pub(crate) id: Uuid,
-    pub(crate) order_id: Uuid,
+    pub(crate) order_id: OrderId,
     pub(crate) status: Status,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     /// (product, units).
-    pub(crate) lines: Vec<(Uuid, i32)>,
+    pub(crate) lines: Vec<(ProductId, Quantity)>,
 }
 
 /// The order's reservation, locked until the transaction ends.
-pub(crate) async fn for_order(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Option<Reservation>> {
+pub(crate) async fn for_order(db: &mut PgConnection, order: OrderId) -> anyhow::Result<Option<Reservation>> {
     let row: Option<(Uuid, Status, Option<DateTime<Utc>>)> =
         sqlx::query_as("SELECT id, status, expires_at FROM reservations WHERE order_id = $1 FOR UPDATE")
-            .bind(order)
+            .bind(order.0)
             .fetch_optional(&mut *db)
             .await
             .context("reading a reservation")?;
@@ -34,6 +36,7 @@ pub(crate) async fn for_order(db: &mut PgConnection, order: Uuid) -> anyhow::Res
     .fetch_all(&mut *db)
     .await
     .context("reading reservation lines")?;
+    let lines = super::units_per_product(lines, "units reserved")?;
     Ok(Some(Reservation { id, order_id: order, status, expires_at, lines }))
 }
 
@@ -43,15 +46,15 @@ pub(crate) async fn insert(db: &mut PgConnection, reservation: &Reservation, at:
         "INSERT INTO reservations (id, order_id, status, expires_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
     )
     .bind(reservation.id)
-    .bind(reservation.order_id)
+    .bind(reservation.order_id.0)
     .bind(reservation.status)
     .bind(reservation.expires_at)
     .bind(at)
     .execute(&mut *db)
     .await
     .context("recording a reservation")?;
-    let products: Vec<Uuid> = reservation.lines.iter().map(|l| l.0).collect();
-    let quantities: Vec<i32> = reservation.lines.iter().map(|l| l.1).collect();
+    let products: Vec<Uuid> = reservation.lines.iter().map(|l| l.0.into_inner()).collect();
+    let quantities: Vec<i32> = reservation.lines.iter().map(|l| l.1.as_i32()).collect();
     sqlx::query(
         "INSERT INTO reservation_lines (reservation_id, product_id, quantity) SELECT $1, * FROM unnest($2::uuid[], $3::int[])",
     )

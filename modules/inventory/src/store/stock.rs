@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use inventory_contract::{ProductId, Quantity};
+use orders_contract::OrderId;
 use platform::http::PageRequest;
 use sqlx::{PgConnection, QueryBuilder};
 use uuid::Uuid;
@@ -26,14 +28,15 @@ impl From<LevelRow> for StockLevel {
     fn from(row: LevelRow) -> Self {
         let LevelRow { id, sku, name, active, archived, on_hand, reserved, low_stock_threshold, low_stock_alerted } =
             row;
+        let id = ProductId::from(id);
         Self { id, sku, name, active, archived, on_hand, reserved, low_stock_threshold, low_stock_alerted }
     }
 }
 
 /// Locks the stock rows of `products` until the transaction ends, in id order so that
 /// concurrent reservations of overlapping products cannot deadlock. Missing ids are absent.
-pub(crate) async fn lock(db: &mut PgConnection, products: &[Uuid]) -> anyhow::Result<Vec<StockLevel>> {
-    let mut ids = products.to_vec();
+pub(crate) async fn lock(db: &mut PgConnection, products: &[ProductId]) -> anyhow::Result<Vec<StockLevel>> {
+    let mut ids: Vec<Uuid> = products.iter().map(|id| id.into_inner()).collect();
     ids.sort();
     ids.dedup();
     let rows: Vec<LevelRow> = sqlx::query_as(
@@ -54,7 +57,7 @@ pub(crate) async fn write(db: &mut PgConnection, levels: &StockLevel, at: DateTi
         "UPDATE products SET on_hand = $2, reserved = $3, low_stock_alerted = $4, version = version + 1, updated_at = $5
           WHERE id = $1",
     )
-    .bind(levels.id)
+    .bind(levels.id.into_inner())
     .bind(levels.on_hand)
     .bind(levels.reserved)
     .bind(levels.low_stock_alerted)
@@ -68,13 +71,13 @@ pub(crate) async fn write(db: &mut PgConnection, levels: &StockLevel, at: DateTi
 /// One immutable change of on_hand.
 #[derive(Debug, Clone)]
 pub(crate) struct NewMovement<'a> {
-    pub(crate) product_id: Uuid,
+    pub(crate) product_id: ProductId,
     pub(crate) kind: MovementKind,
-    /// Signed change of on_hand.
+    /// Signed change of on_hand (so not a `Quantity`).
     pub(crate) quantity: i32,
     pub(crate) on_hand_after: i32,
     pub(crate) reason: &'a str,
-    pub(crate) order_id: Option<Uuid>,
+    pub(crate) order_id: Option<OrderId>,
     pub(crate) actor: Option<&'a str>,
     pub(crate) at: DateTime<Utc>,
 }
@@ -86,12 +89,12 @@ pub(crate) async fn record_movement(db: &mut PgConnection, movement: &NewMovemen
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(id)
-    .bind(movement.product_id)
+    .bind(movement.product_id.into_inner())
     .bind(movement.kind)
     .bind(movement.quantity)
     .bind(movement.on_hand_after)
     .bind(movement.reason)
-    .bind(movement.order_id)
+    .bind(movement.order_id.map(|id| id.0))
     .bind(movement.actor)
     .bind(movement.at)
     .execute(db)
@@ -138,13 +141,13 @@ pub(crate) struct MovementKey(pub(crate) DateTime<Utc>, pub(crate) Uuid);
 /// One page of a product's movements (`limit + 1` rows fetched), by time then id.
 pub(crate) async fn movements(
     db: &mut PgConnection,
-    product: Uuid,
+    product: ProductId,
     kind: Option<MovementKind>,
     page: &PageRequest<MovementKey>,
 ) -> anyhow::Result<Vec<MovementRow>> {
     let descending = page.sort.keys().first().is_none_or(|key| key.descending);
     let mut query = QueryBuilder::new(select_movements!("WHERE product_id = "));
-    query.push_bind(product);
+    query.push_bind(product.into_inner());
     if let Some(kind) = kind {
         query.push(" AND kind = ").push_bind(kind);
     }
@@ -159,13 +162,17 @@ pub(crate) async fn movements(
 }
 
 /// Units each product's `commit` movements took for `order` (positive numbers).
-pub(crate) async fn committed_for_order(db: &mut PgConnection, order: Uuid) -> anyhow::Result<Vec<(Uuid, i32)>> {
-    sqlx::query_as(
+pub(crate) async fn committed_for_order(
+    db: &mut PgConnection,
+    order: OrderId,
+) -> anyhow::Result<Vec<(ProductId, Quantity)>> {
+    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
         "SELECT product_id, (-sum(quantity))::int FROM stock_movements
           WHERE order_id = $1 AND kind = 'commit' GROUP BY product_id",
     )
-    .bind(order)
+    .bind(order.0)
     .fetch_all(db)
     .await
-    .context("reading what an order's commit took")
+    .context("reading what an order's commit took")?;
+    super::units_per_product(rows, "units committed")
 }

@@ -57,7 +57,7 @@ async fn every_order_and_payment_event_reaches_the_customer_of_its_order() {
     app.publish("orders", &events::placed(ada, order)).await;
     app.publish("orders", &events::shipped(ada, order)).await;
     app.publish("orders", &events::cancelled(ada, order)).await;
-    app.publish("payments", &events::payment_failed(order)).await;
+    app.publish("payments", &payments_contract::fixtures::declined(order)).await;
     app.publish("payments", &events::refunded(order)).await;
 
     let received = app.await_mail(4).await;
@@ -390,7 +390,7 @@ async fn a_payment_event_that_arrives_before_its_order_waits_for_it() {
     let app = Harness::start().await;
     let ada = app.users.add("ada@example.com", "Ada Lovelace");
     let order = Uuid::now_v7();
-    app.publish("payments", &events::payment_failed(order)).await;
+    app.publish("payments", &payments_contract::fixtures::declined(order)).await;
     eventually(Duration::from_secs(20), || async {
         let mut db = app.database.admin_connection().await?;
         let error: Option<String> = sqlx::query_scalar(
@@ -424,7 +424,7 @@ async fn turning_notifications_on_in_a_running_shop_tells_no_one_about_past_even
 
     // A payment event about an order placed before notifications were on still finds its
     // customer: the order owners are learned from the beginning.
-    app.publish("payments", &events::payment_failed(old_order)).await;
+    app.publish("payments", &payments_contract::fixtures::declined(old_order)).await;
     let received = app.await_mail(1).await;
     assert_eq!(received[0].parsed().subject(), Some(format!("Payment for order {old_order} failed").as_str()));
 

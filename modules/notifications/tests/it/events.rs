@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use inventory_contract::events::LowStock;
 use orders_contract::events::{CancellationReason, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped};
 use orders_contract::{OrderId, OrderStatus};
-use payments_contract::events::{FailureCode, PaymentFailed, PaymentRefunded};
+use payments_contract::events::PaymentRefunded;
 use platform::money::{Currency, Money};
 use users_contract::events::{PasswordResetRequested, UserRegistered};
 use users_contract::{ActionRequestId, UserId};
@@ -64,16 +64,6 @@ pub fn placed(user: Uuid, order: Uuid) -> OrderPlaced {
         total: eur(2999),
         shipping_address: orders_contract::fixtures::shipping_address(),
         placed_at: at(),
-    }
-}
-
-pub fn payment_failed(order: Uuid) -> PaymentFailed {
-    PaymentFailed {
-        payment_id: Uuid::now_v7().into(),
-        order_id: order,
-        code: FailureCode::CardDeclined,
-        message: Some("Your card was declined.".to_owned()),
-        failed_at: Utc::now(),
     }
 }
 

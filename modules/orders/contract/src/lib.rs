@@ -19,6 +19,13 @@ use shared_kernel::quantity::Quantity;
 #[schema(value_type = Uuid)]
 pub struct OrderId(pub Uuid);
 
+/// For a store's row, where the id is read back as its UUID.
+impl From<Uuid> for OrderId {
+    fn from(id: Uuid) -> Self {
+        Self(id)
+    }
+}
+
 impl std::fmt::Display for OrderId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)

@@ -10,7 +10,8 @@ use inventory_contract::events::{
     RejectedLine, RejectionCode, ReservationExpired, ReservedLine, StockRejected, StockReserved,
 };
 use orders::OrdersConfig;
-use payments_contract::events::{FailureCode, PaymentCaptured, PaymentFailed, PaymentRefunded};
+use payments_contract::events::{PaymentCaptured, PaymentRefunded};
+use payments_contract::fixtures::declined;
 use platform::money::{Currency, Money};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -34,16 +35,6 @@ fn reserved(order: Uuid, reservation: Uuid) -> StockReserved {
 
 fn captured(order: Uuid, payment: Uuid, amount: i64) -> PaymentCaptured {
     PaymentCaptured { payment_id: payment.into(), order_id: order, amount: eur(amount), captured_at: Utc::now() }
-}
-
-fn declined(order: Uuid) -> PaymentFailed {
-    PaymentFailed {
-        payment_id: Uuid::now_v7().into(),
-        order_id: order,
-        code: FailureCode::CardDeclined,
-        message: Some("Your card was declined.".to_owned()),
-        failed_at: Utc::now(),
-    }
 }
 
 async fn admin(

@@ -3,5 +3,7 @@
 //! `orders.refund_requested`.
 
 pub mod events;
+#[cfg(any(test, feature = "testing"))]
+pub mod fixtures;
 
 pub use shared_kernel::ids::PaymentId;

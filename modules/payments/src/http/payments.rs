@@ -2,6 +2,8 @@
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use orders_contract::OrderId;
+use payments_contract::PaymentId;
 use platform::auth::{AdminOnly, Authenticated, Principal};
 use platform::http::pagination::{PageMeta, storable_time};
 use platform::http::{
@@ -48,8 +50,8 @@ impl TryFrom<PaymentRow> for PaymentSummary {
 
     fn try_from(row: PaymentRow) -> anyhow::Result<Self> {
         Ok(Self {
-            id: row.id,
-            order_id: row.order_id,
+            id: row.id.into_inner(),
+            order_id: row.order_id.0,
             user_id: row.user_id,
             status: row.status,
             amount: row.money(row.amount)?,
@@ -116,7 +118,7 @@ pub(crate) struct PaymentView {
     updated_at: DateTime<Utc>,
 }
 
-async fn read(state: &PaymentsState, id: Uuid) -> Result<Option<PaymentView>, ApiError> {
+async fn read(state: &PaymentsState, id: PaymentId) -> Result<Option<PaymentView>, ApiError> {
     let Some(detail) = state.service.payment(id).await? else { return Ok(None) };
     Ok(Some(PaymentView::try_from(detail)?))
 }
@@ -127,8 +129,8 @@ impl TryFrom<PaymentDetail> for PaymentView {
     fn try_from(detail: PaymentDetail) -> anyhow::Result<Self> {
         let PaymentDetail { payment: row, ledger, balances, refunds, refundable } = detail;
         Ok(Self {
-            id: row.id,
-            order_id: row.order_id,
+            id: row.id.into_inner(),
+            order_id: row.order_id.0,
             user_id: row.user_id,
             status: row.status,
             amount: row.money(row.amount)?,
@@ -204,7 +206,7 @@ pub(crate) async fn list_payments(
     }
     let filter = ListFilter {
         user_id: principal.list_scope(query.user_id)?,
-        order_id: query.order_id,
+        order_id: query.order_id.map(OrderId),
         status: query.status,
         needs_attention: query.needs_attention,
     };
@@ -224,7 +226,7 @@ pub(crate) async fn list_payments(
 pub(crate) async fn get_payment(
     Authenticated(principal): Authenticated,
     State(state): State<PaymentsState>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<PaymentId>,
 ) -> Result<Data<PaymentView>, ApiError> {
     match read(&state, id).await? {
         Some(mut payment) if owns(&principal, payment.user_id) => {
@@ -262,7 +264,7 @@ pub(crate) struct AcknowledgeBody {
 pub(crate) async fn acknowledge_payment(
     AdminOnly(admin): AdminOnly,
     State(state): State<PaymentsState>,
-    Path(id): Path<Uuid>,
+    Path(id): Path<PaymentId>,
     Json(body): Json<AcknowledgeBody>,
 ) -> Result<Data<PaymentView>, ApiError> {
     let note = body.note.trim();
@@ -319,7 +321,7 @@ pub(crate) async fn refund_payment(
     State(state): State<PaymentsState>,
     ctx: RequestContext,
     key: IdempotencyKey,
-    Path(id): Path<Uuid>,
+    Path(id): Path<PaymentId>,
     Json(body): Json<RefundBody>,
 ) -> Result<Created<RefundRow>, ApiError> {
     let mut errors = Vec::new();

@@ -5,13 +5,13 @@
 //! acknowledge once they have settled it with the processor.
 
 use chrono::{DateTime, Utc};
+use payments_contract::PaymentId;
 use platform::metrics::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::PaymentsService;
 use crate::store::payments::{self, PaymentRow};
@@ -103,7 +103,7 @@ impl PaymentsService {
     /// Database failures.
     pub(crate) async fn acknowledge(
         &self,
-        id: Uuid,
+        id: PaymentId,
         admin: &str,
         note: &str,
         now: DateTime<Utc>,

@@ -4,11 +4,11 @@
 //! again): whichever of a job, a webhook or reconciliation gets there first applies an outcome,
 //! the others find it done.
 
+use payments_contract::PaymentId;
 use payments_contract::events::FailureCode;
 use platform::jobs::{Job, JobContext, JobError};
-use uuid::Uuid;
-
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::PaymentsService;
 use super::attention::Attention;
@@ -22,7 +22,7 @@ use crate::store::{ledger, refunds};
 
 /// The idempotency key of an operation toward the gateway: one per payment and operation (or
 /// per refund), whatever the job, attempt or process.
-pub(crate) fn gateway_key(subject: Uuid, operation: &str) -> String {
+pub(crate) fn gateway_key(subject: impl std::fmt::Display, operation: &str) -> String {
     format!("{subject}:{operation}")
 }
 
@@ -35,7 +35,7 @@ async fn commit(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), Jo
 }
 
 impl PaymentsService {
-    async fn read(&self, id: Uuid) -> Result<PaymentRow, JobError> {
+    async fn read(&self, id: PaymentId) -> Result<PaymentRow, JobError> {
         let mut db = self.pool.acquire().await.map_err(unexpected)?;
         payments::find(&mut db, id)
             .await?
@@ -43,7 +43,10 @@ impl PaymentsService {
     }
 
     /// The payment, locked in a new transaction.
-    async fn locked(&self, id: Uuid) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, PaymentRow), JobError> {
+    async fn locked(
+        &self,
+        id: PaymentId,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, PaymentRow), JobError> {
         let mut tx = self.pool.begin().await.map_err(unexpected)?;
         let payment = payments::lock(&mut tx, id)
             .await?
@@ -58,7 +61,7 @@ impl PaymentsService {
 
     /// The `payments.authorize` job.
     #[tracing::instrument(skip_all, fields(payment_id = %id, attempt = ctx.attempt), err)]
-    pub(crate) async fn authorize(&self, id: Uuid, ctx: &JobContext) -> Result<(), JobError> {
+    pub(crate) async fn authorize(&self, id: PaymentId, ctx: &JobContext) -> Result<(), JobError> {
         let payment = self.read(id).await?;
         if payment.status != PaymentStatus::Pending || payment.gateway_reference.is_some() {
             // Settled, or the gateway is processing it (a webhook or reconciliation ends it).
@@ -70,7 +73,7 @@ impl PaymentsService {
         }
         let metadata = ctx.follow_up(&payment.metadata.0, Authorize::QUEUE);
         let request = AuthorizeRequest {
-            payment_id: id,
+            payment_id: id.into_inner(),
             amount: payment.money(payment.amount)?,
             payment_method: payment.payment_method.clone(),
             idempotency_key: gateway_key(id, "authorize"),
@@ -101,7 +104,7 @@ impl PaymentsService {
 
     /// The `payments.capture` job.
     #[tracing::instrument(skip_all, fields(payment_id = %id, attempt = ctx.attempt), err)]
-    pub(crate) async fn capture(&self, id: Uuid, ctx: &JobContext) -> Result<(), JobError> {
+    pub(crate) async fn capture(&self, id: PaymentId, ctx: &JobContext) -> Result<(), JobError> {
         let payment = self.read(id).await?;
         if payment.status != PaymentStatus::Authorized {
             return Ok(());
@@ -114,7 +117,7 @@ impl PaymentsService {
             .clone()
             .ok_or_else(|| JobError::Abort(anyhow::anyhow!("authorized payment {id} has no gateway reference")))?;
         let request = CaptureRequest {
-            payment_id: id,
+            payment_id: id.into_inner(),
             reference,
             amount: payment.money(payment.amount)?,
             idempotency_key: gateway_key(id, "capture"),
@@ -142,7 +145,7 @@ impl PaymentsService {
     /// releases whatever the gateway holds for the payment. Without a reference it asks the
     /// gateway first, since an earlier attempt may have been carried out with its answer lost.
     #[tracing::instrument(skip_all, fields(payment_id = %id, attempt = ctx.attempt), err)]
-    pub(crate) async fn void(&self, id: Uuid, ctx: &JobContext) -> Result<(), JobError> {
+    pub(crate) async fn void(&self, id: PaymentId, ctx: &JobContext) -> Result<(), JobError> {
         let payment = self.read(id).await?;
         if !payment.status.is_unsettled() {
             return Ok(());
@@ -150,7 +153,7 @@ impl PaymentsService {
         let metadata = ctx.follow_up(&payment.metadata.0, Void::QUEUE);
         let reference = match payment.gateway_reference.clone() {
             Some(reference) => reference,
-            None => match self.gateway.lookup(id).await {
+            None => match self.gateway.lookup(id.into_inner()).await {
                 Ok(GatewayPayment::Authorized { reference } | GatewayPayment::Processing { reference }) => reference,
                 Ok(seen) => {
                     let (mut tx, payment) = self.locked(id).await?;
@@ -161,8 +164,11 @@ impl PaymentsService {
                 Err(error) => return Err(JobError::Abort(error.into())),
             },
         };
-        let request =
-            VoidRequest { payment_id: id, reference: reference.clone(), idempotency_key: gateway_key(id, "void") };
+        let request = VoidRequest {
+            payment_id: id.into_inner(),
+            reference: reference.clone(),
+            idempotency_key: gateway_key(id, "void"),
+        };
         match self.gateway.void(&request).await {
             Ok(()) => {
                 let (mut tx, payment) = self.locked(id).await?;
@@ -182,7 +188,7 @@ impl PaymentsService {
     /// look (the job ends; the flag stays until acknowledged).
     async fn after_refused_release(
         &self,
-        id: Uuid,
+        id: PaymentId,
         refusal: &str,
         metadata: &platform::bus::Metadata,
         operation: &str,
@@ -219,9 +225,9 @@ impl PaymentsService {
     /// first, so no lock is held during the call).
     async fn ask_gateway_then_lock(
         &self,
-        id: Uuid,
+        id: PaymentId,
     ) -> Result<(GatewayPayment, sqlx::Transaction<'static, sqlx::Postgres>, PaymentRow), JobError> {
-        let seen = match self.gateway.lookup(id).await {
+        let seen = match self.gateway.lookup(id.into_inner()).await {
             Ok(seen) => seen,
             Err(error) if error.is_transient() => return Err(self.retry_later(error, "lookup")),
             Err(error) => return Err(JobError::Abort(error.into())),
@@ -235,7 +241,7 @@ impl PaymentsService {
     /// capture, is flagged for a person and left to reconciliation.
     async fn after_refused_capture(
         &self,
-        id: Uuid,
+        id: PaymentId,
         refusal: &str,
         metadata: &platform::bus::Metadata,
     ) -> Result<(), JobError> {
@@ -270,9 +276,12 @@ impl PaymentsService {
     /// already over (failed, or voided before the authorization was known). Releasing it puts
     /// the ledger's hold, if one was recorded, to rest.
     #[tracing::instrument(skip_all, fields(payment_id = %id, attempt = ctx.attempt), err)]
-    pub(crate) async fn release(&self, id: Uuid, reference: &str, ctx: &JobContext) -> Result<(), JobError> {
-        let request =
-            VoidRequest { payment_id: id, reference: reference.to_owned(), idempotency_key: gateway_key(id, "void") };
+    pub(crate) async fn release(&self, id: PaymentId, reference: &str, ctx: &JobContext) -> Result<(), JobError> {
+        let request = VoidRequest {
+            payment_id: id.into_inner(),
+            reference: reference.to_owned(),
+            idempotency_key: gateway_key(id, "void"),
+        };
         match self.gateway.void(&request).await {
             Ok(()) => {
                 let (mut tx, payment) = self.locked(id).await?;
@@ -307,7 +316,7 @@ impl PaymentsService {
             .clone()
             .ok_or_else(|| JobError::Abort(anyhow::anyhow!("payment {} has no gateway reference", payment.id)))?;
         let request = RefundRequest {
-            payment_id: payment.id,
+            payment_id: payment.id.into_inner(),
             reference,
             amount: payment.money(refund.amount)?,
             idempotency_key: gateway_key(id, "refund"),

@@ -1,6 +1,7 @@
 //! The work payments' use cases enqueue, one job a gateway operation (and the recurring
 //! reconciliation), and how it is scheduled. `jobs.rs` runs them.
 
+use payments_contract::PaymentId;
 use platform::jobs::{Job, Schedule};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -10,7 +11,7 @@ use super::PaymentsService;
 /// Authorize a pending payment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Authorize {
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
 }
 
 impl Job for Authorize {
@@ -20,7 +21,7 @@ impl Job for Authorize {
 /// Capture an authorized payment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Capture {
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
 }
 
 impl Job for Capture {
@@ -30,7 +31,7 @@ impl Job for Capture {
 /// Release a payment whose order was cancelled before the capture.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Void {
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
 }
 
 impl Job for Void {
@@ -40,7 +41,7 @@ impl Job for Void {
 /// Release an authorization the gateway holds for a payment that is already over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Release {
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
     /// The gateway's reference of the authorization.
     pub(crate) reference: String,
 }
@@ -68,10 +69,10 @@ impl Job for Reconcile {
 }
 
 impl PaymentsService {
-    /// How a gateway job for `subject` is scheduled: now, keyed so that asking twice enqueues
+    /// How a gateway job for `subject` (a payment or a refund) is scheduled: now, keyed so that asking twice enqueues
     /// once, with the configured attempts. `round` tells apart later rounds asked by
     /// reconciliation.
-    pub(crate) fn schedule<J: Job>(&self, subject: Uuid, round: Option<&str>) -> Schedule {
+    pub(crate) fn schedule<J: Job>(&self, subject: impl std::fmt::Display, round: Option<&str>) -> Schedule {
         let key = match round {
             None => format!("{}:{subject}", J::QUEUE),
             Some(round) => format!("{}:{subject}:{round}", J::QUEUE),

@@ -2,8 +2,8 @@
 //! and pages of payments. Handlers reach payments only through here and the other use cases.
 
 use anyhow::Context;
+use payments_contract::PaymentId;
 use platform::http::{Page, PageRequest};
-use uuid::Uuid;
 
 use super::PaymentsService;
 use crate::domain::Balances;
@@ -28,7 +28,7 @@ impl PaymentsService {
     ///
     /// # Errors
     /// Database failures, or a ledger that does not add up.
-    pub(crate) async fn payment(&self, id: Uuid) -> anyhow::Result<Option<PaymentDetail>> {
+    pub(crate) async fn payment(&self, id: PaymentId) -> anyhow::Result<Option<PaymentDetail>> {
         let mut db = self.pool.begin().await.context("starting to read a payment")?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *db)

@@ -12,8 +12,8 @@
 use chrono::TimeDelta;
 use platform::jobs::{self, Job, JobContext};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
+use payments_contract::PaymentId;
 use payments_contract::events::FailureCode;
 
 use super::PaymentsService;
@@ -88,8 +88,8 @@ impl PaymentsService {
     }
 
     /// Settles one payment to what the gateway says.
-    async fn settle(&self, id: Uuid, ctx: &JobContext) -> Result<(), Unsettled> {
-        let seen = match self.gateway.lookup(id).await {
+    async fn settle(&self, id: PaymentId, ctx: &JobContext) -> Result<(), Unsettled> {
+        let seen = match self.gateway.lookup(id.into_inner()).await {
             Ok(seen) => seen,
             Err(error) if error.is_transient() => return Err(Unsettled::GatewayDown(error)),
             Err(error) => return Err(Unsettled::Failed(error.into())),
@@ -102,7 +102,7 @@ impl PaymentsService {
     async fn settle_to(
         &self,
         tx: &mut PgConnection,
-        id: Uuid,
+        id: PaymentId,
         seen: GatewayPayment,
         ctx: &JobContext,
     ) -> anyhow::Result<()> {

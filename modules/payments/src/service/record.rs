@@ -54,7 +54,12 @@ impl PaymentsService {
         Ok(true)
     }
 
-    async fn enqueue_release(&self, tx: &mut PgConnection, payment_id: Uuid, reference: &str) -> anyhow::Result<()> {
+    async fn enqueue_release(
+        &self,
+        tx: &mut PgConnection,
+        payment_id: PaymentId,
+        reference: &str,
+    ) -> anyhow::Result<()> {
         let job = Release { payment_id, reference: reference.to_owned() };
         jobs::enqueue(tx, &job, self.schedule::<Release>(payment_id, None)).await?;
         Ok(())
@@ -97,8 +102,8 @@ impl PaymentsService {
         ledger::record(tx, payment.id, EntryKind::Capture, payment.amount, &payment.currency, None, reference, now)
             .await?;
         let event = PaymentCaptured {
-            payment_id: PaymentId::from(payment.id),
-            order_id: payment.order_id,
+            payment_id: payment.id,
+            order_id: payment.order_id.0,
             amount: payment.money(payment.amount)?,
             captured_at: now,
         };
@@ -130,8 +135,8 @@ impl PaymentsService {
             self.enqueue_release(tx, payment.id, reference_of(payment)?).await?;
         }
         let event = PaymentFailed {
-            payment_id: PaymentId::from(payment.id),
-            order_id: payment.order_id,
+            payment_id: payment.id,
+            order_id: payment.order_id.0,
             code,
             message: Some(message.to_owned()),
             failed_at: now,
@@ -242,8 +247,8 @@ impl PaymentsService {
         ledger::record(tx, payment.id, EntryKind::Refund, refund.amount, currency, Some(refund_id), reference, now)
             .await?;
         let event = PaymentRefunded {
-            payment_id: PaymentId::from(payment.id),
-            order_id: payment.order_id,
+            payment_id: payment.id,
+            order_id: payment.order_id.0,
             refund_id,
             amount: payment.money(refund.amount)?,
             total_refunded: payment.money(refunded)?,

@@ -1,8 +1,8 @@
 //! Refunds an admin asks for: full (no amount) or partial, never more than is still
 //! refundable (captured, less refunds pending or done).
 
+use payments_contract::PaymentId;
 use platform::bus::Metadata;
-use uuid::Uuid;
 
 use super::PaymentsService;
 use crate::domain::PaymentStatus;
@@ -12,7 +12,7 @@ use crate::store::refunds::{self, RefundRow};
 /// What an admin asks.
 #[derive(Debug, Clone)]
 pub(crate) struct AdminRefund {
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
     /// Minor units; `None` refunds everything still refundable.
     pub(crate) amount: Option<i64>,
     pub(crate) reason: String,

@@ -2,7 +2,9 @@
 //! an order, the voiding of a cancelled order's payment, a refund. Nothing here calls the
 //! gateway; each enqueues the job that will.
 
+use orders_contract::OrderId;
 use orders_contract::events::{PaymentRequested, RefundReason, RefundRequested};
+use payments_contract::PaymentId;
 use platform::bus::Metadata;
 use platform::jobs;
 use sqlx::PgConnection;
@@ -28,8 +30,8 @@ impl PaymentsService {
         metadata: &Metadata,
     ) -> anyhow::Result<()> {
         let payment = NewPayment {
-            id: Uuid::now_v7(),
-            order_id: request.order_id.0,
+            id: PaymentId::new(),
+            order_id: request.order_id,
             user_id: request.user_id,
             amount: request.amount,
             payment_method: &request.payment_method,
@@ -52,7 +54,7 @@ impl PaymentsService {
     /// # Errors
     /// Database failures.
     #[tracing::instrument(skip_all, fields(order_id = %order_id), err)]
-    pub(crate) async fn order_cancelled(&self, tx: &mut PgConnection, order_id: Uuid) -> anyhow::Result<()> {
+    pub(crate) async fn order_cancelled(&self, tx: &mut PgConnection, order_id: OrderId) -> anyhow::Result<()> {
         let Some(payment) = payments::lock_for_order(tx, order_id).await? else {
             tracing::info!("the order has no payment; nothing to void");
             return Ok(());
@@ -90,7 +92,7 @@ impl PaymentsService {
         if refunds::by_source(tx, &source).await?.is_some() {
             return Ok(());
         }
-        let Some(payment) = payments::lock(tx, request.payment_id.into_inner()).await? else {
+        let Some(payment) = payments::lock(tx, request.payment_id).await? else {
             anyhow::bail!("orders asked to refund payment {}, which payments does not know", request.payment_id);
         };
         if !payment.status.has_captured() {
@@ -128,7 +130,7 @@ impl PaymentsService {
     pub(crate) async fn create_refund(
         &self,
         tx: &mut PgConnection,
-        payment_id: Uuid,
+        payment_id: PaymentId,
         amount: i64,
         currency: &str,
         reason: &str,

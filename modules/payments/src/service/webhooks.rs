@@ -1,10 +1,10 @@
 //! The sandbox gateway's webhooks: asynchronous outcomes of authorizations. A call is applied
 //! only if its signature matches, its timestamp is fresh, and its event id was never seen.
 
+use payments_contract::PaymentId;
 use payments_contract::events::FailureCode;
 use platform::bus::Metadata;
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::PaymentsService;
 use crate::domain::PaymentStatus;
@@ -22,7 +22,7 @@ pub(crate) struct WebhookEvent {
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct WebhookData {
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
     pub(crate) reference: String,
     #[serde(default)]
     pub(crate) code: Option<FailureCode>,

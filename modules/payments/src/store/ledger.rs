@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use payments_contract::PaymentId;
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -30,7 +31,7 @@ pub(crate) struct Entry {
 #[expect(clippy::too_many_arguments, reason = "one column each")]
 pub(crate) async fn record(
     db: &mut PgConnection,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     kind: EntryKind,
     amount: i64,
     currency: &str,
@@ -43,7 +44,7 @@ pub(crate) async fn record(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(Uuid::now_v7())
-    .bind(payment_id)
+    .bind(payment_id.into_inner())
     .bind(kind.as_str())
     .bind(amount)
     .bind(currency)
@@ -57,12 +58,12 @@ pub(crate) async fn record(
 }
 
 /// A payment's entries, oldest first.
-pub(crate) async fn entries(db: &mut PgConnection, payment_id: Uuid) -> anyhow::Result<Vec<Entry>> {
+pub(crate) async fn entries(db: &mut PgConnection, payment_id: PaymentId) -> anyhow::Result<Vec<Entry>> {
     sqlx::query_as(
         "SELECT id, kind, amount, currency, refund_id, gateway_reference, recorded_at
            FROM ledger_entries WHERE payment_id = $1 ORDER BY recorded_at, id",
     )
-    .bind(payment_id)
+    .bind(payment_id.into_inner())
     .fetch_all(db)
     .await
     .context("reading a payment's ledger")

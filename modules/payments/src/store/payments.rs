@@ -3,6 +3,8 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use orders_contract::OrderId;
+use payments_contract::PaymentId;
 use platform::bus::Metadata;
 use platform::http::PageRequest;
 use platform::money::{Currency, Money};
@@ -16,8 +18,10 @@ use crate::domain::PaymentStatus;
 /// A payment as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct PaymentRow {
-    pub(crate) id: Uuid,
-    pub(crate) order_id: Uuid,
+    #[sqlx(try_from = "Uuid")]
+    pub(crate) id: PaymentId,
+    #[sqlx(try_from = "Uuid")]
+    pub(crate) order_id: OrderId,
     pub(crate) user_id: Uuid,
     pub(crate) amount: i64,
     pub(crate) currency: String,
@@ -54,8 +58,8 @@ const COLUMNS: &str = "id, order_id, user_id, amount, currency, payment_method, 
 /// What a new payment holds.
 #[derive(Debug, Clone)]
 pub(crate) struct NewPayment<'a> {
-    pub(crate) id: Uuid,
-    pub(crate) order_id: Uuid,
+    pub(crate) id: PaymentId,
+    pub(crate) order_id: OrderId,
     pub(crate) user_id: Uuid,
     pub(crate) amount: Money,
     pub(crate) payment_method: &'a str,
@@ -75,8 +79,8 @@ pub(crate) async fn insert(
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $9)
          ON CONFLICT (order_id) DO NOTHING",
     )
-    .bind(payment.id)
-    .bind(payment.order_id)
+    .bind(payment.id.into_inner())
+    .bind(payment.order_id.0)
     .bind(payment.user_id)
     .bind(payment.amount.amount)
     .bind(payment.amount.currency.as_str())
@@ -91,27 +95,27 @@ pub(crate) async fn insert(
     Ok(inserted == 1)
 }
 
-pub(crate) async fn find(db: &mut PgConnection, id: Uuid) -> anyhow::Result<Option<PaymentRow>> {
+pub(crate) async fn find(db: &mut PgConnection, id: PaymentId) -> anyhow::Result<Option<PaymentRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payments WHERE id = $1")))
-        .bind(id)
+        .bind(id.into_inner())
         .fetch_optional(db)
         .await
         .context("reading a payment")
 }
 
 /// The payment, locked until the transaction ends.
-pub(crate) async fn lock(db: &mut PgConnection, id: Uuid) -> anyhow::Result<Option<PaymentRow>> {
+pub(crate) async fn lock(db: &mut PgConnection, id: PaymentId) -> anyhow::Result<Option<PaymentRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payments WHERE id = $1 FOR UPDATE")))
-        .bind(id)
+        .bind(id.into_inner())
         .fetch_optional(db)
         .await
         .context("locking a payment")
 }
 
 /// The order's payment, locked until the transaction ends.
-pub(crate) async fn lock_for_order(db: &mut PgConnection, order_id: Uuid) -> anyhow::Result<Option<PaymentRow>> {
+pub(crate) async fn lock_for_order(db: &mut PgConnection, order_id: OrderId) -> anyhow::Result<Option<PaymentRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM payments WHERE order_id = $1 FOR UPDATE")))
-        .bind(order_id)
+        .bind(order_id.0)
         .fetch_optional(db)
         .await
         .context("locking an order's payment")
@@ -129,7 +133,7 @@ pub(crate) struct Change<'a> {
 
 pub(crate) async fn update(
     db: &mut PgConnection,
-    id: Uuid,
+    id: PaymentId,
     status: PaymentStatus,
     change: &Change<'_>,
     now: DateTime<Utc>,
@@ -146,7 +150,7 @@ pub(crate) async fn update(
                 updated_at = $9
           WHERE id = $1",
     )
-    .bind(id)
+    .bind(id.into_inner())
     .bind(status.as_str())
     .bind(change.gateway_reference)
     .bind(change.failure.map(|(code, _)| code))
@@ -162,9 +166,9 @@ pub(crate) async fn update(
 }
 
 /// Marks that reconciliation looked at the payment, so it waits its turn again.
-pub(crate) async fn touch(db: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -> anyhow::Result<()> {
+pub(crate) async fn touch(db: &mut PgConnection, id: PaymentId, now: DateTime<Utc>) -> anyhow::Result<()> {
     sqlx::query("UPDATE payments SET updated_at = $2 WHERE id = $1")
-        .bind(id)
+        .bind(id.into_inner())
         .bind(now)
         .execute(db)
         .await
@@ -173,8 +177,12 @@ pub(crate) async fn touch(db: &mut PgConnection, id: Uuid, now: DateTime<Utc>) -
 }
 
 /// Payments pending or authorized and unchanged since `before`, oldest first.
-pub(crate) async fn unsettled(db: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+pub(crate) async fn unsettled(
+    db: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<PaymentId>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM payments WHERE status IN ('pending', 'authorized') AND updated_at < $1
           ORDER BY updated_at LIMIT $2",
     )
@@ -182,13 +190,14 @@ pub(crate) async fn unsettled(db: &mut PgConnection, before: DateTime<Utc>, limi
     .bind(limit)
     .fetch_all(db)
     .await
-    .context("finding unsettled payments")
+    .context("finding unsettled payments")?;
+    Ok(ids.into_iter().map(PaymentId::from).collect())
 }
 
 /// Flags the payment for a person, with why; an earlier flag keeps its time.
 pub(crate) async fn flag_attention(
     db: &mut PgConnection,
-    id: Uuid,
+    id: PaymentId,
     reason: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -197,7 +206,7 @@ pub(crate) async fn flag_attention(
                 acknowledged_at = NULL, acknowledged_by = NULL, acknowledgement = NULL
           WHERE id = $1",
     )
-    .bind(id)
+    .bind(id.into_inner())
     .bind(reason)
     .bind(now)
     .execute(db)
@@ -209,7 +218,7 @@ pub(crate) async fn flag_attention(
 /// Clears the payment's flag with an admin's note; false when it had none.
 pub(crate) async fn acknowledge(
     db: &mut PgConnection,
-    id: Uuid,
+    id: PaymentId,
     admin: &str,
     note: &str,
     now: DateTime<Utc>,
@@ -218,7 +227,7 @@ pub(crate) async fn acknowledge(
         "UPDATE payments SET attention = NULL, acknowledged_at = $2, acknowledged_by = $3, acknowledgement = $4
           WHERE id = $1 AND attention IS NOT NULL",
     )
-    .bind(id)
+    .bind(id.into_inner())
     .bind(now)
     .bind(admin)
     .bind(note)
@@ -240,7 +249,7 @@ pub(crate) async fn needing_attention(db: &mut PgConnection) -> anyhow::Result<i
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ListFilter {
     pub(crate) user_id: Option<Uuid>,
-    pub(crate) order_id: Option<Uuid>,
+    pub(crate) order_id: Option<OrderId>,
     pub(crate) status: Option<PaymentStatus>,
     /// Only those a person must look at (or only those not).
     pub(crate) needs_attention: Option<bool>,
@@ -248,7 +257,7 @@ pub(crate) struct ListFilter {
 
 /// A list's cursor: the last row's creation time and id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct ListKey(pub(crate) DateTime<Utc>, pub(crate) Uuid);
+pub(crate) struct ListKey(pub(crate) DateTime<Utc>, pub(crate) PaymentId);
 
 /// One page, newest first (`limit + 1` rows fetched).
 pub(crate) async fn list(
@@ -262,7 +271,7 @@ pub(crate) async fn list(
         query.push(" AND user_id = ").push_bind(user);
     }
     if let Some(order) = filter.order_id {
-        query.push(" AND order_id = ").push_bind(order);
+        query.push(" AND order_id = ").push_bind(order.0);
     }
     if let Some(status) = filter.status {
         query.push(" AND status = ").push_bind(status.as_str());
@@ -274,7 +283,8 @@ pub(crate) async fn list(
     };
     let (op, direction) = if descending { ("<", "DESC") } else { (">", "ASC") };
     if let Some(ListKey(at, id)) = &page.after {
-        query.push(format!(" AND (created_at, id) {op} (")).push_bind(*at).push(", ").push_bind(*id).push(")");
+        let id = id.into_inner();
+        query.push(format!(" AND (created_at, id) {op} (")).push_bind(*at).push(", ").push_bind(id).push(")");
     }
     query.push(format!(" ORDER BY created_at {direction}, id {direction} LIMIT "));
     query.push_bind(i64::from(page.limit) + 1);

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use payments_contract::PaymentId;
 use platform::bus::Metadata;
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -15,7 +16,9 @@ use crate::domain::RefundStatus;
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub(crate) struct RefundRow {
     pub(crate) id: Uuid,
-    pub(crate) payment_id: Uuid,
+    #[sqlx(try_from = "Uuid")]
+    #[schema(value_type = Uuid)]
+    pub(crate) payment_id: PaymentId,
     /// Minor units of the payment's currency.
     pub(crate) amount: i64,
     pub(crate) currency: String,
@@ -40,7 +43,7 @@ const COLUMNS: &str = "id, payment_id, amount, currency, reason, requested_by, s
 #[derive(Debug, Clone)]
 pub(crate) struct NewRefund<'a> {
     pub(crate) id: Uuid,
-    pub(crate) payment_id: Uuid,
+    pub(crate) payment_id: PaymentId,
     pub(crate) amount: i64,
     pub(crate) currency: &'a str,
     pub(crate) reason: &'a str,
@@ -56,7 +59,7 @@ pub(crate) async fn insert(db: &mut PgConnection, refund: &NewRefund<'_>, now: D
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9)",
     )
     .bind(refund.id)
-    .bind(refund.payment_id)
+    .bind(refund.payment_id.into_inner())
     .bind(refund.amount)
     .bind(refund.currency)
     .bind(refund.reason)
@@ -87,22 +90,22 @@ pub(crate) async fn by_source(db: &mut PgConnection, source: &str) -> anyhow::Re
 }
 
 /// A payment's refunds, oldest first.
-pub(crate) async fn of_payment(db: &mut PgConnection, payment_id: Uuid) -> anyhow::Result<Vec<RefundRow>> {
+pub(crate) async fn of_payment(db: &mut PgConnection, payment_id: PaymentId) -> anyhow::Result<Vec<RefundRow>> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM refunds WHERE payment_id = $1 ORDER BY created_at, id"
     )))
-    .bind(payment_id)
+    .bind(payment_id.into_inner())
     .fetch_all(db)
     .await
     .context("reading a payment's refunds")
 }
 
 /// What pending and succeeded refunds of a payment add up to: what is no longer refundable.
-pub(crate) async fn committed(db: &mut PgConnection, payment_id: Uuid) -> anyhow::Result<i64> {
+pub(crate) async fn committed(db: &mut PgConnection, payment_id: PaymentId) -> anyhow::Result<i64> {
     sqlx::query_scalar(
         "SELECT COALESCE(sum(amount), 0)::bigint FROM refunds WHERE payment_id = $1 AND status <> 'failed'",
     )
-    .bind(payment_id)
+    .bind(payment_id.into_inner())
     .fetch_one(db)
     .await
     .context("adding up a payment's refunds")

@@ -2,15 +2,15 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use payments_contract::PaymentId;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 /// Records the gateway's event; false if it was recorded before (a replay).
 pub(crate) async fn remember(
     db: &mut PgConnection,
     id: &str,
     event_type: &str,
-    payment_id: Option<Uuid>,
+    payment_id: Option<PaymentId>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let inserted = sqlx::query(
@@ -19,7 +19,7 @@ pub(crate) async fn remember(
     )
     .bind(id)
     .bind(event_type)
-    .bind(payment_id)
+    .bind(payment_id.map(PaymentId::into_inner))
     .bind(now)
     .execute(db)
     .await

@@ -21,6 +21,22 @@ pub(crate) struct UserPage {
     meta: PageMeta,
 }
 
+/// What every admin route about one user (`/users/{id}…`) may answer besides its own
+/// outcomes: documented once, listed in each route's `responses`.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "documentation only: the answers are ApiError envelopes")]
+pub(crate) enum OneUserRefusals {
+    /// No or invalid token
+    #[response(status = 401)]
+    Unauthenticated(ErrorEnvelope),
+    /// Not an admin
+    #[response(status = 403)]
+    NotAnAdmin(ErrorEnvelope),
+    /// No such user
+    #[response(status = 404)]
+    NoSuchUser(ErrorEnvelope),
+}
+
 /// Lists users, newest first by default; filter by role, status and email prefix.
 #[utoipa::path(get, path = "/users", tag = "users",
     params(ListUsersQuery),
@@ -62,9 +78,7 @@ pub(crate) async fn list_users(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user", body = inline(platform::http::Envelope<UserView>)),
-        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
-        (status = 403, description = "Not an admin", body = ErrorEnvelope),
-        (status = 404, description = "No such user", body = ErrorEnvelope),
+        OneUserRefusals,
     ))]
 pub(crate) async fn get_user(
     AdminOnly(admin): AdminOnly,
@@ -83,9 +97,7 @@ pub(crate) async fn get_user(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user with the new roles", body = inline(platform::http::Envelope<UserView>)),
-        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
-        (status = 403, description = "Not an admin", body = ErrorEnvelope),
-        (status = 404, description = "No such user", body = ErrorEnvelope),
+        OneUserRefusals,
         (status = 409, description = "`last_admin`", body = ErrorEnvelope),
         (status = 422, description = "No role, or an unknown one", body = ErrorEnvelope),
     ))]
@@ -107,9 +119,7 @@ pub(crate) async fn set_roles(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The deactivated user", body = inline(platform::http::Envelope<UserView>)),
-        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
-        (status = 403, description = "Not an admin", body = ErrorEnvelope),
-        (status = 404, description = "No such user", body = ErrorEnvelope),
+        OneUserRefusals,
         (status = 409, description = "Already deactivated (`invalid_transition`), or `last_admin`", body = ErrorEnvelope),
     ))]
 pub(crate) async fn deactivate_user(
@@ -128,9 +138,7 @@ pub(crate) async fn deactivate_user(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The reactivated user", body = inline(platform::http::Envelope<UserView>)),
-        (status = 401, description = "No or invalid token", body = ErrorEnvelope),
-        (status = 403, description = "Not an admin", body = ErrorEnvelope),
-        (status = 404, description = "No such user", body = ErrorEnvelope),
+        OneUserRefusals,
         (status = 409, description = "The account is active (`invalid_transition`)", body = ErrorEnvelope),
     ))]
 pub(crate) async fn reactivate_user(
