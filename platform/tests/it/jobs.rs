@@ -509,7 +509,8 @@ async fn a_job_running_longer_than_the_dead_worker_window_is_not_run_again_elsew
     // A worker is presumed dead after 3 missed heartbeats of 200 ms. One job at a time, so a
     // worker running its job is at its limit: it must still beat (apalis beats from the
     // backend's readiness, which it polls before asking for a free slot).
-    let quick = |config: JobsConfig| JobsConfig { heartbeat: Duration::from_millis(200), missed_heartbeats: 3, ..config };
+    let quick =
+        |config: JobsConfig| JobsConfig { heartbeat: Duration::from_millis(200), missed_heartbeats: 3, ..config };
     let queue = || vec![JobQueue::new(recorder.clone()).concurrency(1)];
     let first = Running::start_with(&databases, queue(), quick).await;
     let second = Running::start_with(&databases, queue(), quick).await;

@@ -512,7 +512,13 @@ impl PaymentGateway for SandboxGateway {
                 };
                 let mut books = self.books.begin().await.map_err(|e| storage(&e))?;
                 let answer = self
-                    .async_authorization(&mut books, request, reference.clone(), outcome, token != "pm_card_async_silent")
+                    .async_authorization(
+                        &mut books,
+                        request,
+                        reference.clone(),
+                        outcome,
+                        token != "pm_card_async_silent",
+                    )
                     .await
                     .map_err(|e| storage(&e))?;
                 self.store_with(books, guard, &Stored::Processing { reference }, true).await?;

@@ -8,8 +8,8 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use payments_contract::events::FailureCode;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
 use sqlx::migrate::Migrator;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
