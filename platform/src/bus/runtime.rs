@@ -100,6 +100,7 @@ impl BusBuilder {
             wakeups,
             publishers: Vec::new(),
             consumers: Vec::new(),
+            gauges_stale: std::sync::atomic::AtomicBool::new(false),
         };
         Self { inner, member: Uuid::now_v7() }
     }
@@ -188,6 +189,8 @@ struct Inner {
     relay: Option<Arc<dyn Relay>>,
     publishers: Vec<(&'static str, PgPool)>,
     consumers: Vec<Arc<Consumer>>,
+    /// Set by what changes the gauges without a wake-up (a dead letter replayed here).
+    gauges_stale: std::sync::atomic::AtomicBool,
 }
 
 /// The event bus of this process. Cheap to clone.
@@ -631,6 +634,7 @@ impl Bus {
             .await
             .map_err(anyhow::Error::from)?;
             tx.commit().await.map_err(anyhow::Error::from)?;
+            self.inner.gauges_stale.store(true, std::sync::atomic::Ordering::SeqCst);
             tracing::info!(dead_letter = %id, subscription = consumer.name(), "dead letter replayed");
             return Ok(replayed);
         }
@@ -750,17 +754,48 @@ impl Bus {
     }
 
     async fn refresh_gauges_periodically(&self, cancel: CancellationToken) {
+        // The sources' wake-ups and the partitions owned: while neither changes and the last
+        // read found every partition caught up, the gauges cannot have moved, so the read is
+        // skipped (it was most of what an idle process asked of PostgreSQL). Every
+        // `GAUGES_FULL_EVERY`th round reads anyway, for what no wake-up announces (a dead
+        // letter replayed by another process).
+        let mut sources: Vec<&'static str> = self.inner.consumers.iter().map(|c| c.subscription.source).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let mut news: Vec<_> = sources.iter().map(|source| self.inner.log.wakeups(source)).collect();
+        let mut owned: Vec<_> = self.inner.consumers.iter().map(|c| c.owned.subscribe()).collect();
+        let mut caught_up = false;
+        let mut skipped = 0_u32;
         loop {
-            match self.status().await {
-                Ok(statuses) => {
-                    let me = self.member();
-                    for status in statuses {
-                        let owned = status.owner == Some(me);
-                        self.inner.metrics.lag(&status.subscription, status.partition, owned.then_some(status.lag));
-                        self.inner.metrics.dead_letters_waiting(&status.subscription, status.dead_letters);
+            let changed = news.iter().any(|n| n.has_changed().unwrap_or(true))
+                || owned.iter().any(|o| o.has_changed().unwrap_or(true))
+                || self.inner.gauges_stale.swap(false, std::sync::atomic::Ordering::SeqCst);
+            if caught_up && !changed && skipped < GAUGES_FULL_EVERY && self.inner.log.pushes_wakeups() {
+                skipped += 1;
+            } else {
+                skipped = 0;
+                news.iter_mut().for_each(|n| {
+                    n.borrow_and_update();
+                });
+                owned.iter_mut().for_each(|o| {
+                    o.borrow_and_update();
+                });
+                caught_up = match self.status().await {
+                    Ok(statuses) => {
+                        let me = self.member();
+                        let caught_up = statuses.iter().all(|s| s.lag == 0 && s.attempts == 0);
+                        for status in statuses {
+                            let owned = status.owner == Some(me);
+                            self.inner.metrics.lag(&status.subscription, status.partition, owned.then_some(status.lag));
+                            self.inner.metrics.dead_letters_waiting(&status.subscription, status.dead_letters);
+                        }
+                        caught_up
                     }
-                }
-                Err(error) => tracing::debug!("refreshing bus gauges failed: {error:#}"),
+                    Err(error) => {
+                        tracing::debug!("refreshing bus gauges failed: {error:#}");
+                        false
+                    }
+                };
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -769,6 +804,10 @@ impl Bus {
         }
     }
 }
+
+/// Rounds of the gauges that may be skipped in a row while nothing changes (about a minute
+/// at the default 15 s).
+const GAUGES_FULL_EVERY: u32 = 3;
 
 /// Whether preparing a subscription failed because its source's outbox is missing or not yet
 /// readable by this module's role, which another process fixes when it starts.
