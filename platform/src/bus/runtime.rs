@@ -60,7 +60,7 @@ impl Default for BusConfig {
             sequencer_batch: 1000,
             poll_interval: Duration::from_secs(1),
             listening_poll_interval: Duration::from_secs(120),
-            sequencer_linger: Duration::from_millis(2),
+            sequencer_linger: Duration::from_millis(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_every: Duration::from_secs(3600),
             gauges_every: Duration::from_secs(15),
