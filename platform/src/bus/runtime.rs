@@ -756,9 +756,9 @@ impl Bus {
     async fn refresh_gauges_periodically(&self, cancel: CancellationToken) {
         // The sources' wake-ups and the partitions owned: while neither changes and the last
         // read found every partition caught up, the gauges cannot have moved, so the read is
-        // skipped (it was most of what an idle process asked of PostgreSQL). Every
-        // `GAUGES_FULL_EVERY`th round reads anyway, for what no wake-up announces (a dead
-        // letter replayed by another process).
+        // skipped (it was most of what an idle process asked of PostgreSQL). After
+        // `GAUGES_SKIPPED_AT_MOST` skipped rounds one reads anyway, for what no wake-up
+        // announces (a dead letter replayed by another process).
         let mut sources: Vec<&'static str> = self.inner.consumers.iter().map(|c| c.subscription.source).collect();
         sources.sort_unstable();
         sources.dedup();
@@ -770,7 +770,7 @@ impl Bus {
             let changed = news.iter().any(|n| n.has_changed().unwrap_or(true))
                 || owned.iter().any(|o| o.has_changed().unwrap_or(true))
                 || self.inner.gauges_stale.swap(false, std::sync::atomic::Ordering::SeqCst);
-            if caught_up && !changed && skipped < GAUGES_FULL_EVERY && self.inner.log.pushes_wakeups() {
+            if caught_up && !changed && skipped < GAUGES_SKIPPED_AT_MOST && self.inner.log.pushes_wakeups() {
                 skipped += 1;
             } else {
                 skipped = 0;
@@ -805,9 +805,9 @@ impl Bus {
     }
 }
 
-/// Rounds of the gauges that may be skipped in a row while nothing changes (about a minute
-/// at the default 15 s).
-const GAUGES_FULL_EVERY: u32 = 3;
+/// Rounds of the gauges that may be skipped in a row while nothing changes: every fourth
+/// round reads, about once a minute at the default 15 s.
+const GAUGES_SKIPPED_AT_MOST: u32 = 3;
 
 /// Whether preparing a subscription failed because its source's outbox is missing or not yet
 /// readable by this module's role, which another process fixes when it starts.
