@@ -88,7 +88,8 @@ impl OrdersService {
         // and a placement that fails before its insert (the catalogue changed since, or cannot
         // be reached) looks for the order its key placed before answering with the failure.
         match self.place_new(&request, &digest, ctx).await {
-            Err(error) if !matches!(error, PlaceOrderError::Unexpected(_)) => {
+            // A reused key was found by its lookup already.
+            Err(error) if !matches!(error, PlaceOrderError::Unexpected(_) | PlaceOrderError::KeyReused) => {
                 Ok(self.placed_before(&request, &digest).await?.ok_or(error)?)
             }
             placed => placed,
