@@ -161,6 +161,47 @@ async fn read_without_key(app: &Harness) -> (StatusCode, serde_json::Value) {
 }
 
 #[tokio::test]
+async fn a_retry_is_marked_replayed_and_one_sent_while_the_first_runs_waits_for_its_order() {
+    let app = Harness::start().await;
+    let body = order_body(&[("MUG-001", 1)]);
+    let send = || {
+        app.client
+            .post(app.served.url("/api/v1/orders"))
+            .bearer_auth(&app.customer_token)
+            .header("idempotency-key", "twice-1")
+            .json(&body)
+            .send()
+    };
+    // Sent together: one waits on the key's unique index for the other, then answers with it.
+    let (first, second) = tokio::join!(send(), send());
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let replayed = [&first, &second].map(|r| r.headers().get("idempotent-replayed").is_some());
+    assert_eq!(replayed.iter().filter(|r| **r).count(), 1, "exactly one of the two is the replay");
+    let (first_status, first) = crate::support::read(first).await;
+    let (second_status, second) = crate::support::read(second).await;
+    assert_eq!((first_status, second_status), (StatusCode::ACCEPTED, StatusCode::ACCEPTED), "{first} {second}");
+    assert_eq!(first["data"]["id"], second["data"]["id"]);
+    let mut db = app.database.admin_connection().await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn a_retry_gets_its_order_even_when_the_catalogue_cannot_be_reached_any_more() {
+    let app = Harness::start().await;
+    let body = order_body(&[("MUG-001", 1)]);
+    let (_, first) = app.place_with_key("placed-1", &app.customer_token, body.clone()).await;
+    // The placement went through; its retry must not be judged by a catalogue now down.
+    app.inventory.down.store(true, Ordering::SeqCst);
+    let (status, again) = app.place_with_key("placed-1", &app.customer_token, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["data"]["id"], first["data"]["id"]);
+    // Another body under the same key is still refused, whatever the catalogue does.
+    let (status, answer) = app.place_with_key("placed-1", &app.customer_token, order_body(&[("MUG-001", 2)])).await;
+    assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+}
+
+#[tokio::test]
 async fn a_retry_finds_its_order_even_when_the_stored_answer_was_lost() {
     let app = Harness::start().await;
     let body = order_body(&[("MUG-001", 1)]);
