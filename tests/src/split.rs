@@ -64,6 +64,9 @@ struct ModuleProcess {
     command: Vec<(String, String)>,
     args: Vec<String>,
     child: Option<Child>,
+    /// Where the log stood when the latest start began: what the process said before that
+    /// belongs to an earlier life, perhaps on another port.
+    log_from: usize,
 }
 
 /// The `bulkhead` program as the test package builds it (`src/bin/bulkhead-process.rs`, the
@@ -143,6 +146,7 @@ impl SplitProcesses {
                     command,
                     args: flags.iter().map(|f| (*f).to_owned()).collect(),
                     child: None,
+                    log_from: 0,
                 }
             })
             .collect();
@@ -216,19 +220,21 @@ impl SplitProcesses {
         self.processes.iter_mut().find(|p| p.module == module).unwrap_or_else(|| panic!("no process for {module}"))
     }
 
-    /// What `module`'s process has logged so far.
     /// Whether `module`'s latest start bound its port (`serving`) or found it taken; `None`
-    /// before either. The log is appended to across restarts, so the last word counts.
+    /// before either. The log is appended to across starts, so only what the latest start
+    /// wrote counts: an earlier `serving` must not vouch for whoever answers on the port now.
     fn bound_its_port(&self, module: &str) -> Option<bool> {
         let log = self.log_of(module);
-        let served = log.rfind("\"message\":\"serving\"");
-        let refused = log.rfind("Address already in use");
+        let latest = log.get(self.process(module).log_from..).unwrap_or_default();
+        let served = latest.rfind("\"message\":\"serving\"");
+        let refused = latest.rfind("Address already in use");
         match (served, refused) {
             (None, None) => None,
             (served, refused) => Some(served > refused),
         }
     }
 
+    /// What `module`'s process has logged so far.
     pub fn log_of(&self, module: &str) -> String {
         std::fs::read_to_string(self.logs.join(format!("{module}.log"))).unwrap_or_default()
     }
@@ -252,9 +258,20 @@ impl SplitProcesses {
     }
 
     /// Freezes `module`'s process (SIGSTOP): it keeps its connections but answers nothing,
-    /// like a process stuck in a long pause.
+    /// like a process stuck in a long pause. Panics, with the process's log, unless the
+    /// kernel reports it stopped: a test that froze nothing would prove nothing.
     pub fn freeze(&self, module: &str) {
-        signal(self.process(module).child.as_ref().expect("running"), Signal::SIGSTOP);
+        let child = self.process(module).child.as_ref().expect("running");
+        signal(child, Signal::SIGSTOP);
+        let pid = child.id().unwrap_or_else(|| panic!("{module} has exited:\n{}", self.log_of(module)));
+        // The stop takes effect at once, but `/proc` may show it a moment later.
+        for _ in 0..100 {
+            if process_state(pid) == Some('T') {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{module} (pid {pid}, state {:?}) did not stop:\n{}", process_state(pid), self.log_of(module));
     }
 
     /// Lets a frozen process run again (SIGCONT).
@@ -307,6 +324,7 @@ impl ModuleProcess {
             .append(true)
             .open(logs.join(format!("{}.log", self.module)))
             .unwrap();
+        self.log_from = usize::try_from(log.metadata().unwrap().len()).expect("a log that fits in memory");
         let mut command = Command::new(binary());
         command
             .args(&self.args)
@@ -321,6 +339,14 @@ impl ModuleProcess {
             .kill_on_drop(true);
         self.child = Some(command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary().display())));
     }
+}
+
+/// The state letter of process `pid` in `/proc/<pid>/stat` (`T` stopped, `Z` exited and not
+/// yet reaped), if it exists.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces; the state follows it.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn signal(child: &Child, signal: Signal) {
