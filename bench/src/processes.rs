@@ -164,6 +164,22 @@ impl Deployment {
         (now, peak)
     }
 
+    /// Resident memory summed over the processes, split as (anonymous, file-backed), in MiB:
+    /// the heap and stacks the processes wrote, and the pages of the binary and libraries
+    /// they mapped (clean, shared with other processes running them, and reclaimable).
+    pub(crate) fn rss_split_mib(&self) -> (f64, f64) {
+        let mut anonymous = 0.0;
+        let mut file = 0.0;
+        for (_, _, child) in &self.processes {
+            if let Some(pid) = child.id() {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                anonymous += kib(&status, "RssAnon:") / 1024.0;
+                file += kib(&status, "RssFile:") / 1024.0;
+            }
+        }
+        (anonymous, file)
+    }
+
     /// Stops every process with SIGTERM and waits for it.
     pub(crate) async fn stop(mut self) {
         for (_, _, child) in &mut self.processes {

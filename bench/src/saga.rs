@@ -186,6 +186,8 @@ async fn measure(
             "idle_app_cpu_ms_per_sec": round2(idle.app_cpu_ms_per_sec),
             "idle_postgres_cpu_ms_per_sec": round2(idle.postgres_cpu_ms_per_sec),
             "rss_idle_mb": round2(idle.rss_mb),
+            "rss_idle_anon_mb": round2(idle.rss_anon_mb),
+            "rss_idle_file_mb": round2(idle.rss_file_mb),
             "rss_peak_mb": round2(rss_peak),
             "closed_loop": {
                 "orders": options.orders,
@@ -504,6 +506,9 @@ struct Idle {
     app_cpu_ms_per_sec: f64,
     postgres_cpu_ms_per_sec: f64,
     rss_mb: f64,
+    /// Of `rss_mb`: the heap and stacks, and the binary's and libraries' pages.
+    rss_anon_mb: f64,
+    rss_file_mb: f64,
 }
 
 async fn measure_idle(
@@ -525,6 +530,7 @@ async fn measure_idle(
     let (app_after, postgres_after) = (cpu_ms(app), cluster_cpu(postmaster));
     let after = stats.counters().await?;
     let (rss_mb, _) = deployment.rss_mib();
+    let (rss_anon_mb, rss_file_mb) = deployment.rss_split_mib();
     Ok(Idle {
         transactions_per_sec: (after - before).transactions as f64 / elapsed,
         connections: stats.connections().await?,
@@ -533,6 +539,8 @@ async fn measure_idle(
         app_cpu_ms_per_sec: (app_after - app_before) / elapsed,
         postgres_cpu_ms_per_sec: cpu_between(&postgres_before, &postgres_after) / elapsed,
         rss_mb,
+        rss_anon_mb,
+        rss_file_mb,
     })
 }
 
