@@ -152,15 +152,7 @@ impl Deployment {
 
     /// Resident memory summed over the processes: (now, peak), in MiB.
     pub(crate) fn rss_mib(&self) -> (f64, f64) {
-        let mut now = 0.0;
-        let mut peak = 0.0;
-        for (_, _, child) in &self.processes {
-            if let Some(pid) = child.id() {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                now += kib(&status, "VmRSS:") / 1024.0;
-                peak += kib(&status, "VmHWM:") / 1024.0;
-            }
-        }
+        let [now, peak] = self.status_mib(["VmRSS:", "VmHWM:"]);
         (now, peak)
     }
 
@@ -168,16 +160,22 @@ impl Deployment {
     /// the heap and stacks the processes wrote, and the pages of the binary and libraries
     /// they mapped (clean, shared with other processes running them, and reclaimable).
     pub(crate) fn rss_split_mib(&self) -> (f64, f64) {
-        let mut anonymous = 0.0;
-        let mut file = 0.0;
+        let [anonymous, file] = self.status_mib(["RssAnon:", "RssFile:"]);
+        (anonymous, file)
+    }
+
+    /// Each of `fields` (in kB) of the processes' `/proc/<pid>/status`, summed, in MiB.
+    fn status_mib<const N: usize>(&self, fields: [&str; N]) -> [f64; N] {
+        let mut sums = [0.0; N];
         for (_, _, child) in &self.processes {
             if let Some(pid) = child.id() {
                 let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                anonymous += kib(&status, "RssAnon:") / 1024.0;
-                file += kib(&status, "RssFile:") / 1024.0;
+                for (sum, field) in sums.iter_mut().zip(fields) {
+                    *sum += kib(&status, field) / 1024.0;
+                }
             }
         }
-        (anonymous, file)
+        sums
     }
 
     /// Stops every process with SIGTERM and waits for it.
