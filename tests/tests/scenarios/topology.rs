@@ -97,9 +97,11 @@ async fn a_frozen_inventory_is_cut_off_at_the_quote_deadline_and_nothing_is_orde
     let response = try_place(&app, &token, "frozen-1", "MUG-001", 1, "pm_card_visa").await;
     let waited = started.elapsed();
     app.processes().unwrap().thaw("inventory");
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.headers().contains_key("retry-after"));
+    let status = response.status();
+    let retry_after = response.headers().contains_key("retry-after");
     let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(retry_after);
     assert_eq!(body["error"]["code"], "inventory_unavailable", "{body}");
     // Orders asks inventory for a quote with a 3-second deadline; the answer comes then,
     // not after the request's own 30 seconds.
