@@ -61,9 +61,7 @@ async fn lines_the_catalogue_cannot_sell_are_named_one_by_one() {
             ("lines[4]".to_owned(), "currency_mismatch".to_owned()),
         ]
     );
-    let mut db = app.database.admin_connection().await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap();
-    assert_eq!(count, 0);
+    assert_eq!(app.orders_stored().await, 0);
 }
 
 #[tokio::test]
@@ -140,9 +138,7 @@ async fn the_same_key_replays_the_same_order_and_another_body_is_refused() {
     assert_eq!(first["data"]["id"], second["data"]["id"]);
     let (status, answer) = app.place_with_key("k-1", &app.customer_token, order_body(&[("MUG-001", 2)])).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    let mut db = app.database.admin_connection().await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(app.orders_stored().await, 1);
 
     let (status, answer) = read_without_key(&app).await;
     assert_eq!((status, code(&answer)), (StatusCode::BAD_REQUEST, "idempotency_key_required"));
@@ -164,26 +160,16 @@ async fn read_without_key(app: &Harness) -> (StatusCode, serde_json::Value) {
 async fn a_retry_is_marked_replayed_and_one_sent_while_the_first_runs_waits_for_its_order() {
     let app = Harness::start().await;
     let body = order_body(&[("MUG-001", 1)]);
-    let send = || {
-        app.client
-            .post(app.served.url("/api/v1/orders"))
-            .bearer_auth(&app.customer_token)
-            .header("idempotency-key", "twice-1")
-            .json(&body)
-            .send()
-    };
+    let send = || app.send_placement("twice-1", &app.customer_token, &body);
     // Sent together: one waits on the key's unique index for the other, then answers with it.
     let (first, second) = tokio::join!(send(), send());
-    let (first, second) = (first.unwrap(), second.unwrap());
     let replayed = [&first, &second].map(|r| r.headers().get("idempotent-replayed").is_some());
     assert_eq!(replayed.iter().filter(|r| **r).count(), 1, "exactly one of the two is the replay");
     let (first_status, first) = crate::support::read(first).await;
     let (second_status, second) = crate::support::read(second).await;
     assert_eq!((first_status, second_status), (StatusCode::ACCEPTED, StatusCode::ACCEPTED), "{first} {second}");
     assert_eq!(first["data"]["id"], second["data"]["id"]);
-    let mut db = app.database.admin_connection().await.unwrap();
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(app.orders_stored().await, 1);
 }
 
 #[tokio::test]
@@ -217,8 +203,7 @@ async fn a_retry_finds_its_order_even_when_the_stored_answer_was_lost() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let (status, answer) = app.place_with_key("lost-1", &app.customer_token, order_body(&[("TEE-002", 1)])).await;
     assert_eq!((status, code(&answer)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(app.orders_stored().await, 1);
     assert_eq!(
         app.events("orders.order_placed", first["data"]["id"].as_str().unwrap().parse().unwrap()).await.len(),
         1

@@ -141,16 +141,25 @@ impl Harness {
     }
 
     pub async fn place_with_key(&self, key: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .client
+        read(self.send_placement(key, token, &body).await).await
+    }
+
+    /// `POST /api/v1/orders` with `key`, answered as it came (headers included).
+    pub async fn send_placement(&self, key: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.client
             .post(self.served.url("/api/v1/orders"))
             .bearer_auth(token)
             .header("idempotency-key", key)
-            .json(&body)
+            .json(body)
             .send()
             .await
-            .unwrap();
-        read(response).await
+            .unwrap()
+    }
+
+    /// How many orders the module has stored.
+    pub async fn orders_stored(&self) -> i64 {
+        let mut db = self.database.admin_connection().await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM orders.orders").fetch_one(&mut db).await.unwrap()
     }
 
     /// Places a valid order for `lines` (`[(sku, quantity)]`); returns its id and total.
