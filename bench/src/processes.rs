@@ -156,16 +156,11 @@ impl Deployment {
         (now, peak)
     }
 
-    /// Resident memory summed over the processes, split as (anonymous, file-backed), in MiB:
-    /// the heap and stacks the processes wrote, and the pages of the binary and libraries
-    /// they mapped (clean, shared with other processes running them, and reclaimable).
-    pub(crate) fn rss_split_mib(&self) -> (f64, f64) {
-        let [anonymous, file] = self.status_mib(["RssAnon:", "RssFile:"]);
-        (anonymous, file)
-    }
-
-    /// Each of `fields` (in kB) of the processes' `/proc/<pid>/status`, summed, in MiB.
-    fn status_mib<const N: usize>(&self, fields: [&str; N]) -> [f64; N] {
+    /// Each of `fields` (in kB) of the processes' `/proc/<pid>/status`, summed, in MiB: say
+    /// `RssAnon:` for the heap and stacks the processes wrote, `RssFile:` for the pages of the
+    /// binary and libraries they mapped (clean, shared with other processes running them, and
+    /// reclaimable).
+    pub(crate) fn status_mib<const N: usize>(&self, fields: [&str; N]) -> [f64; N] {
         let mut sums = [0.0; N];
         for (_, _, child) in &self.processes {
             if let Some(pid) = child.id() {

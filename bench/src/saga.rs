@@ -529,8 +529,7 @@ async fn measure_idle(
     let elapsed = started.elapsed().as_secs_f64();
     let (app_after, postgres_after) = (cpu_ms(app), cluster_cpu(postmaster));
     let after = stats.counters().await?;
-    let (rss_mb, _) = deployment.rss_mib();
-    let (rss_anon_mb, rss_file_mb) = deployment.rss_split_mib();
+    let [rss_mb, rss_anon_mb, rss_file_mb] = deployment.status_mib(["VmRSS:", "RssAnon:", "RssFile:"]);
     Ok(Idle {
         transactions_per_sec: (after - before).transactions as f64 / elapsed,
         connections: stats.connections().await?,

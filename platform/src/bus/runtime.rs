@@ -3,6 +3,7 @@
 //! (status, dead letters, replay, rewind). Retention runs as jobs (`bus/retention.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -100,7 +101,7 @@ impl BusBuilder {
             wakeups,
             publishers: Vec::new(),
             consumers: Vec::new(),
-            gauges_stale: std::sync::atomic::AtomicBool::new(false),
+            gauges_stale: AtomicBool::new(false),
         };
         Self { inner, member: Uuid::now_v7() }
     }
@@ -169,7 +170,7 @@ impl BusBuilder {
             member: self.member,
             session_timeout: config.session_timeout,
             owned: tokio::sync::watch::channel(Vec::new()).0,
-            started: std::sync::atomic::AtomicBool::new(false),
+            started: AtomicBool::new(false),
         };
         self.inner.consumers.push(Arc::new(consumer));
         Ok(self)
@@ -190,7 +191,7 @@ struct Inner {
     publishers: Vec<(&'static str, PgPool)>,
     consumers: Vec<Arc<Consumer>>,
     /// Set by what changes the gauges without a wake-up (a dead letter replayed here).
-    gauges_stale: std::sync::atomic::AtomicBool,
+    gauges_stale: AtomicBool,
 }
 
 /// The event bus of this process. Cheap to clone.
@@ -354,7 +355,7 @@ impl Bus {
                 Err(error) => return Err(error).with_context(|| format!("preparing subscription {}", consumer.name())),
             }
             consumer.heartbeat().await.with_context(|| format!("joining the consumer group of {}", consumer.name()))?;
-            consumer.started.store(true, std::sync::atomic::Ordering::SeqCst);
+            consumer.started.store(true, Ordering::SeqCst);
         }
         let mut tasks = JoinSet::new();
         let listen_pool =
@@ -425,12 +426,7 @@ impl Bus {
     /// Subscriptions still waiting for their source's event log to become readable (its
     /// process has not created or granted it yet).
     pub fn waiting_subscriptions(&self) -> Vec<&'static str> {
-        self.inner
-            .consumers
-            .iter()
-            .filter(|c| !c.started.load(std::sync::atomic::Ordering::SeqCst))
-            .map(|c| c.subscription.name)
-            .collect()
+        self.inner.consumers.iter().filter(|c| !c.started.load(Ordering::SeqCst)).map(|c| c.subscription.name).collect()
     }
 
     /// Changes whenever `module`'s events got positions, in this process or any other on the
@@ -634,7 +630,7 @@ impl Bus {
             .await
             .map_err(anyhow::Error::from)?;
             tx.commit().await.map_err(anyhow::Error::from)?;
-            self.inner.gauges_stale.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.inner.gauges_stale.store(true, Ordering::SeqCst);
             tracing::info!(dead_letter = %id, subscription = consumer.name(), "dead letter replayed");
             return Ok(replayed);
         }
@@ -769,7 +765,7 @@ impl Bus {
         loop {
             let changed = news.iter().any(|n| n.has_changed().unwrap_or(true))
                 || owned.iter().any(|o| o.has_changed().unwrap_or(true))
-                || self.inner.gauges_stale.swap(false, std::sync::atomic::Ordering::SeqCst);
+                || self.inner.gauges_stale.swap(false, Ordering::SeqCst);
             if caught_up && !changed && skipped < GAUGES_SKIPPED_AT_MOST && self.inner.log.pushes_wakeups() {
                 skipped += 1;
             } else {
@@ -831,8 +827,7 @@ async fn run_memberships(group: Vec<Arc<Consumer>>, every: Duration, cancel: Can
     let Some(pool) = group.first().map(|consumer| consumer.pool.clone()) else { return };
     let subscriber = group[0].subscriber;
     loop {
-        let started: Vec<&Arc<Consumer>> =
-            group.iter().filter(|c| c.started.load(std::sync::atomic::Ordering::SeqCst)).collect();
+        let started: Vec<&Arc<Consumer>> = group.iter().filter(|c| c.started.load(Ordering::SeqCst)).collect();
         if !started.is_empty() {
             let renewed = async {
                 let mut tx = pool.begin().await?;
